@@ -71,13 +71,17 @@ pub struct LatencySummary {
     pub mean_us: f64,
 }
 
-/// A latency histogram in microseconds, 3 significant digits, up to [`crate::dist::MAX_DELAY`] and beyond.
+/// A latency histogram in microseconds with 3 significant digits, from 1 µs to one hour; longer
+/// latencies are recorded as one hour.
 #[derive(Clone, Debug)]
 pub struct LatencyHistogram(Histogram<u64>);
 
 impl Default for LatencyHistogram {
     fn default() -> LatencyHistogram {
-        LatencyHistogram(Histogram::new(3).expect("3 significant digits is a valid precision"))
+        let hour_us = 3_600_000_000;
+        LatencyHistogram(
+            Histogram::new_with_bounds(1, hour_us, 3).expect("valid bounds and precision"),
+        )
     }
 }
 
