@@ -365,8 +365,8 @@ pub async fn corrupted_block_is_refused<H: Harness>(h: &H) {
     let cid = provider.put(Codec::Raw, data).await.expect("put");
     match fetcher.fetch(&cid, h.patience()).await {
         Err(Error::CidMismatch { expected, actual }) => {
-            assert_eq!(expected, cid);
-            assert_ne!(actual, cid);
+            assert_eq!(*expected, cid);
+            assert_ne!(*actual, cid);
         }
         other => panic!("expected a CID mismatch, got {other:?}"),
     }

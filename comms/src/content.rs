@@ -70,7 +70,7 @@ pub fn check_supported(cid: &Cid) -> Result<Codec, Error> {
         Some(codec) if cid.version() == cid::Version::V1 && cid.hash().code() == SHA2_256 => {
             Ok(codec)
         }
-        _ => Err(Error::UnsupportedCid { cid: *cid }),
+        _ => Err(Error::UnsupportedCid { cid: Box::new(*cid) }),
     }
 }
 
@@ -82,8 +82,8 @@ pub fn verify(expected: &Cid, data: &[u8]) -> Result<(), Error> {
         Ok(())
     } else {
         Err(Error::CidMismatch {
-            expected: *expected,
-            actual,
+            expected: Box::new(*expected),
+            actual: Box::new(actual),
         })
     }
 }

@@ -31,7 +31,7 @@ pub enum Operation {
     Peers,
 }
 
-/// Why a `Communication` call failed.
+/// Why a `Communication` call failed. CIDs are boxed to keep the error small (a `Cid` is 96 bytes).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -44,13 +44,13 @@ pub enum Error {
     },
     /// The backend knows for certain that the block is not available.
     #[error("block {cid} not found")]
-    NotFound { cid: Cid },
+    NotFound { cid: Box<Cid> },
     /// The bytes received do not hash to the CID asked for.
     #[error("CID mismatch: expected {expected}, received bytes hash to {actual}")]
-    CidMismatch { expected: Cid, actual: Cid },
+    CidMismatch { expected: Box<Cid>, actual: Box<Cid> },
     /// The CID is not CIDv1 with sha2-256 and a codec this contract knows, so it cannot be verified.
     #[error("unsupported CID {cid}: need CIDv1, sha2-256, codec raw or dag-cbor")]
-    UnsupportedCid { cid: Cid },
+    UnsupportedCid { cid: Box<Cid> },
     /// A message or block exceeds the configured limit.
     #[error("{kind:?} of {size} bytes exceeds the limit of {limit} bytes")]
     TooLarge {

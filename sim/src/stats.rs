@@ -200,7 +200,7 @@ impl Trace {
             event.id,
             event.size,
         ] {
-            self.digest = (self.digest.rotate_left(5) ^ word).wrapping_mul(0x51_7cc1_b727_220a_95);
+            self.digest = (self.digest.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
         }
         if let Some(events) = &mut self.events {
             events.push(event);
