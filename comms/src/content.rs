@@ -70,7 +70,9 @@ pub fn check_supported(cid: &Cid) -> Result<Codec, Error> {
         Some(codec) if cid.version() == cid::Version::V1 && cid.hash().code() == SHA2_256 => {
             Ok(codec)
         }
-        _ => Err(Error::UnsupportedCid { cid: Box::new(*cid) }),
+        _ => Err(Error::UnsupportedCid {
+            cid: Box::new(*cid),
+        }),
     }
 }
 

@@ -47,7 +47,10 @@ pub enum Error {
     NotFound { cid: Box<Cid> },
     /// The bytes received do not hash to the CID asked for.
     #[error("CID mismatch: expected {expected}, received bytes hash to {actual}")]
-    CidMismatch { expected: Box<Cid>, actual: Box<Cid> },
+    CidMismatch {
+        expected: Box<Cid>,
+        actual: Box<Cid>,
+    },
     /// The CID is not CIDv1 with sha2-256 and a codec this contract knows, so it cannot be verified.
     #[error("unsupported CID {cid}: need CIDv1, sha2-256, codec raw or dag-cbor")]
     UnsupportedCid { cid: Box<Cid> },

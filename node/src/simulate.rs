@@ -61,13 +61,20 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.peers >= 2, "a network needs at least 2 peers");
     let mut config = match &args.scenario {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
             toml::from_str(&text).with_context(|| format!("parsing scenario {}", path.display()))?
         }
-        None => SimConfig { seed: sim::seed_from_env(1), ..SimConfig::default() },
+        None => SimConfig {
+            seed: sim::seed_from_env(1),
+            ..SimConfig::default()
+        },
     };
     config.seed = args.seed.unwrap_or(config.seed);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()?;
     let wall = std::time::Instant::now();
     let stats = runtime.block_on(run(&args, config.clone()))?;
     let report = Report {
@@ -75,7 +82,8 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         seed: config.seed,
         simulated: args.duration,
         wall_seconds: wall.elapsed().as_secs_f64(),
-        delivery_ratio: stats.counters.delivered as f64 / (stats.counters.published * (args.peers as u64 - 1)).max(1) as f64,
+        delivery_ratio: stats.counters.delivered as f64
+            / (stats.counters.published * (args.peers as u64 - 1)).max(1) as f64,
         delivery_latency: stats.delivery_latency,
         fetches_ok: stats.counters.fetches_ok,
         fetches_failed: stats.counters.fetches_timed_out + stats.counters.fetches_mismatched,
@@ -84,7 +92,8 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     };
     print_report(&report);
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
         println!("report written to {}", path.display());
     }
     Ok(())
@@ -158,7 +167,9 @@ async fn spawn_listener(peer: SimPeer, topic: Topic) -> anyhow::Result<()> {
                     continue;
                 };
                 let peer = peer.clone();
-                tokio::spawn(async move { peer.fetch(&cid, Duration::from_secs(5)).await }.in_current_span());
+                tokio::spawn(
+                    async move { peer.fetch(&cid, Duration::from_secs(5)).await }.in_current_span(),
+                );
             }
         }
         .instrument(span),
@@ -170,13 +181,32 @@ fn print_report(r: &Report) {
     let c = &r.stats.counters;
     let ms = |us: u64| us as f64 / 1000.0;
     let line = |name: &str, l: &LatencySummary| {
-        println!("  {name:<20} p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms  max {:.1} ms  (n={})", ms(l.p50_us), ms(l.p95_us), ms(l.p99_us), ms(l.max_us), l.count);
+        println!(
+            "  {name:<20} p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms  max {:.1} ms  (n={})",
+            ms(l.p50_us),
+            ms(l.p95_us),
+            ms(l.p99_us),
+            ms(l.max_us),
+            l.count
+        );
     };
-    println!("simulated {:?} of {} peers (seed {}) in {:.2} s of wall time", r.simulated, r.peers, r.seed, r.wall_seconds);
-    println!("  broadcast            published {}, delivered {}, ratio {:.3}", c.published, c.delivered, r.delivery_ratio);
-    println!("  dropped              partition {}, crashed {}, loss {}, queue full {}", c.dropped_partition, c.dropped_crashed, c.dropped_loss, c.dropped_queue_full);
+    println!(
+        "simulated {:?} of {} peers (seed {}) in {:.2} s of wall time",
+        r.simulated, r.peers, r.seed, r.wall_seconds
+    );
+    println!(
+        "  broadcast            published {}, delivered {}, ratio {:.3}",
+        c.published, c.delivered, r.delivery_ratio
+    );
+    println!(
+        "  dropped              partition {}, crashed {}, loss {}, queue full {}",
+        c.dropped_partition, c.dropped_crashed, c.dropped_loss, c.dropped_queue_full
+    );
     line("delivery latency", &r.delivery_latency);
-    println!("  fetch                ok {}, failed {}, served {} blocks ({} bytes)", r.fetches_ok, r.fetches_failed, c.blocks_served, c.blocks_served_bytes);
+    println!(
+        "  fetch                ok {}, failed {}, served {} blocks ({} bytes)",
+        r.fetches_ok, r.fetches_failed, c.blocks_served, c.blocks_served_bytes
+    );
     line("fetch latency", &r.fetch_latency);
     println!("  trace digest         {}", r.stats.trace_digest);
 }
