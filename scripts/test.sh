@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace. Each benchmark first runs once in its quick mode, so that it cannot
 # rot (nothing is asserted about speed). Installs nothing by hand: whatever a test needs, this script
-# provisions.
+# provisions. Ends with one line totalling every test binary's results.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo bench -p benches --bench sim_scale --locked -- --quick
-cargo test --workspace --locked
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$log"
+awk '/^test result:/ { passed += $4; failed += $6; skipped += $8 }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", passed, failed, skipped }' "$log"

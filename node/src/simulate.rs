@@ -10,7 +10,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use comms::{Cid, Codec, Communication, Topic};
 use serde::Serialize;
-use sim::{LatencySummary, Sim, SimConfig, SimPeer, Stats};
+use sim::{LatencySummary, Sim, SimConfig, SimPeer, Stats, TraceEvent};
 use tokio::time::Instant;
 use tracing::{info, warn, Instrument};
 
@@ -38,6 +38,9 @@ pub struct Args {
     /// Write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Record every simulator event and write them as JSON to this file.
+    #[arg(long)]
+    trace: Option<PathBuf>,
 }
 
 /// What the run measured.
@@ -71,12 +74,13 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         },
     };
     config.seed = args.seed.unwrap_or(config.seed);
+    config.record_trace |= args.trace.is_some();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
         .build()?;
     let wall = std::time::Instant::now();
-    let stats = runtime.block_on(run(&args, config.clone()))?;
+    let (stats, trace) = runtime.block_on(run(&args, config.clone()))?;
     let report = Report {
         peers: args.peers,
         seed: config.seed,
@@ -92,14 +96,22 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     };
     print_report(&report);
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-        println!("report written to {}", path.display());
+        write_json(path, &report, "report")?;
+    }
+    if let Some(path) = &args.trace {
+        write_json(path, &trace, "trace")?;
     }
     Ok(())
 }
 
-async fn run(args: &Args, config: SimConfig) -> anyhow::Result<Stats> {
+fn write_json(path: &std::path::Path, value: &impl Serialize, what: &str) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    println!("{what} written to {}", path.display());
+    Ok(())
+}
+
+async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Stats, Vec<TraceEvent>)> {
     let topic = Topic::new("blocks")?;
     info!(peers = args.peers, seed = config.seed, link = ?config.link, "starting simulated network");
     let (sim, peers) = Sim::builder().config(config).peers(args.peers).build();
@@ -127,7 +139,7 @@ async fn run(args: &Args, config: SimConfig) -> anyhow::Result<Stats> {
     }
     tokio::time::sleep_until(at(1.0)).await;
     info!(t = ?start.elapsed(), "done");
-    Ok(sim.stats().await?)
+    Ok((sim.stats().await?, sim.trace().await?))
 }
 
 /// Starts a peer's announcer and listener, in a span naming the peer.
