@@ -1,7 +1,33 @@
 //! The ledger core: signed blocks in a Merkle DAG, Byzantine-fault-tolerant ordering, account state.
 //!
-//! It talks to the network only through [`comms::Communication`] and never names a backend; its
-//! tests run over the `sim` backend. The data model and ordering rule are built under the ledger
-//! issue; this crate is the place they go.
+//! Every validator proposes one block per round, referencing a quorum of the previous round's
+//! blocks by CID; the blocks form a DAG whose causal histories are fixed by their hashes. A
+//! deterministic rule ([`consensus`]) commits leader blocks, and everything a committed leader
+//! references is ordered after it, so honest nodes commit the same sequence. Committed transactions
+//! change the account [`state`]. The ledger talks to the network only through
+//! [`comms::Communication`] and never names a backend. `DESIGN.md` has the data model and the
+//! ordering rule's argument.
 
-pub use comms;
+pub mod codec;
+pub mod committee;
+pub mod consensus;
+pub mod core;
+pub mod crypto;
+pub mod dag;
+mod error;
+pub mod node;
+pub mod state;
+pub mod storage;
+pub mod types;
+pub mod validate;
+
+pub use crate::core::{Commit, Core, CoreConfig, CoreStats, Output, SubmitError};
+pub use committee::Committee;
+pub use crypto::{Keypair, PublicKey, Signature};
+pub use error::{Error, ParentsError};
+pub use node::{spawn, NodeConfig, NodeError, NodeHandle, Status};
+pub use state::{Account, Outcome, State};
+pub use storage::Storage;
+pub use types::{
+    Allocation, Block, Genesis, Payload, SignedBlock, SignedTransaction, Transaction, Validator,
+};

@@ -1,0 +1,305 @@
+//! Receiving blocks: validate, wait for missing ancestors and batches (fetching them), accept in
+//! causal order. Iterative throughout, so a history of any depth costs no stack.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use comms::Cid;
+
+use super::{Core, Output, Pending, Want};
+use crate::{
+    codec::{cid_of, decode},
+    dag::AcceptedBlock,
+    types::{Payload, SignedBlock, SignedTransaction},
+    validate::{check_block, check_parents, check_transactions},
+    Error,
+};
+
+impl Core {
+    /// Block bytes arrived by broadcast.
+    pub fn receive(&mut self, now_ms: u64, bytes: Bytes, out: &mut Vec<Output>) {
+        self.receive_block(bytes, out);
+        self.after_change(now_ms, out);
+    }
+
+    /// A fetch asked for by [`Output::Fetch`] succeeded (the bytes match the CID).
+    pub fn fetched(&mut self, now_ms: u64, cid: Cid, bytes: Bytes, out: &mut Vec<Output>) {
+        match self.unwant(cid, out) {
+            Some(Want { batch: true, .. }) => self.receive_batch(cid, bytes, out),
+            Some(Want { batch: false, .. }) => self.receive_block(bytes, out),
+            None => {}
+        }
+        self.after_change(now_ms, out);
+    }
+
+    /// A block or batch from our own storage, at start (batches first, then blocks in round order).
+    /// Nothing is stored again; our own blocks set the round we propose next, so that a restarted
+    /// validator never signs a second block for a round.
+    pub fn restore(&mut self, bytes: Bytes, batch: bool, out: &mut Vec<Output>) {
+        self.restoring = true;
+        match batch {
+            true => self.receive_batch(cid_of(&bytes), bytes, out),
+            false => self.receive_block(bytes, out),
+        }
+        self.restoring = false;
+    }
+
+    /// A fetch failed for good: the blocks waiting for it are dropped; a later reference to the CID
+    /// (a re-broadcast of one of them, say) asks for it again.
+    pub fn fetch_failed(&mut self, cid: Cid, out: &mut Vec<Output>) {
+        self.unwant(cid, out);
+        self.discard_descendants(cid);
+    }
+
+    /// Asks for `dependency` on behalf of a block by `author`: now, if that author's budget allows,
+    /// or else once its earlier fetches are done. A dependency queued under another author starts
+    /// now if this author has budget, so one author's slow queue never holds up another's blocks.
+    fn want(&mut self, dependency: Cid, batch: bool, author: u32, out: &mut Vec<Output>) {
+        if self.wanted.get(&dependency).is_some_and(|w| w.in_flight) {
+            return;
+        }
+        let slot = author as usize;
+        let in_flight = self.fetching[slot] < self.config.fetches_per_author.max(1);
+        if in_flight {
+            self.fetching[slot] += 1;
+            out.push(Output::Fetch(dependency));
+        } else if !self.wanted.contains_key(&dependency) {
+            self.queued[slot].push_back(dependency);
+        } else {
+            return;
+        }
+        self.wanted.insert(
+            dependency,
+            Want {
+                batch,
+                author,
+                in_flight,
+            },
+        );
+    }
+
+    /// `cid` is no longer being fetched: frees its author's turn for the next queued fetch.
+    fn unwant(&mut self, cid: Cid, out: &mut Vec<Output>) -> Option<Want> {
+        let want = self.wanted.remove(&cid)?;
+        let slot = want.author as usize;
+        if !want.in_flight {
+            return Some(want);
+        }
+        self.fetching[slot] -= 1;
+        while let Some(next) = self.queued[slot].pop_front() {
+            let Some(queued) = self.wanted.get_mut(&next).filter(|w| !w.in_flight) else {
+                continue;
+            };
+            *queued = Want {
+                author: want.author,
+                in_flight: true,
+                ..*queued
+            };
+            self.fetching[slot] += 1;
+            out.push(Output::Fetch(next));
+            break;
+        }
+        Some(want)
+    }
+
+    fn receive_block(&mut self, bytes: Bytes, out: &mut Vec<Output>) {
+        let cid = cid_of(&bytes);
+        if self.dag.contains(&cid) || self.pending.contains_key(&cid) || self.refused.contains(&cid)
+        {
+            return;
+        }
+        let checked = SignedBlock::decode(&bytes).and_then(|block| {
+            check_block(
+                &block,
+                bytes.len(),
+                &self.chain,
+                &self.committee,
+                &self.limits,
+            )?;
+            Ok(block)
+        });
+        match checked {
+            Ok(block) => self.admit(cid, block, bytes, out),
+            Err(error) => self.reject(Some(cid), error, out),
+        }
+    }
+
+    fn receive_batch(&mut self, cid: Cid, bytes: Bytes, out: &mut Vec<Output>) {
+        let checked = decode::<Vec<SignedTransaction>>(&bytes).and_then(|txs| {
+            check_transactions(&txs, &self.chain, &self.limits)?;
+            Ok(txs)
+        });
+        match checked {
+            Ok(txs) => {
+                self.batches.insert(cid, Arc::new(txs));
+                if !self.restoring {
+                    out.push(Output::Store {
+                        cid,
+                        bytes,
+                        batch: true,
+                    });
+                }
+                self.resolved(cid, out);
+            }
+            Err(error) => self.reject(Some(cid), error, out),
+        }
+    }
+
+    /// A valid block: accepted now if its dependencies are here, else parked until they are.
+    pub(super) fn admit(
+        &mut self,
+        cid: Cid,
+        block: SignedBlock,
+        bytes: Bytes,
+        out: &mut Vec<Output>,
+    ) {
+        let mut missing: Vec<(Cid, bool)> = block
+            .block
+            .parents
+            .iter()
+            .filter(|p| !self.dag.contains(p))
+            .map(|p| (*p, false))
+            .collect();
+        if let Payload::Batch { cid: batch, .. } = &block.block.payload {
+            if !self.batches.contains_key(batch) {
+                missing.push((*batch, true));
+            }
+        }
+        for &(dependency, batch) in &missing {
+            self.waiting.entry(dependency).or_default().push(cid);
+            if !self.pending.contains_key(&dependency) {
+                self.want(dependency, batch, block.block.author, out);
+            }
+        }
+        match missing.len() {
+            0 => self.accept(cid, block, bytes, out),
+            n => {
+                self.pending.insert(
+                    cid,
+                    Pending {
+                        block,
+                        bytes,
+                        missing: n,
+                    },
+                );
+            }
+        }
+    }
+
+    /// `dependency` is now here: accept whatever waited only for it, and so on down the line.
+    fn resolved(&mut self, dependency: Cid, out: &mut Vec<Output>) {
+        let mut ready = vec![dependency];
+        while let Some(done) = ready.pop() {
+            for child in self.waiting.remove(&done).unwrap_or_default() {
+                let Some(pending) = self.pending.get_mut(&child) else {
+                    continue;
+                };
+                pending.missing -= 1;
+                if pending.missing == 0 {
+                    let Some(Pending { block, bytes, .. }) = self.pending.remove(&child) else {
+                        continue;
+                    };
+                    if self.insert(child, block, bytes, out) {
+                        ready.push(child);
+                    } else {
+                        self.discard_descendants(child);
+                    }
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, cid: Cid, block: SignedBlock, bytes: Bytes, out: &mut Vec<Output>) {
+        match self.insert(cid, block, bytes, out) {
+            true => self.resolved(cid, out),
+            false => self.discard_descendants(cid),
+        }
+    }
+
+    /// Checks a block against its parents and batch, and adds it to the DAG.
+    fn insert(
+        &mut self,
+        cid: Cid,
+        block: SignedBlock,
+        bytes: Bytes,
+        out: &mut Vec<Output>,
+    ) -> bool {
+        let parents: Vec<(u32, u64)> = block
+            .block
+            .parents
+            .iter()
+            .filter_map(|p| self.dag.get(p))
+            .map(|p| (p.author(), p.round()))
+            .collect();
+        if let Err(error) = check_parents(block.block.round, &parents, &self.committee) {
+            self.reject(Some(cid), error.into(), out);
+            return false;
+        }
+        let transactions = match &block.block.payload {
+            Payload::Inline(txs) => Arc::new(txs.clone()),
+            Payload::Batch {
+                cid: batch,
+                count,
+                size,
+            } => match self.batches.get(batch) {
+                Some(txs)
+                    if txs.len() as u64 == *count
+                        && crate::codec::encode(&**txs).len() as u64 == *size =>
+                {
+                    txs.clone()
+                }
+                _ => {
+                    self.reject(
+                        Some(cid),
+                        Error::BatchMismatch {
+                            cid: Box::new(*batch),
+                        },
+                        out,
+                    );
+                    return false;
+                }
+            },
+        };
+        let (author, round) = (block.block.author, block.block.round);
+        let accepted = Arc::new(AcceptedBlock {
+            cid,
+            block,
+            bytes: bytes.clone(),
+            transactions,
+        });
+        let others = self.dag.insert(accepted);
+        self.stats.accepted += 1;
+        if !others.is_empty() {
+            self.stats.equivocations += 1;
+            out.push(Output::Equivocation {
+                author,
+                round,
+                blocks: [others, vec![cid]].concat(),
+            });
+        }
+        if self.me.as_ref().is_some_and(|(me, _)| *me == author) && round >= self.round {
+            self.round = round + 1;
+            self.last_own = Some((bytes.clone(), 0));
+        }
+        if !self.restoring {
+            out.push(Output::Store {
+                cid,
+                bytes,
+                batch: false,
+            });
+        }
+        true
+    }
+
+    /// Drops every parked block that depends, directly or not, on an invalid one.
+    fn discard_descendants(&mut self, invalid: Cid) {
+        let mut stack = vec![invalid];
+        while let Some(cid) = stack.pop() {
+            for child in self.waiting.remove(&cid).unwrap_or_default() {
+                if self.pending.remove(&child).is_some() {
+                    stack.push(child);
+                }
+            }
+        }
+    }
+}

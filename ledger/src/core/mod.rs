@@ -1,0 +1,277 @@
+//! The protocol core, free of IO: inputs in (a block's bytes arrived, a fetch finished, a
+//! transaction was submitted, the time is now T), outputs out (broadcast this, store that, fetch
+//! this CID, these transactions committed). The node shell does the IO; tests drive it directly.
+
+mod accept;
+mod propose;
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    sync::Arc,
+    time::Duration,
+};
+
+use bytes::Bytes;
+use comms::Cid;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    consensus::{Committer, Linearizer},
+    dag::Dag,
+    state::{Outcome, State},
+    types::{Genesis, SignedTransaction},
+    validate::BlockLimits,
+    Account, Committee, Error, Keypair, PublicKey,
+};
+
+pub use propose::SubmitError;
+
+/// How many refused CIDs are remembered.
+const MAX_REFUSED: usize = 100_000;
+
+/// Tuning of the core; every field has a sensible default.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoreConfig {
+    /// How long a validator waits for the previous round's leader block, once it has a quorum of
+    /// that round, before proposing without it.
+    #[serde(with = "humantime_serde")]
+    pub leader_timeout: Duration,
+    /// The least time between two of a validator's blocks (bounds the DAG's growth when idle).
+    #[serde(with = "humantime_serde")]
+    pub min_block_interval: Duration,
+    /// How often a validator re-broadcasts its latest block, so that lost messages heal.
+    #[serde(with = "humantime_serde")]
+    pub rebroadcast_interval: Duration,
+    /// Transactions per block.
+    pub max_block_transactions: u64,
+    /// Encoded bytes of a block or a batch.
+    pub max_block_bytes: u64,
+    /// Above this many bytes of transactions, they go into a separate batch block.
+    pub inline_bytes: u64,
+    /// Rounds after which a transaction included in one of our blocks but not committed is proposed again.
+    pub resubmit_after_rounds: u64,
+    /// Transactions waiting for a block, at most; further submissions are refused.
+    pub max_mempool: usize,
+    /// Fetches in flight on behalf of one author's blocks; more wait their turn. A faulty author
+    /// referencing blocks that do not exist can thus slow only its own blocks' sync, not others'.
+    pub fetches_per_author: usize,
+}
+
+impl Default for CoreConfig {
+    fn default() -> CoreConfig {
+        CoreConfig {
+            leader_timeout: Duration::from_millis(500),
+            min_block_interval: Duration::from_millis(100),
+            rebroadcast_interval: Duration::from_secs(2),
+            max_block_transactions: 10_000,
+            max_block_bytes: 1 << 20,
+            inline_bytes: 64 << 10,
+            resubmit_after_rounds: 20,
+            max_mempool: 100_000,
+            fetches_per_author: 8,
+        }
+    }
+}
+
+/// What the core asks the shell to do, or tells it.
+#[derive(Debug)]
+pub enum Output {
+    /// Broadcast these block bytes to the other nodes.
+    Broadcast(Bytes),
+    /// Keep this accepted block (or batch) on disk and serve it to peers by CID.
+    Store { cid: Cid, bytes: Bytes, batch: bool },
+    /// Fetch this block or batch by CID, and report back.
+    Fetch(Cid),
+    /// A leader committed: its history is now ordered and applied.
+    Committed(Arc<Commit>),
+    /// Received data was refused (log it once and count it).
+    Rejected { cid: Option<Cid>, error: Error },
+    /// A validator signed two blocks for one round.
+    Equivocation {
+        author: u32,
+        round: u64,
+        blocks: Vec<Cid>,
+    },
+}
+
+/// One committed leader and everything ordered with it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Commit {
+    /// 1 for the first commit, then one more each.
+    pub height: u64,
+    /// The leader's round.
+    pub round: u64,
+    /// The leader block.
+    pub leader: Cid,
+    /// The blocks ordered, in order (the leader last).
+    pub blocks: Vec<Cid>,
+    /// Each transaction of those blocks, in order, with what it did.
+    pub transactions: Vec<(Cid, Outcome)>,
+    /// The accounts those transactions changed, with their new values.
+    pub changed: Vec<(PublicKey, Account)>,
+    /// The state after applying them.
+    pub state_root: [u8; 32],
+}
+
+/// Counters of what the core saw.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CoreStats {
+    /// Blocks accepted into the DAG.
+    pub accepted: u64,
+    /// Refusals, by error kind.
+    pub rejected: BTreeMap<String, u64>,
+    /// Slots where a validator signed two blocks.
+    pub equivocations: u64,
+    /// Leader slots skipped.
+    pub skipped_slots: u64,
+    /// Transactions committed (valid or not).
+    pub committed_transactions: u64,
+}
+
+/// A dependency being fetched or queued for it: whether it is a batch, which author's budget the
+/// fetch is charged to, and whether it is in flight.
+#[derive(Clone, Copy, Debug)]
+struct Want {
+    batch: bool,
+    author: u32,
+    in_flight: bool,
+}
+
+/// What is known about a block waiting for its dependencies.
+struct Pending {
+    block: crate::types::SignedBlock,
+    bytes: Bytes,
+    missing: usize,
+}
+
+/// The ledger protocol of one node.
+pub struct Core {
+    chain: Cid,
+    committee: Committee,
+    limits: BlockLimits,
+    config: CoreConfig,
+    me: Option<(u32, Keypair)>,
+    dag: Dag,
+    pending: HashMap<Cid, Pending>,
+    waiting: HashMap<Cid, Vec<Cid>>,
+    wanted: HashMap<Cid, Want>,
+    fetching: Vec<usize>,
+    queued: Vec<VecDeque<Cid>>,
+    batches: HashMap<Cid, Arc<Vec<SignedTransaction>>>,
+    committer: Committer,
+    linearizer: Linearizer,
+    state: State,
+    height: u64,
+    mempool: VecDeque<SignedTransaction>,
+    inflight: HashMap<Cid, (SignedTransaction, u64)>,
+    round: u64,
+    last_own: Option<(Bytes, u64)>,
+    quorum_since: Option<u64>,
+    last_rebroadcast: u64,
+    restoring: bool,
+    refused: HashSet<Cid>,
+    stats: CoreStats,
+}
+
+impl Core {
+    /// A core for the chain of `genesis` (which must pass [`Genesis::check`]); a validator when
+    /// `key` is one of the genesis validators' keys, an observer otherwise.
+    pub fn new(genesis: &Genesis, key: Option<Keypair>, config: CoreConfig) -> Core {
+        let committee = Committee::new(genesis);
+        let me = key.and_then(|k| committee.index_of(&k.public()).map(|i| (i, k)));
+        let limits = BlockLimits {
+            max_transactions: config.max_block_transactions,
+            max_bytes: config.max_block_bytes,
+        };
+        Core {
+            chain: genesis.encode().1,
+            limits,
+            config,
+            me,
+            dag: Dag::default(),
+            pending: HashMap::new(),
+            waiting: HashMap::new(),
+            wanted: HashMap::new(),
+            fetching: vec![0; committee.size()],
+            queued: vec![VecDeque::new(); committee.size()],
+            batches: HashMap::new(),
+            committer: Committer::default(),
+            linearizer: Linearizer::default(),
+            state: State::genesis(genesis),
+            height: 0,
+            mempool: VecDeque::new(),
+            inflight: HashMap::new(),
+            round: 0,
+            last_own: None,
+            quorum_since: None,
+            last_rebroadcast: 0,
+            restoring: false,
+            refused: HashSet::new(),
+            stats: CoreStats::default(),
+            committee,
+        }
+    }
+
+    /// The chain's CID (the genesis CID).
+    pub fn chain(&self) -> &Cid {
+        &self.chain
+    }
+
+    /// Our validator index, if we are one.
+    pub fn validator_index(&self) -> Option<u32> {
+        self.me.as_ref().map(|(i, _)| *i)
+    }
+
+    /// The committed state.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The number of commits so far.
+    pub fn height(&self) -> u64 {
+        self.height
+    }
+
+    /// The DAG of accepted blocks.
+    pub fn dag(&self) -> &Dag {
+        &self.dag
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &CoreStats {
+        &self.stats
+    }
+
+    /// Blocks received whose ancestors are still being fetched.
+    pub fn pending_blocks(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// CIDs being fetched.
+    pub fn wanted(&self) -> usize {
+        self.wanted.len()
+    }
+
+    /// Transactions submitted here and not yet committed.
+    pub fn mempool_len(&self) -> usize {
+        self.mempool.len() + self.inflight.len()
+    }
+
+    /// Counts and reports a refusal; the CID is remembered (up to a bound) so that its re-broadcasts
+    /// are ignored rather than refused and logged again.
+    fn reject(&mut self, cid: Option<Cid>, error: Error, out: &mut Vec<Output>) {
+        if let Some(cid) = cid {
+            if self.refused.len() >= MAX_REFUSED {
+                self.refused.clear();
+            }
+            self.refused.insert(cid);
+        }
+        *self
+            .stats
+            .rejected
+            .entry(error.kind().to_string())
+            .or_default() += 1;
+        out.push(Output::Rejected { cid, error });
+    }
+}

@@ -1,0 +1,86 @@
+//! The ledger's errors. Each rejection of received data has its own variant, so it can be counted
+//! by kind.
+
+use comms::Cid;
+
+/// Why the ledger refused something or failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Bytes that are not DAG-CBOR of the expected shape.
+    #[error("malformed encoding: {reason}")]
+    Malformed { reason: String },
+    /// Valid DAG-CBOR, but not the one canonical encoding of its value.
+    #[error("non-canonical encoding")]
+    NonCanonical,
+    /// A signature that does not verify.
+    #[error("bad signature")]
+    BadSignature,
+    /// A genesis that breaks its rules.
+    #[error("bad genesis: {reason}")]
+    BadGenesis { reason: String },
+    /// A block of another chain.
+    #[error("block of chain {actual}, expected {expected}")]
+    WrongChain {
+        expected: Box<Cid>,
+        actual: Box<Cid>,
+    },
+    /// An author index outside the validator set.
+    #[error("unknown author {author}: {validators} validators")]
+    UnknownAuthor { author: u32, validators: usize },
+    /// Parents that break the round rules.
+    #[error("bad parents: {0}")]
+    BadParents(#[from] ParentsError),
+    /// More transactions, or more bytes, than a block may carry.
+    #[error("block too large: {size} (limit {limit})")]
+    TooLarge { size: u64, limit: u64 },
+    /// A batch whose count or size differs from what its block says.
+    #[error("batch {cid} does not match its block")]
+    BatchMismatch { cid: Box<Cid> },
+    /// The on-disk store failed.
+    #[error("storage: {0}")]
+    Storage(#[from] rocksdb::Error),
+    /// The store holds something this version cannot read.
+    #[error("corrupt store: {reason}")]
+    CorruptStore { reason: String },
+}
+
+/// How a block's parents break the rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParentsError {
+    /// A round-0 block with parents, or a later block without.
+    #[error("round {round} with {count} parents")]
+    Count { round: u64, count: usize },
+    /// Parents not strictly sorted by CID (unsorted or repeated).
+    #[error("parents not strictly sorted")]
+    Unsorted,
+    /// A parent from a round other than the previous one.
+    #[error("parent of round {parent_round} for a block of round {round}")]
+    WrongRound { round: u64, parent_round: u64 },
+    /// Two parents by one author.
+    #[error("two parents by author {author}")]
+    DuplicateAuthor { author: u32 },
+    /// Parents whose authors' stake is below the quorum.
+    #[error("parents carry stake {stake}, quorum is {quorum}")]
+    NoQuorum { stake: u64, quorum: u64 },
+}
+
+impl Error {
+    /// A short stable name of the kind of error, for counting rejections.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Malformed { .. } => "malformed",
+            Error::NonCanonical => "non_canonical",
+            Error::BadSignature => "bad_signature",
+            Error::BadGenesis { .. } => "bad_genesis",
+            Error::WrongChain { .. } => "wrong_chain",
+            Error::UnknownAuthor { .. } => "unknown_author",
+            Error::BadParents(_) => "bad_parents",
+            Error::TooLarge { .. } => "too_large",
+            Error::BatchMismatch { .. } => "batch_mismatch",
+            Error::Storage(_) => "storage",
+            Error::CorruptStore { .. } => "corrupt_store",
+        }
+    }
+}

@@ -1,0 +1,453 @@
+//! The node: the protocol core driven over a [`Communication`] backend, with storage.
+//!
+//! One task owns the [`Core`] and runs one loop over four event sources (commands from handles,
+//! broadcast messages, finished fetches, a periodic tick); a cheap [`NodeHandle`] talks to it over a
+//! bounded channel. Fetches run in their own tasks with bounded concurrency, each retried with
+//! exponential backoff and given up only after `fetch_attempts`. Everything the core accepts is
+//! written to disk before anything that depends on it is broadcast.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use comms::{Cid, Codec, Communication, Topic};
+use serde::{Deserialize, Serialize};
+use tokio::{
+    sync::{broadcast, mpsc, oneshot, Semaphore},
+    time::Instant,
+};
+use tracing::{debug, info, warn, Instrument};
+
+use crate::{
+    core::{Commit, Core, CoreConfig, CoreStats, Output, SubmitError},
+    storage::Storage,
+    types::{Genesis, SignedTransaction},
+    Account, Error, Keypair, PublicKey,
+};
+
+/// How a node runs; every field has a sensible default.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The protocol's tuning.
+    pub core: CoreConfig,
+    /// Deadline of one fetch attempt.
+    #[serde(with = "humantime_serde")]
+    pub fetch_timeout: Duration,
+    /// Attempts per CID before giving up on it (until something references it again).
+    pub fetch_attempts: u32,
+    /// Fetches in flight at once.
+    pub max_concurrent_fetches: usize,
+    /// How often the core is told the time (leader timeouts, re-broadcasts).
+    #[serde(with = "humantime_serde")]
+    pub tick: Duration,
+    /// Block timestamps count milliseconds from this Unix time at start; unset: the wall clock.
+    /// Simulations set it so that runs are reproducible.
+    pub epoch_ms: Option<u64>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> NodeConfig {
+        NodeConfig {
+            core: CoreConfig::default(),
+            fetch_timeout: Duration::from_secs(5),
+            fetch_attempts: 8,
+            max_concurrent_fetches: 64,
+            tick: Duration::from_millis(50),
+            epoch_ms: None,
+        }
+    }
+}
+
+/// A snapshot of a node's progress.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// Commits so far.
+    pub height: u64,
+    /// The state root after the last commit, hex.
+    pub state_root: String,
+    /// Accepted blocks.
+    pub dag_blocks: usize,
+    /// The highest round in the DAG.
+    pub highest_round: u64,
+    /// Blocks waiting for ancestors.
+    pub pending_blocks: usize,
+    /// CIDs being fetched.
+    pub pending_fetches: usize,
+    /// Transactions submitted here, not yet committed.
+    pub mempool: usize,
+    /// For the three highest rounds, the validators whose blocks this node holds.
+    pub recent_authors: Vec<(u64, Vec<u32>)>,
+    /// Counters of the core.
+    pub stats: CoreStats,
+}
+
+enum Command {
+    Submit(SignedTransaction, oneshot::Sender<Result<(), SubmitError>>),
+    Status(oneshot::Sender<Status>),
+    Account(PublicKey, oneshot::Sender<Account>),
+    Commits(oneshot::Sender<broadcast::Receiver<Arc<Commit>>>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Why a node could not start or answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The genesis is invalid.
+    #[error(transparent)]
+    Ledger(#[from] Error),
+    /// The network backend failed at start.
+    #[error("network: {0}")]
+    Comms(#[from] comms::Error),
+    /// The node's task has stopped.
+    #[error("the node has stopped")]
+    Stopped,
+}
+
+/// A handle to a running node. Clone it freely; the node stops when the last one is dropped or
+/// on [`NodeHandle::shutdown`].
+#[derive(Clone)]
+pub struct NodeHandle {
+    commands: mpsc::Sender<Command>,
+}
+
+impl NodeHandle {
+    /// Submits a transaction to this node (a validator) for its next block.
+    pub async fn submit(
+        &self,
+        tx: SignedTransaction,
+    ) -> Result<Result<(), SubmitError>, NodeError> {
+        self.ask(|reply| Command::Submit(tx, reply)).await
+    }
+
+    /// The node's progress.
+    pub async fn status(&self) -> Result<Status, NodeError> {
+        self.ask(Command::Status).await
+    }
+
+    /// An account in the committed state.
+    pub async fn account(&self, key: PublicKey) -> Result<Account, NodeError> {
+        self.ask(|reply| Command::Account(key, reply)).await
+    }
+
+    /// Commits from now on; the stream ends when the node stops. A receiver that falls more than
+    /// 1,024 behind loses the oldest.
+    pub async fn commits(&self) -> Result<broadcast::Receiver<Arc<Commit>>, NodeError> {
+        self.ask(Command::Commits).await
+    }
+
+    /// Stops the node after flushing its storage.
+    pub async fn shutdown(&self) -> Result<(), NodeError> {
+        self.ask(Command::Shutdown).await
+    }
+
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NodeError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(command(reply))
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        answer.await.map_err(|_| NodeError::Stopped)
+    }
+}
+
+/// The topic a chain's blocks are broadcast on.
+pub fn blocks_topic(chain: &Cid) -> Topic {
+    Topic::new(format!("ledger/{chain}/blocks")).expect("a CID-sized topic name is valid")
+}
+
+/// Starts a node on the current tokio runtime: replays `storage` (if any) and joins the network.
+pub async fn spawn<C: Communication + Clone>(
+    genesis: &Genesis,
+    key: Option<Keypair>,
+    config: NodeConfig,
+    comms: C,
+    storage: Option<Storage>,
+) -> Result<NodeHandle, NodeError> {
+    genesis.check()?;
+    let mut core = Core::new(genesis, key, config.core.clone());
+    let topic = blocks_topic(core.chain());
+    let subscription = comms.subscribe(&topic).await?;
+    let start = Instant::now();
+    let epoch = config.epoch_ms.unwrap_or_else(wall_clock_ms);
+    let mut out = Vec::new();
+    if let Some(storage) = &storage {
+        let blocks = storage.blocks()?;
+        info!(blocks = blocks.len(), "replaying stored blocks");
+        for (bytes, batch) in blocks {
+            core.restore(bytes, batch, &mut out);
+        }
+    }
+    let (commands, receiver) = mpsc::channel(256);
+    let (commits, _) = broadcast::channel(1024);
+    let (fetched_tx, fetched) = mpsc::channel(256);
+    let span = tracing::info_span!("node", node = %comms.local_peer());
+    let permits = Arc::new(Semaphore::new(config.max_concurrent_fetches.max(1)));
+    let node = Node {
+        core,
+        comms,
+        storage,
+        topic,
+        config,
+        start,
+        epoch,
+        commits,
+        fetch_permits: permits,
+        fetched_tx,
+    };
+    tokio::spawn(
+        node.run(receiver, subscription, fetched, out)
+            .instrument(span),
+    );
+    Ok(NodeHandle { commands })
+}
+
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+type Fetched = (Cid, Result<Bytes, comms::Error>);
+
+struct Node<C> {
+    core: Core,
+    comms: C,
+    storage: Option<Storage>,
+    topic: Topic,
+    config: NodeConfig,
+    start: Instant,
+    epoch: u64,
+    commits: broadcast::Sender<Arc<Commit>>,
+    fetch_permits: Arc<Semaphore>,
+    fetched_tx: mpsc::Sender<Fetched>,
+}
+
+impl<C: Communication + Clone> Node<C> {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut subscription: comms::Subscription,
+        mut fetched: mpsc::Receiver<Fetched>,
+        replayed: Vec<Output>,
+    ) {
+        self.dispatch(replayed);
+        let mut tick = tokio::time::interval(self.config.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let mut out = Vec::new();
+            tokio::select! {
+                biased;
+                command = commands.recv() => match command {
+                    Some(Command::Shutdown(reply)) => {
+                        self.shutdown();
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Some(command) => self.handle_command(command),
+                    None => break,
+                },
+                Some((cid, result)) = fetched.recv() => self.handle_fetched(cid, result, &mut out),
+                message = subscription.recv() => match message {
+                    Some(message) => self.core.receive(self.now_ms(), message.data, &mut out),
+                    None => subscription = self.resubscribe().await,
+                },
+                _ = tick.tick() => self.core.tick(self.now_ms(), &mut out),
+            }
+            self.dispatch(out);
+        }
+        self.shutdown();
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch + self.start.elapsed().as_millis() as u64
+    }
+
+    fn handle_command(&mut self, command: Command) {
+        match command {
+            Command::Submit(tx, reply) => {
+                let _ = reply.send(self.core.submit(tx));
+            }
+            Command::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Command::Account(key, reply) => {
+                let _ = reply.send(self.core.state().account(&key));
+            }
+            Command::Commits(reply) => {
+                let _ = reply.send(self.commits.subscribe());
+            }
+            Command::Shutdown(_) => {}
+        }
+    }
+
+    fn status(&self) -> Status {
+        let core = &self.core;
+        Status {
+            height: core.height(),
+            state_root: hex(&core.state().root()),
+            dag_blocks: core.dag().len(),
+            highest_round: core.dag().highest_round(),
+            pending_blocks: core.pending_blocks(),
+            pending_fetches: core.wanted(),
+            mempool: core.mempool_len(),
+            recent_authors: (core.dag().highest_round().saturating_sub(2)
+                ..=core.dag().highest_round())
+                .map(|round| (round, core.dag().round(round).map(|b| b.author()).collect()))
+                .collect(),
+            stats: core.stats().clone(),
+        }
+    }
+
+    fn handle_fetched(
+        &mut self,
+        cid: Cid,
+        result: Result<Bytes, comms::Error>,
+        out: &mut Vec<Output>,
+    ) {
+        match result {
+            Ok(bytes) => self.core.fetched(self.now_ms(), cid, bytes, out),
+            Err(error) => {
+                warn!(%cid, %error, "giving up fetching");
+                self.core.fetch_failed(cid, out);
+            }
+        }
+    }
+
+    /// Subscribes again after the stream ended, with backoff, until it works.
+    async fn resubscribe(&self) -> comms::Subscription {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.comms.subscribe(&self.topic).await {
+                Ok(subscription) => return subscription,
+                Err(error) => warn!(%error, ?delay, "resubscribing failed"),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    /// Carries out the core's outputs: disk first, then the network.
+    fn dispatch(&mut self, out: Vec<Output>) {
+        let (stores, rest): (Vec<_>, Vec<_>) = out
+            .into_iter()
+            .partition(|o| matches!(o, Output::Store { .. } | Output::Committed(_)));
+        for output in stores.into_iter().chain(rest) {
+            self.carry_out(output);
+        }
+    }
+
+    fn carry_out(&mut self, output: Output) {
+        match output {
+            Output::Store { cid, bytes, batch } => {
+                if let Some(storage) = &self.storage {
+                    if let Err(error) = storage.put_block(&cid, &bytes, batch) {
+                        warn!(%cid, %error, "storing a block failed");
+                    }
+                }
+                let comms = self.comms.clone();
+                tokio::spawn(
+                    async move {
+                        if let Err(error) = comms.put(Codec::DagCbor, bytes).await {
+                            warn!(%cid, %error, "making a block available failed");
+                        }
+                    }
+                    .in_current_span(),
+                );
+            }
+            Output::Broadcast(bytes) => {
+                let (comms, topic) = (self.comms.clone(), self.topic.clone());
+                tokio::spawn(
+                    async move {
+                        if let Err(error) = comms.broadcast(&topic, bytes).await {
+                            debug!(%error, "broadcast failed");
+                        }
+                    }
+                    .in_current_span(),
+                );
+            }
+            Output::Fetch(cid) => self.spawn_fetch(cid),
+            Output::Committed(commit) => {
+                if let Some(storage) = &self.storage {
+                    if let Err(error) = storage.commit(&commit) {
+                        warn!(height = commit.height, %error, "storing a commit failed");
+                    }
+                }
+                let _ = self.commits.send(commit);
+            }
+            Output::Rejected { cid, error } => {
+                warn!(cid = ?cid.map(|c| c.to_string()), kind = error.kind(), %error, "rejected")
+            }
+            Output::Equivocation {
+                author,
+                round,
+                blocks,
+            } => warn!(author, round, ?blocks, "equivocation"),
+        }
+    }
+
+    fn spawn_fetch(&self, cid: Cid) {
+        let (comms, permits, results) = (
+            self.comms.clone(),
+            self.fetch_permits.clone(),
+            self.fetched_tx.clone(),
+        );
+        let (timeout, attempts) = (self.config.fetch_timeout, self.config.fetch_attempts.max(1));
+        tokio::spawn(
+            async move {
+                let Ok(_permit) = permits.acquire_owned().await else {
+                    return;
+                };
+                let result = fetch_with_retry(&comms, &cid, timeout, attempts).await;
+                let _ = results.send((cid, result)).await;
+            }
+            .in_current_span(),
+        );
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(storage) = self.storage.take() {
+            if let Err(error) = storage.flush() {
+                warn!(%error, "flushing storage failed");
+            }
+        }
+        info!(height = self.core.height(), "stopped");
+    }
+}
+
+/// Fetches `cid`, retrying with exponential backoff (200 ms doubling to 10 s) up to `attempts` times.
+async fn fetch_with_retry<C: Communication>(
+    comms: &C,
+    cid: &Cid,
+    timeout: Duration,
+    attempts: u32,
+) -> Result<Bytes, comms::Error> {
+    let mut delay = Duration::from_millis(200);
+    let mut attempt = 1;
+    loop {
+        match comms.fetch(cid, timeout).await {
+            Ok(bytes) => return Ok(bytes),
+            Err(error)
+                if attempt >= attempts
+                    || matches!(
+                        error,
+                        comms::Error::UnsupportedCid { .. } | comms::Error::Closed
+                    ) =>
+            {
+                return Err(error)
+            }
+            Err(error) => debug!(%cid, attempt, %error, "fetch failed, retrying"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(10));
+        attempt += 1;
+    }
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

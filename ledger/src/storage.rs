@@ -1,0 +1,145 @@
+//! RocksDB storage: accepted blocks and batches, the DAG index, the committed sequence, the state
+//! and metadata, each in its own column family. A commit (its record, the accounts it changed and
+//! the new height and root) is one atomic write batch.
+//!
+//! On restart the node replays the stored blocks through the protocol core, which is deterministic:
+//! it re-derives the same commits, and [`Storage::commit`] checks each against the stored record,
+//! so a node resumes without refetching anything it stored and with the same state root.
+
+use std::path::Path;
+
+use comms::Cid;
+use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, DB};
+
+use crate::{codec::encode, core::Commit, node::hex, Error};
+
+const BLOCKS: &str = "blocks";
+const BATCHES: &str = "batches";
+const DAG_INDEX: &str = "dag_index";
+const COMMITS: &str = "commits";
+const STATE: &str = "state";
+const META: &str = "meta";
+const FAMILIES: [&str; 6] = [BLOCKS, BATCHES, DAG_INDEX, COMMITS, STATE, META];
+const HEIGHT: &[u8] = b"height";
+const STATE_ROOT: &[u8] = b"state_root";
+
+/// A node's on-disk store.
+pub struct Storage {
+    db: DB,
+}
+
+impl Storage {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Storage, Error> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        let families = FAMILIES
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        Ok(Storage {
+            db: DB::open_cf_descriptors(&options, dir, families)?,
+        })
+    }
+
+    fn family(&self, name: &str) -> Result<&rocksdb::ColumnFamily, Error> {
+        self.db.cf_handle(name).ok_or_else(|| Error::CorruptStore {
+            reason: format!("column family {name} missing"),
+        })
+    }
+
+    /// Stores an accepted block (indexed by round and author) or a batch.
+    pub fn put_block(&self, cid: &Cid, bytes: &[u8], batch: bool) -> Result<(), Error> {
+        let key = cid.to_bytes();
+        if batch {
+            return Ok(self.db.put_cf(self.family(BATCHES)?, key, bytes)?);
+        }
+        let block = crate::types::SignedBlock::decode(bytes)?;
+        let mut write = WriteBatch::default();
+        write.put_cf(self.family(BLOCKS)?, &key, bytes);
+        write.put_cf(
+            self.family(DAG_INDEX)?,
+            index_key(block.block.round, block.block.author, &key),
+            [],
+        );
+        Ok(self.db.write(write)?)
+    }
+
+    /// Every stored batch, then every stored block in round order: what a restart replays.
+    pub fn blocks(&self) -> Result<Vec<(bytes::Bytes, bool)>, Error> {
+        let mut all = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.family(BATCHES)?, IteratorMode::Start)
+        {
+            all.push((bytes::Bytes::from(item?.1.into_vec()), true));
+        }
+        for item in self
+            .db
+            .iterator_cf(self.family(DAG_INDEX)?, IteratorMode::Start)
+        {
+            let (key, _) = item?;
+            let cid = &key[12..];
+            let bytes =
+                self.db
+                    .get_cf(self.family(BLOCKS)?, cid)?
+                    .ok_or_else(|| Error::CorruptStore {
+                        reason: "indexed block missing".into(),
+                    })?;
+            all.push((bytes::Bytes::from(bytes), false));
+        }
+        Ok(all)
+    }
+
+    /// The stored bytes of a block, if any.
+    pub fn block(&self, cid: &Cid) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.db.get_cf(self.family(BLOCKS)?, cid.to_bytes())?)
+    }
+
+    /// The committed height on disk.
+    pub fn height(&self) -> Result<u64, Error> {
+        let bytes = self.db.get_cf(self.family(META)?, HEIGHT)?;
+        Ok(bytes
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
+    /// Writes a commit and the accounts it changed, atomically. A commit at or below the stored
+    /// height (a replay) is checked against the record instead.
+    pub fn commit(&self, commit: &Commit) -> Result<(), Error> {
+        let height_key = commit.height.to_be_bytes();
+        if commit.height <= self.height()? {
+            let stored = self.db.get_cf(self.family(COMMITS)?, height_key)?;
+            return match stored == Some(encode(commit)) {
+                true => Ok(()),
+                false => Err(Error::CorruptStore {
+                    reason: format!(
+                        "replayed commit {} differs from the stored one",
+                        commit.height
+                    ),
+                }),
+            };
+        }
+        let mut write = WriteBatch::default();
+        write.put_cf(self.family(COMMITS)?, height_key, encode(commit));
+        for (key, account) in &commit.changed {
+            write.put_cf(self.family(STATE)?, key.0, encode(account));
+        }
+        write.put_cf(self.family(META)?, HEIGHT, height_key);
+        write.put_cf(self.family(META)?, STATE_ROOT, hex(&commit.state_root));
+        Ok(self.db.write(write)?)
+    }
+
+    /// Flushes memtables to disk (on shutdown).
+    pub fn flush(&self) -> Result<(), Error> {
+        for name in FAMILIES {
+            self.db.flush_cf(self.family(name)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Round and author big-endian, then the CID: iteration order is round order.
+fn index_key(round: u64, author: u32, cid: &[u8]) -> Vec<u8> {
+    [&round.to_be_bytes()[..], &author.to_be_bytes(), cid].concat()
+}

@@ -1,0 +1,82 @@
+//! Keys, genesis and simulated networks of ledger nodes for the tests.
+#![allow(dead_code)]
+
+pub mod byzantine;
+
+use std::time::Duration;
+
+use ledger::{Allocation, Genesis, Keypair, NodeConfig, NodeHandle, PublicKey, Validator};
+use sim::{Sim, SimPeer};
+
+/// Validator `i`'s key (fixed, so runs are reproducible).
+pub fn validator_key(i: usize) -> Keypair {
+    Keypair::from_secret([i as u8 + 1; 32])
+}
+
+/// Account `i`'s key.
+pub fn account_key(i: usize) -> Keypair {
+    let mut secret = [0xA0; 32];
+    secret[0] = i as u8;
+    Keypair::from_secret(secret)
+}
+
+/// `validators` equal-weight validators and `accounts` accounts holding 1,000,000 each.
+pub fn genesis(validators: usize, accounts: usize) -> Genesis {
+    Genesis {
+        chain_id: "test".into(),
+        validators: (0..validators)
+            .map(|i| Validator {
+                key: validator_key(i).public(),
+                weight: 1,
+            })
+            .collect(),
+        balances: (0..accounts)
+            .map(|i| Allocation {
+                account: account_key(i).public(),
+                balance: 1_000_000,
+            })
+            .collect(),
+    }
+}
+
+/// The node config of simulated tests: fixed timestamps, short timeouts.
+pub fn node_config() -> NodeConfig {
+    NodeConfig {
+        epoch_ms: Some(0),
+        fetch_timeout: Duration::from_secs(2),
+        ..NodeConfig::default()
+    }
+}
+
+/// Starts validator `i` of `genesis` on `peer`, with storage in `dir` if given.
+pub async fn start_validator(
+    genesis: &Genesis,
+    i: usize,
+    peer: SimPeer,
+    dir: Option<&std::path::Path>,
+) -> NodeHandle {
+    let storage = dir.map(|d| ledger::Storage::open(d).expect("open storage"));
+    ledger::spawn(
+        genesis,
+        Some(validator_key(i)),
+        node_config(),
+        peer,
+        storage,
+    )
+    .await
+    .expect("node starts")
+}
+
+/// A simulated network of `n` peers with the seed from the environment (default `seed`).
+pub fn network(n: usize, seed: u64, link: sim::LinkModel) -> (Sim, Vec<SimPeer>) {
+    Sim::builder()
+        .seed(sim::seed_from_env(seed))
+        .link(link)
+        .peers(n)
+        .build()
+}
+
+/// The public key of account `i`.
+pub fn account(i: usize) -> PublicKey {
+    account_key(i).public()
+}

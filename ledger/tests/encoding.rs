@@ -1,0 +1,149 @@
+//! Canonical encoding, CIDs and signatures, as properties.
+
+use comms::Cid;
+use ledger::{
+    codec::{cid_of, decode, encode},
+    validate::{check_block, BlockLimits},
+    Block, Committee, Error, Genesis, Payload, SignedBlock, SignedTransaction, Transaction,
+};
+use proptest::prelude::*;
+
+mod common;
+
+fn limits() -> BlockLimits {
+    BlockLimits {
+        max_transactions: 1000,
+        max_bytes: 1 << 20,
+    }
+}
+
+fn chain(genesis: &Genesis) -> Cid {
+    genesis.encode().1
+}
+
+prop_compose! {
+    fn transaction()(from in 0..4usize, to in 0..4usize, amount in any::<u64>(), nonce in any::<u64>(), record in any::<bool>(), size in any::<u64>()) -> (usize, Transaction) {
+        let tx = match record {
+            false => Transaction::Transfer { from: common::account(from), to: common::account(to), amount, nonce },
+            true => Transaction::Record { author: common::account(from), nonce, payload: comms::cid_for(comms::Codec::Raw, &size.to_be_bytes()), size },
+        };
+        (from, tx)
+    }
+}
+
+prop_compose! {
+    fn signed_block()(author in 0..4u32, round in 1..1000u64, parents in 1..4usize, txs in proptest::collection::vec(transaction(), 0..5), timestamp_ms in any::<u64>()) -> SignedBlock {
+        let genesis = common::genesis(4, 4);
+        let chain = chain(&genesis);
+        let txs = txs.into_iter().map(|(signer, tx)| SignedTransaction::sign(&chain, tx, &common::account_key(signer))).collect();
+        let mut parents: Vec<Cid> = (0..parents).map(|i| comms::cid_for(comms::Codec::DagCbor, &[i as u8, round as u8])).collect();
+        parents.sort_by_key(|c| c.to_bytes());
+        let block = Block { chain, author, round, parents, payload: Payload::Inline(txs), timestamp_ms };
+        SignedBlock::sign(block, &common::validator_key(author as usize))
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn blocks_round_trip_with_a_stable_cid(block in signed_block()) {
+        let (bytes, cid) = block.encode();
+        let decoded = SignedBlock::decode(&bytes).expect("own encoding decodes");
+        prop_assert_eq!(&decoded, &block);
+        prop_assert_eq!(decoded.encode(), (bytes.clone(), cid));
+        prop_assert_eq!(cid_of(&bytes), cid);
+        let genesis = common::genesis(4, 4);
+        prop_assert!(check_block(&block, bytes.len(), &chain(&genesis), &Committee::new(&genesis), &limits()).is_ok());
+    }
+
+    #[test]
+    fn any_single_bit_flip_is_rejected(block in signed_block(), bit in any::<usize>()) {
+        let genesis = common::genesis(4, 4);
+        let (mut bytes, _) = block.encode();
+        let bit = bit % (bytes.len() * 8);
+        bytes[bit / 8] ^= 1 << (bit % 8);
+        let outcome = SignedBlock::decode(&bytes).and_then(|b| check_block(&b, bytes.len(), &chain(&genesis), &Committee::new(&genesis), &limits()));
+        prop_assert!(outcome.is_err(), "flipping bit {} went unnoticed", bit);
+    }
+
+    #[test]
+    fn transactions_round_trip(tx in transaction()) {
+        let genesis = common::genesis(4, 4);
+        let signed = SignedTransaction::sign(&chain(&genesis), tx.1, &common::account_key(tx.0));
+        prop_assert_eq!(decode::<SignedTransaction>(&encode(&signed)).expect("decodes"), signed.clone());
+        prop_assert!(signed.verify(&chain(&genesis)).is_ok());
+        let other = Genesis { chain_id: "other".into(), ..genesis };
+        prop_assert!(signed.verify(&chain(&other)).is_err(), "a signature is bound to its chain");
+    }
+}
+
+/// DAG-CBOR of `{"nonce": 1, "amount": 2}`-like maps, built by hand.
+#[test]
+fn non_canonical_encodings_are_refused() {
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    struct Pair {
+        a: u64,
+        bb: u64,
+    }
+    let canonical = [0xa2, 0x61, b'a', 0x01, 0x62, b'b', b'b', 0x02];
+    assert_eq!(
+        decode::<Pair>(&canonical).expect("canonical"),
+        Pair { a: 1, bb: 2 }
+    );
+    let cases: [(&str, &[u8]); 5] = [
+        (
+            "unsorted keys",
+            &[0xa2, 0x62, b'b', b'b', 0x02, 0x61, b'a', 0x01],
+        ),
+        (
+            "non-minimal integer",
+            &[0xa2, 0x61, b'a', 0x18, 0x01, 0x62, b'b', b'b', 0x02],
+        ),
+        (
+            "indefinite-length map",
+            &[0xbf, 0x61, b'a', 0x01, 0x62, b'b', b'b', 0x02, 0xff],
+        ),
+        (
+            "a float",
+            &[0xa2, 0x61, b'a', 0xf9, 0x3c, 0x00, 0x62, b'b', b'b', 0x02],
+        ),
+        (
+            "trailing bytes",
+            &[0xa2, 0x61, b'a', 0x01, 0x62, b'b', b'b', 0x02, 0x00],
+        ),
+    ];
+    for (what, bytes) in cases {
+        let outcome = decode::<Pair>(bytes);
+        assert!(
+            matches!(outcome, Err(Error::Malformed { .. } | Error::NonCanonical)),
+            "{what} accepted: {outcome:?}"
+        );
+    }
+}
+
+#[test]
+fn parents_links_are_ipld_links() {
+    let genesis = common::genesis(4, 0);
+    let parent = comms::cid_for(comms::Codec::DagCbor, b"parent");
+    let block = Block {
+        chain: chain(&genesis),
+        author: 0,
+        round: 1,
+        parents: vec![parent],
+        payload: Payload::Inline(vec![]),
+        timestamp_ms: 0,
+    };
+    let bytes = encode(&block);
+    // A CID link is CBOR tag 42 (0xd8 0x2a) over the CID bytes with a leading zero.
+    let link = [
+        &[0xd8, 0x2a][..],
+        &[0x58, 0x25, 0x00][..],
+        &parent.to_bytes(),
+    ]
+    .concat();
+    assert!(
+        bytes.windows(link.len()).any(|w| w == link),
+        "parent is not a tag-42 link"
+    );
+}
