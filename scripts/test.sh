@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+./scripts/install-deps.sh
 cargo bench -p benches --bench sim_scale --locked -- --quick
 
 log=$(mktemp)

@@ -1,31 +1,33 @@
-//! `ledger-node simulate`: a network of peers over the embedded simulator, in virtual time.
-//!
-//! Until the ledger drives it, the workload is the pattern ledger sync is made of: every peer
-//! periodically stores a block and broadcasts its CID; every peer that hears a CID fetches the block.
-//! Midway the network is partitioned and healed, and one peer crashes and restarts.
+//! `ledger-node simulate`: a network of ledger validators over the embedded simulator, in virtual
+//! time. A load of signed transfers goes to the validators round-robin; midway the network is
+//! partitioned and healed, and one validator crashes and restarts from its RocksDB directory.
 
-use std::{path::PathBuf, time::Duration};
+use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use bytes::Bytes;
-use comms::{Cid, Codec, Communication, Topic};
+use comms::Cid;
+use ledger::{
+    Allocation, Commit, Genesis, Keypair, NodeConfig, NodeHandle, SignedTransaction, Transaction,
+    Validator,
+};
 use serde::Serialize;
-use sim::{LatencySummary, Sim, SimConfig, SimPeer, Stats, TraceEvent};
-use tokio::time::Instant;
-use tracing::{info, warn, Instrument};
+use sha2::{Digest, Sha256};
+use sim::{LatencyHistogram, LatencySummary, Sim, SimConfig, Stats, TraceEvent};
+use tokio::{task::JoinHandle, time::Instant};
+use tracing::info;
 
 /// Options of `simulate`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Number of peers.
-    #[arg(long, default_value_t = 10)]
-    peers: usize,
+    /// Number of validators.
+    #[arg(long, default_value_t = 4)]
+    validators: usize,
     /// Simulated duration.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     duration: Duration,
-    /// How often each peer announces a new block.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
-    interval: Duration,
+    /// Transactions submitted per simulated second.
+    #[arg(long, default_value_t = 50)]
+    tps: u32,
     /// Seed of every random choice (overrides the scenario file; `SIM_SEED` overrides the default).
     #[arg(long)]
     seed: Option<u64>,
@@ -46,22 +48,31 @@ pub struct Args {
 /// What the run measured.
 #[derive(Serialize)]
 struct Report {
-    peers: usize,
+    validators: usize,
     seed: u64,
     #[serde(with = "humantime_serde")]
     simulated: Duration,
     wall_seconds: f64,
-    /// Delivered copies over published messages times the other peers.
+    submitted: u64,
+    committed: u64,
+    committed_per_second: f64,
+    /// Submission to commit at the first validator.
+    commit_latency: LatencySummary,
+    height: u64,
+    state_root: String,
+    /// Whether every validator committed the same sequence (and so the same state roots).
+    agreement: bool,
+    /// Delivered broadcast copies over published messages times the other validators.
     delivery_ratio: f64,
-    delivery_latency: LatencySummary,
-    fetches_ok: u64,
-    fetches_failed: u64,
-    fetch_latency: LatencySummary,
-    stats: Stats,
+    rejected_inputs: u64,
+    network: Stats,
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
-    anyhow::ensure!(args.peers >= 2, "a network needs at least 2 peers");
+    anyhow::ensure!(
+        args.validators >= 1,
+        "a network needs at least one validator"
+    );
     let mut config = match &args.scenario {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -80,20 +91,8 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         .start_paused(true)
         .build()?;
     let wall = std::time::Instant::now();
-    let (stats, trace) = runtime.block_on(run(&args, config.clone()))?;
-    let report = Report {
-        peers: args.peers,
-        seed: config.seed,
-        simulated: args.duration,
-        wall_seconds: wall.elapsed().as_secs_f64(),
-        delivery_ratio: stats.counters.delivered as f64
-            / (stats.counters.published * (args.peers as u64 - 1)).max(1) as f64,
-        delivery_latency: stats.delivery_latency,
-        fetches_ok: stats.counters.fetches_ok,
-        fetches_failed: stats.counters.fetches_timed_out + stats.counters.fetches_mismatched,
-        fetch_latency: stats.fetch_latency,
-        stats,
-    };
+    let (mut report, trace) = runtime.block_on(run(&args, config))?;
+    report.wall_seconds = wall.elapsed().as_secs_f64();
     print_report(&report);
     if let Some(path) = &args.json {
         write_json(path, &report, "report")?;
@@ -101,6 +100,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     if let Some(path) = &args.trace {
         write_json(path, &trace, "trace")?;
     }
+    anyhow::ensure!(report.agreement, "validators disagree: see the report");
     Ok(())
 }
 
@@ -111,86 +111,184 @@ fn write_json(path: &std::path::Path, value: &impl Serialize, what: &str) -> any
     Ok(())
 }
 
-async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Stats, Vec<TraceEvent>)> {
-    let topic = Topic::new("blocks")?;
-    info!(peers = args.peers, seed = config.seed, link = ?config.link, "starting simulated network");
-    let (sim, peers) = Sim::builder().config(config).peers(args.peers).build();
-    for peer in &peers {
-        spawn_peer(peer.clone(), topic.clone(), args.interval).await?;
-    }
-    let start = Instant::now();
-    let at = |fraction: f64| start + args.duration.mul_f64(fraction);
-    if !args.no_faults {
-        let half = args.peers / 2;
-        tokio::time::sleep_until(at(0.3)).await;
-        info!(t = ?start.elapsed(), "partition: peers 0..{half} | {half}..{}", args.peers);
-        sim.partition(vec![(0..half).collect()]).await?;
-        tokio::time::sleep_until(at(0.45)).await;
-        info!(t = ?start.elapsed(), "heal");
-        sim.heal().await?;
-        let victim = args.peers - 1;
-        tokio::time::sleep_until(at(0.6)).await;
-        info!(t = ?start.elapsed(), peer = victim, "crash");
-        sim.crash(victim).await?;
-        tokio::time::sleep_until(at(0.7)).await;
-        info!(t = ?start.elapsed(), peer = victim, "restart");
-        sim.restart(victim).await?;
-        spawn_listener(peers[victim].clone(), topic.clone()).await?;
-    }
-    tokio::time::sleep_until(at(1.0)).await;
-    info!(t = ?start.elapsed(), "done");
-    Ok((sim.stats().await?, sim.trace().await?))
+/// A key derived from the seed, so that a run is reproducible.
+fn key(seed: u64, role: &str, index: usize) -> Keypair {
+    let digest = Sha256::digest(format!("{seed}/{role}/{index}"));
+    Keypair::from_secret(digest.into())
 }
 
-/// Starts a peer's announcer and listener, in a span naming the peer.
-async fn spawn_peer(peer: SimPeer, topic: Topic, interval: Duration) -> anyhow::Result<()> {
-    spawn_listener(peer.clone(), topic.clone()).await?;
-    let span = tracing::info_span!("peer", node = %peer.local_peer());
-    tokio::spawn(announce(peer, topic, interval).instrument(span));
-    Ok(())
-}
+const ACCOUNTS: usize = 64;
 
-/// Every `interval`, stores a block and broadcasts its CID.
-async fn announce(peer: SimPeer, topic: Topic, interval: Duration) {
-    let phase = interval.mul_f64(peer.index() as f64 / 16.0 % 1.0);
-    let mut tick = tokio::time::interval_at(Instant::now() + phase, interval);
-    for round in 0u64.. {
-        tick.tick().await;
-        let block = Bytes::from(format!("block {round} of {}", peer.local_peer()).repeat(64));
-        let announced = match peer.put(Codec::Raw, block).await {
-            Ok(cid) => peer.broadcast(&topic, Bytes::from(cid.to_bytes())).await,
-            Err(error) => Err(error),
-        };
-        if let Err(error) = announced {
-            tracing::debug!(%error, "announcement failed");
+/// Collects a node's commits (with the simulated time they happened) until it stops.
+async fn collect(node: &NodeHandle) -> anyhow::Result<JoinHandle<Vec<(Instant, Arc<Commit>)>>> {
+    let mut commits = node.commits().await?;
+    Ok(tokio::spawn(async move {
+        let mut all = Vec::new();
+        while let Ok(commit) = commits.recv().await {
+            all.push((Instant::now(), commit));
         }
-    }
+        all
+    }))
 }
 
-/// Subscribes, and fetches every block announced to it.
-async fn spawn_listener(peer: SimPeer, topic: Topic) -> anyhow::Result<()> {
-    let mut sub = peer.subscribe(&topic).await?;
-    let span = tracing::info_span!("peer", node = %peer.local_peer());
-    tokio::spawn(
+async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<TraceEvent>)> {
+    let (n, seed) = (args.validators, config.seed);
+    let genesis = Genesis {
+        chain_id: format!("simulation-{seed}"),
+        validators: (0..n)
+            .map(|i| Validator {
+                key: key(seed, "validator", i).public(),
+                weight: 1,
+            })
+            .collect(),
+        balances: (0..ACCOUNTS)
+            .map(|i| Allocation {
+                account: key(seed, "account", i).public(),
+                balance: 1_000_000_000,
+            })
+            .collect(),
+    };
+    let chain = genesis.encode().1;
+    info!(validators = n, seed, link = ?config.link, "starting simulated ledger network");
+    let (sim, peers) = Sim::builder().config(config).peers(n).build();
+    let node_config = NodeConfig {
+        epoch_ms: Some(1_700_000_000_000),
+        ..NodeConfig::default()
+    };
+    let victim = n - 1;
+    let dir = std::env::temp_dir().join(format!("ledger-simulate-{}-{seed}", std::process::id()));
+    let start_node = |i: usize, storage: bool| {
+        let (genesis, peer, node_config, dir) =
+            (&genesis, peers[i].clone(), node_config.clone(), dir.clone());
         async move {
-            while let Some(message) = sub.recv().await {
-                let Ok(cid) = Cid::try_from(message.data.as_ref()) else {
-                    warn!(from = %message.from, "announcement is not a CID");
-                    continue;
-                };
-                let peer = peer.clone();
-                tokio::spawn(
-                    async move { peer.fetch(&cid, Duration::from_secs(5)).await }.in_current_span(),
-                );
+            let storage = if storage {
+                Some(ledger::Storage::open(&dir)?)
+            } else {
+                None
+            };
+            anyhow::Ok(
+                ledger::spawn(
+                    genesis,
+                    Some(key(seed, "validator", i)),
+                    node_config,
+                    peer,
+                    storage,
+                )
+                .await?,
+            )
+        }
+    };
+    let mut nodes = Vec::new();
+    let mut collectors = Vec::new();
+    for i in 0..n {
+        let node = start_node(i, i == victim && !args.no_faults).await?;
+        collectors.push(collect(&node).await?);
+        nodes.push(Some(node));
+    }
+
+    let start = Instant::now();
+    let step = Duration::from_secs(1) / args.tps.max(1);
+    let steps = (args.duration.as_secs_f64() / step.as_secs_f64()) as u64;
+    let mut submitted_at: HashMap<Cid, Instant> = HashMap::new();
+    let mut nonces = [0u64; ACCOUNTS];
+    let mut second_life = None;
+    let fault_at = |fraction: f64| (steps as f64 * fraction) as u64;
+    for k in 0..steps {
+        if !args.no_faults {
+            if k == fault_at(0.3) {
+                info!(t = ?start.elapsed(), "partition: validators 0..{} | the rest", n / 2);
+                sim.partition(vec![(0..n / 2).collect()]).await?;
+            } else if k == fault_at(0.45) {
+                info!(t = ?start.elapsed(), "heal");
+                sim.heal().await?;
+            } else if k == fault_at(0.6) {
+                info!(t = ?start.elapsed(), validator = victim, "crash");
+                if let Some(node) = nodes[victim].take() {
+                    node.shutdown().await?;
+                }
+                sim.crash(victim).await?;
+            } else if k == fault_at(0.7) {
+                info!(t = ?start.elapsed(), validator = victim, "restart from disk");
+                sim.restart(victim).await?;
+                let node = start_node(victim, true).await?;
+                second_life = Some(collect(&node).await?);
+                nodes[victim] = Some(node);
             }
         }
-        .instrument(span),
-    );
-    Ok(())
+        if k % (steps / 10).max(1) == 0 {
+            if let Some(node) = nodes[0].as_ref() {
+                let status = node.status().await?;
+                info!(t = ?start.elapsed(), height = status.height, round = status.highest_round, submitted = submitted_at.len(), "progress");
+            }
+        }
+        let account = (k as usize) % ACCOUNTS;
+        let tx = Transaction::Transfer {
+            from: key(seed, "account", account).public(),
+            to: key(seed, "account", (account * 7 + 1) % ACCOUNTS).public(),
+            amount: 1 + k % 100,
+            nonce: nonces[account],
+        };
+        let signed = SignedTransaction::sign(&chain, tx, &key(seed, "account", account));
+        if let Some(node) = nodes[k as usize % n].as_ref() {
+            if let Ok(Ok(())) = node.submit(signed.clone()).await {
+                nonces[account] += 1;
+                submitted_at.insert(signed.id(), Instant::now());
+            }
+        }
+        tokio::time::sleep(step).await;
+    }
+
+    let mut rejected = 0;
+    for node in nodes.iter().flatten() {
+        rejected += node.status().await?.stats.rejected.values().sum::<u64>();
+        node.shutdown().await?;
+    }
+    let mut histories = Vec::new();
+    for collector in collectors {
+        histories.push(collector.await?);
+    }
+    if let Some(second) = second_life {
+        histories[victim] = second.await?;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let agreement = histories
+        .iter()
+        .all(|h| h.iter().zip(&histories[0]).all(|((_, a), (_, b))| a == b));
+    let mut latency = LatencyHistogram::default();
+    let mut committed = 0;
+    for (at, commit) in &histories[0] {
+        for (id, _) in &commit.transactions {
+            if let Some(submitted) = submitted_at.get(id) {
+                latency.record(at.duration_since(*submitted));
+                committed += 1;
+            }
+        }
+    }
+    let last = histories[0].last().map(|(_, c)| c.clone());
+    let network = sim.stats().await?;
+    let published = network.counters.published * (n as u64 - 1);
+    let report = Report {
+        validators: n,
+        seed,
+        simulated: args.duration,
+        wall_seconds: 0.0,
+        submitted: submitted_at.len() as u64,
+        committed,
+        committed_per_second: committed as f64 / args.duration.as_secs_f64(),
+        commit_latency: latency.summary(),
+        height: last.as_ref().map_or(0, |c| c.height),
+        state_root: last.map_or_else(String::new, |c| ledger::node::hex(&c.state_root)),
+        agreement,
+        delivery_ratio: network.counters.delivered as f64 / published.max(1) as f64,
+        rejected_inputs: rejected,
+        network,
+    };
+    Ok((report, sim.trace().await?))
 }
 
 fn print_report(r: &Report) {
-    let c = &r.stats.counters;
+    let c = &r.network.counters;
     let ms = |us: u64| us as f64 / 1000.0;
     let line = |name: &str, l: &LatencySummary| {
         println!(
@@ -203,8 +301,26 @@ fn print_report(r: &Report) {
         );
     };
     println!(
-        "simulated {:?} of {} peers (seed {}) in {:.2} s of wall time",
-        r.simulated, r.peers, r.seed, r.wall_seconds
+        "simulated {:?} of {} validators (seed {}) in {:.2} s of wall time",
+        r.simulated, r.validators, r.seed, r.wall_seconds
+    );
+    println!(
+        "  transactions         submitted {}, committed {} ({:.1} per simulated second)",
+        r.submitted, r.committed, r.committed_per_second
+    );
+    line("commit latency", &r.commit_latency);
+    println!(
+        "  ledger               height {}, state root {}",
+        r.height,
+        &r.state_root[..r.state_root.len().min(16)]
+    );
+    println!(
+        "  agreement            {}",
+        if r.agreement {
+            "all validators committed the same sequence"
+        } else {
+            "DISAGREEMENT"
+        }
     );
     println!(
         "  broadcast            published {}, delivered {}, ratio {:.3}",
@@ -214,11 +330,16 @@ fn print_report(r: &Report) {
         "  dropped              partition {}, crashed {}, loss {}, queue full {}",
         c.dropped_partition, c.dropped_crashed, c.dropped_loss, c.dropped_queue_full
     );
-    line("delivery latency", &r.delivery_latency);
+    line("delivery latency", &r.network.delivery_latency);
     println!(
-        "  fetch                ok {}, failed {}, served {} blocks ({} bytes)",
-        r.fetches_ok, r.fetches_failed, c.blocks_served, c.blocks_served_bytes
+        "  fetch                ok {}, timed out {}, mismatched {}, served {} blocks ({} bytes)",
+        c.fetches_ok,
+        c.fetches_timed_out,
+        c.fetches_mismatched,
+        c.blocks_served,
+        c.blocks_served_bytes
     );
-    line("fetch latency", &r.fetch_latency);
-    println!("  trace digest         {}", r.stats.trace_digest);
+    line("fetch latency", &r.network.fetch_latency);
+    println!("  invalid inputs       {} rejected", r.rejected_inputs);
+    println!("  trace digest         {}", r.network.trace_digest);
 }
