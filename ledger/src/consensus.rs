@@ -113,7 +113,12 @@ fn certifies(dag: &Dag, committee: &Committee, certifier: &Cid, leader: &Cid) ->
 }
 
 /// The stake of the distinct authors of `round` with a block satisfying `test`.
-fn stake_where(dag: &Dag, committee: &Committee, round: u64, test: impl Fn(&Cid) -> bool) -> u64 {
+pub(crate) fn stake_where(
+    dag: &Dag,
+    committee: &Committee,
+    round: u64,
+    test: impl Fn(&Cid) -> bool,
+) -> u64 {
     let mut authors: Vec<u32> = dag
         .round(round)
         .filter(|b| test(&b.cid))

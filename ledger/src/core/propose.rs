@@ -7,6 +7,7 @@ use bytes::Bytes;
 use super::{Commit, Core, Output};
 use crate::{
     codec::{cid_of, encode},
+    consensus::stake_where,
     types::{Block, Payload, SignedBlock, SignedTransaction, Transaction},
     Error, Outcome,
 };
@@ -99,9 +100,7 @@ impl Core {
 
     /// Whether the DAG holds blocks of `round` from a quorum of authors.
     fn quorum_of(&self, round: u64) -> bool {
-        let mut authors: Vec<u32> = self.dag.round(round).map(|b| b.author()).collect();
-        authors.dedup();
-        self.committee.stake(authors) >= self.committee.quorum()
+        stake_where(&self.dag, &self.committee, round, |_| true) >= self.committee.quorum()
     }
 
     fn propose(&mut self, author: u32, round: u64, now_ms: u64, out: &mut Vec<Output>) {
