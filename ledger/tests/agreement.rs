@@ -30,18 +30,6 @@ struct Run {
     sim: Sim,
 }
 
-/// Collects a node's commits until it stops.
-async fn collect(node: &NodeHandle) -> JoinHandle<Vec<Arc<Commit>>> {
-    let mut commits = node.commits().await.expect("running");
-    tokio::spawn(async move {
-        let mut all = Vec::new();
-        while let Ok(commit) = commits.recv().await {
-            all.push(commit);
-        }
-        all
-    })
-}
-
 /// Runs 30 simulated seconds: a partition from 3 s to 7 s, the last honest validator down from 10 s
 /// to 14 s (restarted from its RocksDB directory), transfers submitted throughout.
 async fn run(scenario: &Scenario, seed: u64) -> Run {
@@ -95,7 +83,7 @@ async fn run(scenario: &Scenario, seed: u64) -> Run {
             }
         };
         if i < first_faulty {
-            collectors.push(collect(&node).await);
+            collectors.push(common::collect(&node).await);
         }
         nodes.push(Some(node));
     }
@@ -133,7 +121,7 @@ async fn run(scenario: &Scenario, seed: u64) -> Run {
                     Some(&dir),
                 )
                 .await;
-                second_life = Some(collect(&node).await);
+                second_life = Some(common::collect(&node).await);
                 nodes[restarted] = Some(node);
             }
             _ => {}

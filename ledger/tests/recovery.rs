@@ -1,24 +1,12 @@
 //! Crash recovery: a validator stopped and reopened from its RocksDB directory resumes with the same
 //! committed prefix and state root, refetches nothing it stored, and keeps committing.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
-use ledger::{Commit, NodeHandle, SignedTransaction, Storage, Transaction};
+use ledger::{SignedTransaction, Storage, Transaction};
 use sim::LinkModel;
-use tokio::task::JoinHandle;
 
 mod common;
-
-async fn collect(node: &NodeHandle) -> JoinHandle<Vec<Arc<Commit>>> {
-    let mut commits = node.commits().await.expect("running");
-    tokio::spawn(async move {
-        let mut all = Vec::new();
-        while let Ok(commit) = commits.recv().await {
-            all.push(commit);
-        }
-        all
-    })
-}
 
 #[tokio::test(start_paused = true)]
 async fn a_restarted_validator_resumes_its_committed_prefix() {
@@ -34,7 +22,7 @@ async fn a_restarted_validator_resumes_its_committed_prefix() {
                 .await,
         );
     }
-    let first_life = collect(&nodes[0]).await;
+    let first_life = common::collect(&nodes[0]).await;
     let tx = Transaction::Transfer {
         from: common::account(0),
         to: common::account(1),
@@ -66,7 +54,7 @@ async fn a_restarted_validator_resumes_its_committed_prefix() {
     sim.restart(0).await.expect("peer 0");
     let fetched_before = sim.stats().await.expect("running").counters.fetches;
     nodes[0] = common::start_validator(&genesis, 0, peers[0].clone(), Some(&dir)).await;
-    let second_life = collect(&nodes[0]).await;
+    let second_life = common::collect(&nodes[0]).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let status = nodes[0].status().await.expect("running");
     nodes[0].shutdown().await.expect("stops");
