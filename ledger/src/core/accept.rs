@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use comms::Cid;
 
-use super::{Core, Output, Pending, Want};
+use super::{Batch, Core, Output, Pending, Want};
 use crate::{
     codec::{cid_of, decode},
     dag::AcceptedBlock,
@@ -131,7 +131,9 @@ impl Core {
         });
         match checked {
             Ok(txs) => {
-                self.batches.insert(cid, Arc::new(txs));
+                let size = bytes.len() as u64;
+                let transactions = Arc::new(txs);
+                self.batches.insert(cid, Batch { transactions, size });
                 if !self.restoring {
                     out.push(Output::Store {
                         cid,
@@ -242,11 +244,8 @@ impl Core {
                 count,
                 size,
             } => match self.batches.get(batch) {
-                Some(txs)
-                    if txs.len() as u64 == *count
-                        && crate::codec::encode(&**txs).len() as u64 == *size =>
-                {
-                    txs.clone()
+                Some(found) if found.transactions.len() as u64 == *count && found.size == *size => {
+                    found.transactions.clone()
                 }
                 _ => {
                     self.reject(

@@ -138,6 +138,13 @@ struct Want {
     in_flight: bool,
 }
 
+/// A batch's transactions and its encoded size (to check blocks that reference it without
+/// encoding it again).
+struct Batch {
+    transactions: Arc<Vec<SignedTransaction>>,
+    size: u64,
+}
+
 /// What is known about a block waiting for its dependencies.
 struct Pending {
     block: crate::types::SignedBlock,
@@ -158,7 +165,7 @@ pub struct Core {
     wanted: HashMap<Cid, Want>,
     fetching: Vec<usize>,
     queued: Vec<VecDeque<Cid>>,
-    batches: HashMap<Cid, Arc<Vec<SignedTransaction>>>,
+    batches: HashMap<Cid, Batch>,
     committer: Committer,
     linearizer: Linearizer,
     state: State,

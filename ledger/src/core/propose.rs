@@ -154,7 +154,8 @@ impl Core {
         }
         let (mut txs, mut size) = (Vec::new(), 0u64);
         while let Some(tx) = self.mempool.front() {
-            let tx_size = encode(tx).len() as u64 + 1;
+            let encoded = encode(tx);
+            let tx_size = encoded.len() as u64 + 1;
             if txs.len() as u64 >= self.config.max_block_transactions
                 || size + tx_size > self.config.max_block_bytes - 1024
             {
@@ -164,7 +165,8 @@ impl Core {
             let Some(tx) = self.mempool.pop_front() else {
                 break;
             };
-            self.inflight.insert(tx.id(), (tx.clone(), round));
+            // The same CID as `tx.id()`, without encoding the transaction a second time.
+            self.inflight.insert(cid_of(&encoded), (tx.clone(), round));
             txs.push(tx);
         }
         if size <= self.config.inline_bytes {
@@ -172,12 +174,15 @@ impl Core {
         }
         let bytes = Bytes::from(encode(&txs));
         let cid = cid_of(&bytes);
+        let size = bytes.len() as u64;
         let payload = Payload::Batch {
             cid,
             count: txs.len() as u64,
-            size: bytes.len() as u64,
+            size,
         };
-        self.batches.insert(cid, Arc::new(txs));
+        let transactions = Arc::new(txs);
+        self.batches
+            .insert(cid, super::Batch { transactions, size });
         out.push(Output::Store {
             cid,
             bytes,
