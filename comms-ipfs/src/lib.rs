@@ -1,5 +1,387 @@
-//! The [`comms::Communication`] contract over a real IPFS daemon: broadcast over pubsub, fetch over
-//! bitswap, through the daemon's HTTP RPC API. Built under the `comms-ipfs` issue; this crate is the
-//! place it goes.
+//! The [`comms::Communication`] contract over a real IPFS daemon (kubo, or anything serving kubo's
+//! `/api/v0` RPC): broadcast over pubsub, fetch over bitswap.
+//!
+//! | contract | RPC call |
+//! |---|---|
+//! | `broadcast` | `pubsub/pub` (topic as multibase base64url, data as a multipart file) |
+//! | `subscribe` | `pubsub/sub`, an ndjson stream decoded here (see [`pubsub`](crate::pubsub)) |
+//! | `put` | `block/put?format=<codec>&mhtype=sha2-256&pin=true` (CIDv1; pinned against GC) |
+//! | `fetch` | `block/get` with the daemon's own `timeout=`, re-hashed before it is returned |
+//! | `peers`, `topic_peers` | `swarm/peers`, `pubsub/peers` |
+//!
+//! The daemon and the swarm behind it are not trusted: every fetched block is re-hashed
+//! ([`comms::Error::CidMismatch`] otherwise), sizes are checked before sending and while receiving,
+//! and a malformed reply is a typed error or a dropped, counted line, never a panic.
+//!
+//! Every call has a deadline, and transient failures (connection refused or reset, 5xx, a timed-out
+//! attempt, a malformed reply) are retried with exponential backoff and jitter within it; permanent
+//! ones (4xx, CID mismatch, too large) are not. Subscriptions re-open themselves, with backoff, when
+//! the stream ends or the daemon stops listing the topic (a restarted daemon forgets its
+//! subscriptions silently), reconnecting the known peers first. Retries, drops and subscription gaps
+//! are counted in [`IpfsMetrics`].
+//!
+//! One backend per daemon: messages whose sender is the daemon's own peer ID are dropped as echoes.
 
-pub use comms;
+mod config;
+mod metrics;
+mod peering;
+mod pubsub;
+mod rpc;
+#[cfg(feature = "test-utils")]
+pub mod testnet;
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use comms::{Cid, Codec, Communication, Error, Limits, Operation, PeerId, Subscription, Topic};
+use ipfs_api_backend_hyper::{IpfsClient, TryFromUri};
+use ipfs_api_prelude::request::{
+    BlockGet, BlockPut, Id, PubsubLs, PubsubPeers, PubsubPub, Version,
+};
+use serde::Deserialize;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+pub use config::{IpfsConfig, RetryPolicy};
+pub use metrics::{IpfsMetrics, MetricsSnapshot};
+use peering::{ContactStore, Peering};
+use rpc::{Deadline, Failure, Rpc, Timed};
+
+/// Why the backend could not start. Each says what to change.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// `api` is neither an http URL nor a multiaddr.
+    #[error("invalid IPFS API address {api:?}: {reason}")]
+    BadAddress { api: String, reason: String },
+    /// The daemon did not answer.
+    #[error(
+        "the IPFS daemon at {api} is not reachable ({source}); is it running (`ipfs daemon`)?"
+    )]
+    Unreachable {
+        api: String,
+        #[source]
+        source: Error,
+    },
+    /// The daemon answers, but pubsub is off.
+    #[error(
+        "pubsub is disabled on the IPFS daemon at {api} (version {version}: {detail}); start kubo \
+         with `ipfs daemon --enable-pubsub-experiment`, or set `ipfs config --json Pubsub.Enabled true`"
+    )]
+    PubsubDisabled {
+        api: String,
+        version: String,
+        detail: String,
+    },
+    /// The contact store exists but cannot be read.
+    #[error("cannot read the contact store {path}: {source}")]
+    ContactStore {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The `Communication` contract over one IPFS daemon. Cheap to clone.
+#[derive(Clone)]
+pub struct IpfsComms {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    rpc: Rpc,
+    config: IpfsConfig,
+    local: PeerId,
+    version: String,
+    metrics: Arc<IpfsMetrics>,
+    peering: Arc<Peering>,
+    contacts_task: JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.contacts_task.abort();
+    }
+}
+
+/// A reply holding a list of strings (`pubsub/ls`, `pubsub/peers`); kubo sends `null` for none.
+#[derive(Deserialize)]
+pub(crate) struct Strings {
+    #[serde(rename = "Strings", default, deserialize_with = "null_as_empty")]
+    pub strings: Vec<String>,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(Option::<Vec<String>>::deserialize(d)?.unwrap_or_default())
+}
+
+#[derive(Deserialize)]
+struct VersionReply {
+    #[serde(rename = "Version")]
+    version: String,
+}
+
+#[derive(Deserialize)]
+struct IdReply {
+    #[serde(rename = "ID")]
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct PutReply {
+    #[serde(rename = "Key")]
+    key: String,
+}
+
+impl IpfsComms {
+    /// Connects to the daemon with fresh metrics. See [`IpfsComms::connect_with`].
+    pub async fn connect(config: IpfsConfig) -> Result<IpfsComms, StartError> {
+        IpfsComms::connect_with(config, Arc::default()).await
+    }
+
+    /// Checks that the daemon is reachable and has pubsub on, learns its peer ID and version,
+    /// connects it to the configured and remembered peers, and starts recording its peers.
+    pub async fn connect_with(
+        config: IpfsConfig,
+        metrics: Arc<IpfsMetrics>,
+    ) -> Result<IpfsComms, StartError> {
+        let client = client_for(&config.api)?;
+        let rpc = Rpc::new(client, config.retry, metrics.clone());
+        let deadline = call_deadline(&config);
+        let unreachable = |source| StartError::Unreachable {
+            api: config.api.clone(),
+            source,
+        };
+        let version: VersionReply = rpc
+            .call(Operation::Peers, deadline, |_| rpc.json(Version, None))
+            .await
+            .map_err(unreachable)?;
+        let id: IdReply = rpc
+            .call(Operation::Peers, deadline, |_| {
+                rpc.json(Id { peer: None }, None)
+            })
+            .await
+            .map_err(unreachable)?;
+        rpc.call(Operation::Subscribe, deadline, |_| {
+            rpc.json::<_, Strings>(PubsubLs, None)
+        })
+        .await
+        .map_err(|error| StartError::PubsubDisabled {
+            api: config.api.clone(),
+            version: version.version.clone(),
+            detail: error.to_string(),
+        })?;
+
+        let store = match &config.contact_store {
+            Some(path) => {
+                Some(
+                    ContactStore::open(path).map_err(|source| StartError::ContactStore {
+                        path: path.clone(),
+                        source,
+                    })?,
+                )
+            }
+            None => None,
+        };
+        let peering = Arc::new(Peering::new(
+            rpc.clone(),
+            deadline,
+            config.peers.clone(),
+            store,
+        ));
+        let connected = peering.connect_all().await;
+        let contacts_task = tokio::spawn(remember_peers(peering.clone(), config.contact_refresh));
+        info!(api = %config.api, version = %version.version, peer = %id.id, connected, "connected to the IPFS daemon");
+        Ok(IpfsComms {
+            inner: Arc::new(Inner {
+                rpc,
+                local: PeerId::new(id.id),
+                version: version.version,
+                metrics,
+                peering,
+                contacts_task,
+                config,
+            }),
+        })
+    }
+
+    /// The daemon's version, as it reported it at start.
+    pub fn daemon_version(&self) -> &str {
+        &self.inner.version
+    }
+
+    /// This backend's counters.
+    pub fn metrics(&self) -> &Arc<IpfsMetrics> {
+        &self.inner.metrics
+    }
+
+    /// Asks the daemon to connect to `address` (a multiaddr ending in `/p2p/<peer id>`).
+    pub async fn connect_peer(&self, address: &str) -> Result<(), Error> {
+        let rpc = &self.inner.rpc;
+        rpc.call(Operation::Peers, self.deadline(), |_| {
+            rpc.empty(
+                ipfs_api_prelude::request::SwarmConnect { peer: address },
+                None,
+            )
+        })
+        .await
+    }
+
+    /// Records the connected peers in the contact store now (it also happens periodically).
+    pub async fn remember_peers(&self) {
+        self.inner.peering.remember_connected().await;
+    }
+
+    fn deadline(&self) -> Deadline {
+        call_deadline(&self.inner.config)
+    }
+}
+
+fn call_deadline(config: &IpfsConfig) -> Deadline {
+    Deadline {
+        total: config.call_timeout,
+        attempt: config.call_timeout / 2,
+    }
+}
+
+/// The client for an http URL or a multiaddr such as kubo writes to `$IPFS_PATH/api`.
+fn client_for(api: &str) -> Result<IpfsClient, StartError> {
+    let bad = |reason: String| StartError::BadAddress {
+        api: api.to_owned(),
+        reason,
+    };
+    if api.starts_with('/') {
+        IpfsClient::from_multiaddr_str(api).map_err(|error| bad(error.to_string()))
+    } else if api.starts_with("http://") {
+        <IpfsClient as TryFromUri>::from_str(api).map_err(|error| bad(error.to_string()))
+    } else {
+        Err(bad("expected http://host:port or a multiaddr".into()))
+    }
+}
+
+async fn remember_peers(peering: Arc<Peering>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        peering.remember_connected().await;
+    }
+}
+
+#[async_trait]
+impl Communication for IpfsComms {
+    fn local_peer(&self) -> PeerId {
+        self.inner.local.clone()
+    }
+
+    fn limits(&self) -> Limits {
+        self.inner.config.limits
+    }
+
+    async fn broadcast(&self, topic: &Topic, data: Bytes) -> Result<(), Error> {
+        self.limits().check_message(data.len())?;
+        let rpc = &self.inner.rpc;
+        let request = || PubsubPub {
+            topic: topic.as_str().as_bytes(),
+        };
+        rpc.call(Operation::Broadcast, self.deadline(), |_| {
+            rpc.empty(request(), Some(&data))
+        })
+        .await
+    }
+
+    async fn subscribe(&self, topic: &Topic) -> Result<Subscription, Error> {
+        let inner = &self.inner;
+        let context = pubsub::Context {
+            rpc: inner.rpc.clone(),
+            local: inner.local.clone(),
+            limits: inner.config.limits,
+            metrics: inner.metrics.clone(),
+            peering: inner.peering.clone(),
+            call: self.deadline(),
+            resubscribe: inner.config.resubscribe,
+            check_every: inner.config.subscription_check,
+            queue: inner.config.subscriber_queue,
+        };
+        pubsub::subscribe(context, topic.clone()).await
+    }
+
+    async fn put(&self, codec: Codec, data: Bytes) -> Result<Cid, Error> {
+        self.limits().check_block(data.len())?;
+        let expected = comms::cid_for(codec, &data);
+        let rpc = &self.inner.rpc;
+        let request = || BlockPut {
+            format: Some(codec.name()),
+            mhtype: Some("sha2-256"),
+            mhlen: None,
+            pin: Some(true),
+        };
+        rpc.call(Operation::Put, self.deadline(), |_| async {
+            let reply: PutReply = rpc.json(request(), Some(&data)).await?;
+            check_stored(&expected, &reply.key)
+        })
+        .await
+    }
+
+    async fn fetch(&self, cid: &Cid, timeout: Duration) -> Result<Bytes, Error> {
+        comms::check_supported(cid)?;
+        let (rpc, metrics) = (&self.inner.rpc, &self.inner.metrics);
+        let limit = self.limits().max_block_bytes;
+        let hash = &cid.to_string();
+        let deadline = Deadline {
+            total: timeout,
+            attempt: timeout,
+        };
+        rpc.call(Operation::Fetch, deadline, |budget| async move {
+            let request = Timed::new(BlockGet { hash }, budget);
+            let data = rpc.bytes(request, limit).await?;
+            comms::verify(cid, &data).map_err(|error| {
+                metrics::bump(&metrics.cid_mismatches);
+                tracing::warn!(%cid, %error, "the daemon returned a block that does not match its CID");
+                Failure::Permanent(error)
+            })?;
+            Ok(data)
+        })
+        .await
+    }
+
+    async fn peers(&self) -> Result<Vec<PeerId>, Error> {
+        let connected = self.inner.peering.connected().await?;
+        Ok(connected
+            .into_iter()
+            .map(|(peer, _)| PeerId::new(peer))
+            .collect())
+    }
+
+    async fn topic_peers(&self, topic: &Topic) -> Result<Vec<PeerId>, Error> {
+        let rpc = &self.inner.rpc;
+        let request = || PubsubPeers {
+            topic: Some(topic.as_str().as_bytes()),
+        };
+        let reply: Strings = rpc
+            .call(Operation::Peers, self.deadline(), |_| {
+                rpc.json(request(), None)
+            })
+            .await?;
+        Ok(reply.strings.into_iter().map(PeerId::new).collect())
+    }
+}
+
+/// The daemon must have stored the block under the CID we computed; anything else (CIDv0, another
+/// codec, another hash) means it did not do what was asked.
+fn check_stored(expected: &Cid, key: &str) -> Result<Cid, Failure> {
+    let stored: Cid = key.parse().map_err(|error| {
+        Failure::Transient(
+            metrics::RetryCause::Malformed,
+            format!("block/put replied with a key that is no CID ({error}): {key:?}").into(),
+        )
+    })?;
+    if stored == *expected {
+        Ok(stored)
+    } else {
+        Err(Failure::Permanent(Error::CidMismatch {
+            expected: Box::new(*expected),
+            actual: Box::new(stored),
+        }))
+    }
+}

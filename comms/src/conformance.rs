@@ -313,9 +313,11 @@ pub async fn put_then_fetch_elsewhere<H: Harness>(h: &H) {
     for codec in [Codec::Raw, Codec::DagCbor] {
         let data = match codec {
             Codec::Raw => unique_block(4096),
-            // A DAG-CBOR text string, so that a daemon which parses dag-cbor accepts it.
+            // A DAG-CBOR text string, so that a daemon which parses dag-cbor accepts it: 24 to 255
+            // bytes long, so that its one-byte length (0x78) is the minimal encoding.
             Codec::DagCbor => {
-                let text = format!("dag-cbor {}", unique());
+                let text = format!("a dag-cbor block of the conformance suite {}", unique());
+                assert!((24..=255).contains(&text.len()));
                 let mut bytes = vec![0x78, text.len() as u8];
                 bytes.extend_from_slice(text.as_bytes());
                 Bytes::from(bytes)
