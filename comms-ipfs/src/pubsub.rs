@@ -367,3 +367,7 @@ impl Task {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "pubsub_tests.rs"]
+mod tests;

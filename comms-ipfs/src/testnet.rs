@@ -38,6 +38,12 @@ pub struct Daemon {
 impl Daemon {
     /// Initializes a fresh repository and starts the daemon on free loopback ports.
     pub fn start() -> Daemon {
+        Daemon::start_with(|_| {})
+    }
+
+    /// Like [`Daemon::start`], with `edit` applied to the test configuration first (to turn pubsub
+    /// off, say).
+    pub fn start_with(edit: impl FnOnce(&mut Value)) -> Daemon {
         let repo = fresh_dir();
         let mut init = Command::new(daemon_program());
         init.args(["init", "--profile", "test", "--emptyRepo"]);
@@ -47,7 +53,10 @@ impl Daemon {
             "`jsipfs init` failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        let peer_id = configure(&repo, 0, 0);
+        let peer_id = edit_config(&repo, |config| {
+            test_config(config);
+            edit(config);
+        });
         let mut daemon = Daemon {
             repo,
             child: None,
@@ -88,15 +97,16 @@ impl Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
-        // js-ipfs leaves its lock behind when killed.
-        let _ = fs::remove_file(self.repo.join("repo.lock"));
+        // js-ipfs leaves its lock (a directory) behind when killed.
+        let _ = fs::remove_dir_all(self.repo.join("repo.lock"));
         let _ = fs::remove_file(self.repo.join("api"));
     }
 
     /// Starts the daemon again on the same repository and ports (so its clients and peers find it).
     pub fn restart(&mut self) {
         self.kill();
-        configure(&self.repo, self.api_port, self.swarm_port);
+        let (api, swarm) = (self.api_port, self.swarm_port);
+        edit_config(&self.repo, |config| set_addresses(config, api, swarm));
         self.launch();
     }
 
@@ -147,25 +157,12 @@ impl Drop for Daemon {
     }
 }
 
-/// Writes the test configuration; ports 0 pick free ones. Returns the peer ID.
-fn configure(repo: &Path, api_port: u16, swarm_port: u16) -> String {
+/// Applies `edit` to the repository's configuration. Returns the peer ID.
+fn edit_config(repo: &Path, edit: impl FnOnce(&mut Value)) -> String {
     let path = repo.join("config");
     let mut config: Value =
         serde_json::from_slice(&fs::read(&path).expect("read the config")).expect("JSON config");
-    config["Addresses"] = json!({
-        "Swarm": [format!("/ip4/127.0.0.1/tcp/{swarm_port}")],
-        "Announce": [],
-        "NoAnnounce": [],
-        "API": format!("/ip4/127.0.0.1/tcp/{api_port}"),
-        "Gateway": "",
-        "RPC": "",
-        "Delegates": [],
-    });
-    config["Bootstrap"] = json!([]);
-    config["Discovery"] = json!({"MDNS": {"Enabled": false}, "webRTCStar": {"Enabled": false}});
-    config["Routing"] = json!({"Type": "none"});
-    config["Swarm"]["DisableNatPortMap"] = json!(true);
-    config["Pubsub"] = json!({"Router": "gossipsub", "Enabled": true});
+    edit(&mut config);
     fs::write(
         &path,
         serde_json::to_vec_pretty(&config).expect("serialize"),
@@ -175,6 +172,30 @@ fn configure(repo: &Path, api_port: u16, swarm_port: u16) -> String {
         .as_str()
         .expect("a peer ID in the config")
         .to_owned()
+}
+
+/// Loopback only, no gateway, no gRPC server (it takes a fixed port), no bootstrap, discovery,
+/// DHT or NAT mapping; pubsub on, with gossipsub.
+fn test_config(config: &mut Value) {
+    set_addresses(config, 0, 0);
+    config["Bootstrap"] = json!([]);
+    config["Discovery"] = json!({"MDNS": {"Enabled": false}, "webRTCStar": {"Enabled": false}});
+    config["Routing"] = json!({"Type": "none"});
+    config["Swarm"]["DisableNatPortMap"] = json!(true);
+    config["Pubsub"] = json!({"Router": "gossipsub", "Enabled": true});
+}
+
+/// Loopback API and swarm addresses; port 0 picks a free one.
+fn set_addresses(config: &mut Value, api_port: u16, swarm_port: u16) {
+    config["Addresses"] = json!({
+        "Swarm": [format!("/ip4/127.0.0.1/tcp/{swarm_port}")],
+        "Announce": [],
+        "NoAnnounce": [],
+        "API": format!("/ip4/127.0.0.1/tcp/{api_port}"),
+        "Gateway": "",
+        "RPC": "",
+        "Delegates": [],
+    });
 }
 
 /// The swarm port from the daemon's log line `Swarm listening on /ip4/127.0.0.1/tcp/<port>/p2p/…`.

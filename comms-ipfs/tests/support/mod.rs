@@ -10,6 +10,11 @@ use std::{sync::OnceLock, time::Duration};
 use async_trait::async_trait;
 use comms::conformance::Harness;
 use comms_ipfs::{testnet::Daemon, IpfsComms, IpfsConfig};
+use ipfs_api_backend_hyper::{IpfsClient, TryFromUri};
+use ipfs_api_prelude::{
+    request::{ApiRequest, BlockPut},
+    Backend,
+};
 use proxy::{Fault, FaultProxy};
 
 /// How many daemons the shared testnet has (the conformance suite asks for up to five peers).
@@ -77,4 +82,39 @@ pub fn init_logging() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
+}
+
+/// Runs the daemon's garbage collection (`repo/gc`) and waits for it to finish.
+pub async fn collect_garbage(api: &str) {
+    #[derive(serde::Serialize)]
+    struct RepoGc {}
+    impl ApiRequest for RepoGc {
+        const PATH: &'static str = "/repo/gc";
+    }
+    let (status, body) = raw_client(api)
+        .request_raw(RepoGc {}, None)
+        .await
+        .expect("repo/gc");
+    assert_eq!(status.as_u16(), 200, "{}", String::from_utf8_lossy(&body));
+}
+
+/// Stores `data` as a raw block without pinning it, bypassing the backend.
+pub async fn put_unpinned(api: &str, data: &[u8]) {
+    let mut form = ipfs_api_backend_hyper::Form::default();
+    form.add_reader("data", std::io::Cursor::new(data.to_vec()));
+    let request = BlockPut {
+        format: Some("raw"),
+        mhtype: Some("sha2-256"),
+        mhlen: None,
+        pin: Some(false),
+    };
+    let (status, body) = raw_client(api)
+        .request_raw(request, Some(form))
+        .await
+        .expect("block/put");
+    assert_eq!(status.as_u16(), 200, "{}", String::from_utf8_lossy(&body));
+}
+
+fn raw_client(api: &str) -> IpfsClient {
+    <IpfsClient as TryFromUri>::from_str(api).expect("an http URL")
 }

@@ -21,8 +21,8 @@ pub enum Fault {
     Delay(Duration),
     /// Close the client's connection without a reply.
     Reset,
-    /// Answer `503 Service Unavailable` without asking the daemon.
-    Unavailable,
+    /// Answer with this status (a 5xx or 4xx) without asking the daemon.
+    Status(u16),
     /// Forward the head and half the body, then close.
     Truncate,
     /// Answer 200 with a body that is not what the call expects.
@@ -138,10 +138,10 @@ async fn serve(mut client: TcpStream, upstream: SocketAddr, rules: Arc<Mutex<Vec
     }
     match fault {
         Some(Fault::Reset) => return reset(client),
-        Some(Fault::Unavailable) => {
-            let body = "upstream unavailable";
+        Some(Fault::Status(code)) => {
+            let body = format!("injected status {code}");
             let reply = format!(
-                "HTTP/1.1 503 Service Unavailable\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "HTTP/1.1 {code} Injected\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
             let _ = client.write_all(reply.as_bytes()).await;
