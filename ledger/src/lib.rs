@@ -14,6 +14,7 @@ pub mod consensus;
 pub mod core;
 pub mod crypto;
 pub mod dag;
+pub mod devnet;
 mod error;
 pub mod node;
 pub mod state;

@@ -7,11 +7,10 @@ use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
 use anyhow::Context;
 use comms::Cid;
 use ledger::{
-    Allocation, Commit, Genesis, Keypair, NodeConfig, NodeHandle, SignedTransaction, Transaction,
-    Validator,
+    devnet::{self, Role},
+    Commit, NodeConfig, NodeHandle, SignedTransaction, Transaction,
 };
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use sim::{LatencyHistogram, LatencySummary, Sim, SimConfig, Stats, TraceEvent};
 use tokio::{task::JoinHandle, time::Instant};
 use tracing::info;
@@ -111,12 +110,6 @@ fn write_json(path: &std::path::Path, value: &impl Serialize, what: &str) -> any
     Ok(())
 }
 
-/// A key derived from the seed, so that a run is reproducible.
-fn key(seed: u64, role: &str, index: usize) -> Keypair {
-    let digest = Sha256::digest(format!("{seed}/{role}/{index}"));
-    Keypair::from_secret(digest.into())
-}
-
 const ACCOUNTS: usize = 64;
 
 /// Collects a node's commits (with the simulated time they happened) until it stops.
@@ -133,21 +126,13 @@ async fn collect(node: &NodeHandle) -> anyhow::Result<JoinHandle<Vec<(Instant, A
 
 async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<TraceEvent>)> {
     let (n, seed) = (args.validators, config.seed);
-    let genesis = Genesis {
-        chain_id: format!("simulation-{seed}"),
-        validators: (0..n)
-            .map(|i| Validator {
-                key: key(seed, "validator", i).public(),
-                weight: 1,
-            })
-            .collect(),
-        balances: (0..ACCOUNTS)
-            .map(|i| Allocation {
-                account: key(seed, "account", i).public(),
-                balance: 1_000_000_000,
-            })
-            .collect(),
-    };
+    let genesis = devnet::genesis(
+        &format!("simulation-{seed}"),
+        seed,
+        n,
+        ACCOUNTS,
+        1_000_000_000,
+    );
     let chain = genesis.encode().1;
     info!(validators = n, seed, link = ?config.link, "starting simulated ledger network");
     let (sim, peers) = Sim::builder().config(config).peers(n).build();
@@ -169,7 +154,7 @@ async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<Trac
             anyhow::Ok(
                 ledger::spawn(
                     genesis,
-                    Some(key(seed, "validator", i)),
+                    Some(devnet::key(seed, Role::Validator, i)),
                     node_config,
                     peer,
                     storage,
@@ -223,12 +208,13 @@ async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<Trac
         }
         let account = (k as usize) % ACCOUNTS;
         let tx = Transaction::Transfer {
-            from: key(seed, "account", account).public(),
-            to: key(seed, "account", (account * 7 + 1) % ACCOUNTS).public(),
+            from: devnet::key(seed, Role::Account, account).public(),
+            to: devnet::key(seed, Role::Account, (account * 7 + 1) % ACCOUNTS).public(),
             amount: 1 + k % 100,
             nonce: nonces[account],
         };
-        let signed = SignedTransaction::sign(&chain, tx, &key(seed, "account", account));
+        let signed =
+            SignedTransaction::sign(&chain, tx, &devnet::key(seed, Role::Account, account));
         if let Some(node) = nodes[k as usize % n].as_ref() {
             if let Ok(Ok(())) = node.submit(signed.clone()).await {
                 nonces[account] += 1;
