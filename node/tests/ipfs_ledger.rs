@@ -13,7 +13,7 @@ use tokio::{task::JoinHandle, time::Instant};
 
 const VALIDATORS: usize = 4;
 const TRANSFERS_PER_ACCOUNT: u64 = 3;
-const BOUND: Duration = Duration::from_secs(180);
+const BOUND: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_validators_on_four_ipfs_daemons_commit_and_agree() {
@@ -61,10 +61,18 @@ async fn four_validators_on_four_ipfs_daemons_commit_and_agree() {
     }
 
     let started = Instant::now();
-    eventually(BOUND, "every transfer committed on every node", || {
-        all_applied(&nodes)
-    })
-    .await;
+    let committed = tokio::time::timeout(
+        BOUND,
+        eventually(BOUND, "every transfer committed on every node", || {
+            all_applied(&nodes)
+        }),
+    );
+    if committed.await.is_err() {
+        for node in &nodes {
+            eprintln!("{:?}", node.status().await);
+        }
+        panic!("transfers not committed everywhere within {BOUND:?}: statuses above");
+    }
     eprintln!(
         "all transfers committed everywhere after {:?}",
         started.elapsed()
