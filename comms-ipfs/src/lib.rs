@@ -218,14 +218,7 @@ impl IpfsComms {
 
     /// Asks the daemon to connect to `address` (a multiaddr ending in `/p2p/<peer id>`).
     pub async fn connect_peer(&self, address: &str) -> Result<(), Error> {
-        let rpc = &self.inner.rpc;
-        rpc.call(Operation::Peers, self.deadline(), |_| {
-            rpc.empty(
-                ipfs_api_prelude::request::SwarmConnect { peer: address },
-                None,
-            )
-        })
-        .await
+        self.inner.peering.connect(address).await
     }
 
     /// Records the connected peers in the contact store now (it also happens periodically).

@@ -48,21 +48,25 @@ impl Peering {
         if let Some(store) = &self.store {
             addresses.extend(store.addresses());
         }
+        addresses.sort_unstable();
         addresses.dedup();
         let mut connected = 0;
         for address in &addresses {
-            let outcome = self
-                .rpc
-                .call(comms::Operation::Peers, self.deadline, |_| {
-                    self.rpc.empty(SwarmConnect { peer: address }, None)
-                })
-                .await;
-            match outcome {
+            match self.connect(address).await {
                 Ok(()) => connected += 1,
                 Err(error) => debug!(%address, %error, "could not connect to peer"),
             }
         }
         connected
+    }
+
+    /// Asks the daemon to connect to `address` (a multiaddr ending in `/p2p/<peer id>`).
+    pub async fn connect(&self, address: &str) -> Result<(), comms::Error> {
+        self.rpc
+            .call(comms::Operation::Peers, self.deadline, |_| {
+                self.rpc.empty(SwarmConnect { peer: address }, None)
+            })
+            .await
     }
 
     /// Records the addresses of the peers connected now in the contact store.
