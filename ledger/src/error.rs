@@ -55,7 +55,7 @@ pub enum ParentsError {
     /// Parents not strictly sorted by CID (unsorted or repeated).
     #[error("parents not strictly sorted")]
     Unsorted,
-    /// A parent from a round other than the previous one.
+    /// A parent from a round other than the previous one (and not the author's own earlier block).
     #[error("parent of round {parent_round} for a block of round {round}")]
     WrongRound { round: u64, parent_round: u64 },
     /// Two parents by one author.

@@ -106,29 +106,102 @@ fn check_count(count: u64, limits: &BlockLimits) -> Result<(), Error> {
     }
 }
 
-/// Checks a block against its parents' `(author, round)`: all from the previous round, one per
-/// author, with a quorum of stake.
+/// Checks a block of `author` at `round` against its parents' `(author, round)`: from the previous
+/// round, one per author, with a quorum of stake; plus, when the author has no block among them,
+/// possibly the author's own earlier block, which keeps its blocks a chain after it skipped rounds
+/// (it counts for no quorum).
 pub fn check_parents(
+    author: u32,
     round: u64,
     parents: &[(u32, u64)],
     committee: &Committee,
 ) -> Result<(), ParentsError> {
     let mut authors = Vec::with_capacity(parents.len());
-    for &(author, parent_round) in parents {
-        if parent_round + 1 != round {
+    let mut previous_round = Vec::with_capacity(parents.len());
+    for &(parent_author, parent_round) in parents {
+        let own_earlier = parent_author == author && parent_round + 1 < round;
+        if parent_round + 1 != round && !own_earlier {
             return Err(ParentsError::WrongRound {
                 round,
                 parent_round,
             });
         }
-        if authors.contains(&author) {
-            return Err(ParentsError::DuplicateAuthor { author });
+        if authors.contains(&parent_author) {
+            return Err(ParentsError::DuplicateAuthor {
+                author: parent_author,
+            });
         }
-        authors.push(author);
+        authors.push(parent_author);
+        if !own_earlier {
+            previous_round.push(parent_author);
+        }
     }
-    let (stake, quorum) = (committee.stake(authors), committee.quorum());
+    let (stake, quorum) = (committee.stake(previous_round), committee.quorum());
     match round == 0 || stake >= quorum {
         true => Ok(()),
         false => Err(ParentsError::NoQuorum { stake, quorum }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devnet;
+
+    fn committee() -> Committee {
+        Committee::new(&devnet::genesis("parents", 1, 4, 0, 0))
+    }
+
+    #[test]
+    fn parents_are_a_quorum_of_the_previous_round() {
+        let c = committee();
+        assert!(check_parents(0, 5, &[(0, 4), (1, 4), (2, 4)], &c).is_ok());
+        assert!(matches!(
+            check_parents(0, 5, &[(0, 4), (1, 4)], &c),
+            Err(ParentsError::NoQuorum { .. })
+        ));
+        assert!(matches!(
+            check_parents(0, 5, &[(0, 4), (1, 4), (1, 4)], &c),
+            Err(ParentsError::DuplicateAuthor { author: 1 })
+        ));
+        assert!(matches!(
+            check_parents(0, 5, &[(0, 4), (1, 4), (2, 3)], &c),
+            Err(ParentsError::WrongRound {
+                parent_round: 3,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn only_the_authors_own_earlier_block_may_join_and_it_counts_for_no_quorum() {
+        let c = committee();
+        assert!(check_parents(0, 5, &[(0, 1), (1, 4), (2, 4), (3, 4)], &c).is_ok());
+        // Someone else's earlier block.
+        assert!(matches!(
+            check_parents(0, 5, &[(1, 1), (2, 4), (3, 4), (0, 4)], &c),
+            Err(ParentsError::WrongRound {
+                parent_round: 1,
+                ..
+            })
+        ));
+        // Besides the author's block of the previous round.
+        assert!(matches!(
+            check_parents(0, 5, &[(0, 4), (0, 2), (1, 4), (2, 4)], &c),
+            Err(ParentsError::DuplicateAuthor { author: 0 })
+        ));
+        // Not a quorum without it.
+        assert!(matches!(
+            check_parents(0, 5, &[(0, 1), (1, 4), (2, 4)], &c),
+            Err(ParentsError::NoQuorum { .. })
+        ));
+        // A later round is never a parent, own or not.
+        assert!(matches!(
+            check_parents(0, 5, &[(0, 5), (1, 4), (2, 4), (3, 4)], &c),
+            Err(ParentsError::WrongRound {
+                parent_round: 5,
+                ..
+            })
+        ));
     }
 }

@@ -106,3 +106,84 @@ async fn transactions_in_separate_batch_blocks_commit() {
         );
     }
 }
+
+/// A validator cut off long enough that its blocks reach the others only after they moved on,
+/// and that then jumps to the others' round, keeps its transactions in nonce order: its next
+/// block links its own previous one, so the blocks nobody else referenced commit first.
+#[tokio::test(start_paused = true)]
+async fn a_lagging_validator_keeps_its_transactions_in_order() {
+    let genesis = common::genesis(4, 2);
+    let chain = genesis.encode().1;
+    let (sim, peers) = common::network(4, 3, LinkModel::default());
+    let mut nodes = Vec::new();
+    for (i, peer) in peers.into_iter().enumerate() {
+        nodes.push(common::start_validator(&genesis, i, peer, None).await);
+    }
+    let slow = LinkModel {
+        latency: sim::Latency::Constant {
+            value: Duration::from_millis(1500),
+        },
+        ..LinkModel::default()
+    };
+    let set_links = |link: LinkModel| {
+        let sim = &sim;
+        async move {
+            for other in 1..4 {
+                sim.set_link(0, other, link).await.expect("sim");
+                sim.set_link(other, 0, link).await.expect("sim");
+            }
+        }
+    };
+    let submit = |nonce: u64| {
+        let tx = Transaction::Transfer {
+            from: common::account(0),
+            to: common::account(1),
+            amount: 100,
+            nonce,
+        };
+        let signed = SignedTransaction::sign(&chain, tx, &common::account_key(0));
+        let node = &nodes[0];
+        async move {
+            node.submit(signed)
+                .await
+                .expect("running")
+                .expect("accepted");
+        }
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    set_links(slow).await;
+    // Two transactions in two of validator 0's blocks while the others move on without them.
+    submit(0).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    submit(1).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    set_links(LinkModel::default()).await;
+    // The third rides in a block that the others reference at once.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    submit(2).await;
+
+    comms::conformance::eventually(
+        Duration::from_secs(30),
+        "validator 0's three transfers applied everywhere",
+        || async {
+            for node in &nodes {
+                if node
+                    .account(common::account(0))
+                    .await
+                    .expect("running")
+                    .nonce
+                    < 3
+                {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+    for node in &nodes {
+        let status = node.status().await.expect("running");
+        let account = node.account(common::account(1)).await.expect("running");
+        assert_eq!(account.balance, 1_000_300, "{status:?}");
+    }
+}

@@ -233,7 +233,12 @@ impl Core {
             .filter_map(|p| self.dag.get(p))
             .map(|p| (p.author(), p.round()))
             .collect();
-        if let Err(error) = check_parents(block.block.round, &parents, &self.committee) {
+        if let Err(error) = check_parents(
+            block.block.author,
+            block.block.round,
+            &parents,
+            &self.committee,
+        ) {
             self.reject(Some(cid), error.into(), out);
             return false;
         }
@@ -278,7 +283,12 @@ impl Core {
         }
         if self.me.as_ref().is_some_and(|(me, _)| *me == author) && round >= self.round {
             self.round = round + 1;
-            self.last_own = Some((bytes.clone(), 0));
+            self.last_own = Some(super::OwnBlock {
+                cid,
+                round,
+                bytes: bytes.clone(),
+                at_ms: 0,
+            });
         }
         if !self.restoring {
             out.push(Output::Store {

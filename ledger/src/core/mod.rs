@@ -145,6 +145,15 @@ struct Batch {
     size: u64,
 }
 
+/// Our latest block: re-broadcast while it is the latest, and linked by our next one.
+struct OwnBlock {
+    cid: Cid,
+    round: u64,
+    bytes: Bytes,
+    /// When we proposed it (0 when restored from disk).
+    at_ms: u64,
+}
+
 /// What is known about a block waiting for its dependencies.
 struct Pending {
     block: crate::types::SignedBlock,
@@ -173,7 +182,7 @@ pub struct Core {
     mempool: VecDeque<SignedTransaction>,
     inflight: HashMap<Cid, (SignedTransaction, u64)>,
     round: u64,
-    last_own: Option<(Bytes, u64)>,
+    last_own: Option<OwnBlock>,
     quorum_since: Option<u64>,
     last_rebroadcast: u64,
     restoring: bool,

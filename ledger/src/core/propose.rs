@@ -48,12 +48,12 @@ impl Core {
     /// Time passed: propose if a leader wait ran out, re-broadcast, re-queue stale transactions.
     pub fn tick(&mut self, now_ms: u64, out: &mut Vec<Output>) {
         self.after_change(now_ms, out);
-        let Some((bytes, _)) = &self.last_own else {
+        let Some(own) = &self.last_own else {
             return;
         };
         if now_ms >= self.last_rebroadcast + ms(self.config.rebroadcast_interval) {
             self.last_rebroadcast = now_ms;
-            out.push(Output::Broadcast(bytes.clone()));
+            out.push(Output::Broadcast(own.bytes.clone()));
         }
     }
 
@@ -74,8 +74,8 @@ impl Core {
         {
             self.round += 1;
         }
-        if let Some((_, at)) = self.last_own {
-            if now_ms < at + ms(self.config.min_block_interval) {
+        if let Some(own) = &self.last_own {
+            if now_ms < own.at_ms + ms(self.config.min_block_interval) {
                 return false;
             }
         }
@@ -113,6 +113,11 @@ impl Core {
                     parents.push(block.cid);
                 }
             }
+            // After skipping rounds, link our previous block anyway: our blocks stay a chain, so
+            // one that nobody else referenced commits before our later ones, in order.
+            if let Some(own) = self.last_own.as_ref().filter(|own| own.round + 1 < round) {
+                parents.push(own.cid);
+            }
             parents.sort_by_key(|c| c.to_bytes());
         }
         let payload = self.payload(round, out);
@@ -130,7 +135,12 @@ impl Core {
         let cid = cid_of(&bytes);
         self.round = round + 1;
         self.quorum_since = None;
-        self.last_own = Some((bytes.clone(), now_ms));
+        self.last_own = Some(super::OwnBlock {
+            cid,
+            round,
+            bytes: bytes.clone(),
+            at_ms: now_ms,
+        });
         self.last_rebroadcast = now_ms;
         out.push(Output::Broadcast(bytes.clone()));
         tracing::debug!(round, %cid, "proposed");
