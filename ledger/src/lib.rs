@@ -26,9 +26,9 @@ pub use crate::core::{Commit, Core, CoreConfig, CoreStats, Output, SubmitError};
 pub use committee::Committee;
 pub use crypto::{Keypair, PublicKey, Signature};
 pub use error::{Error, ParentsError};
-pub use node::{spawn, NodeConfig, NodeError, NodeHandle, Status};
+pub use node::{spawn, NodeConfig, NodeError, NodeHandle, Status, TxStatus};
 pub use state::{Account, Outcome, State};
-pub use storage::Storage;
+pub use storage::{Committed, Storage};
 pub use types::{
     Allocation, Block, Genesis, Payload, SignedBlock, SignedTransaction, Transaction, Validator,
 };

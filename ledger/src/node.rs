@@ -19,7 +19,8 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::{
     core::{Commit, Core, CoreConfig, CoreStats, Output, SubmitError},
-    storage::Storage,
+    dag::AcceptedBlock,
+    storage::{Committed, Storage},
     types::{Genesis, SignedTransaction},
     Account, Error, Keypair, PublicKey,
 };
@@ -81,8 +82,22 @@ pub struct Status {
     pub stats: CoreStats,
 }
 
+/// Where a transaction stands, as one node sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum TxStatus {
+    /// Submitted here; not committed yet.
+    Pending,
+    /// Committed (from this node's store: a node without storage knows only pending ones).
+    Committed(Committed),
+    /// Neither: never submitted here, or lost before it committed (the mempool is not durable).
+    Unknown,
+}
+
 enum Command {
-    Submit(SignedTransaction, oneshot::Sender<Result<(), SubmitError>>),
+    Submit(SignedTransaction, oneshot::Sender<Result<Cid, SubmitError>>),
+    Transaction(Cid, oneshot::Sender<TxStatus>),
+    Block(Cid, oneshot::Sender<Option<Arc<AcceptedBlock>>>),
     Status(oneshot::Sender<Status>),
     Account(PublicKey, oneshot::Sender<Account>),
     Commits(oneshot::Sender<broadcast::Receiver<Arc<Commit>>>),
@@ -112,12 +127,22 @@ pub struct NodeHandle {
 }
 
 impl NodeHandle {
-    /// Submits a transaction to this node (a validator) for its next block.
+    /// Submits a transaction to this node (a validator) for its next block; returns its ID.
     pub async fn submit(
         &self,
         tx: SignedTransaction,
-    ) -> Result<Result<(), SubmitError>, NodeError> {
+    ) -> Result<Result<Cid, SubmitError>, NodeError> {
         self.ask(|reply| Command::Submit(tx, reply)).await
+    }
+
+    /// Where transaction `id` stands.
+    pub async fn transaction(&self, id: Cid) -> Result<TxStatus, NodeError> {
+        self.ask(|reply| Command::Transaction(id, reply)).await
+    }
+
+    /// An accepted block (not a batch) by CID.
+    pub async fn block(&self, cid: Cid) -> Result<Option<Arc<AcceptedBlock>>, NodeError> {
+        self.ask(|reply| Command::Block(cid, reply)).await
     }
 
     /// The node's progress.
@@ -274,6 +299,12 @@ impl<C: Communication + Clone> Node<C> {
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
             }
+            Command::Transaction(id, reply) => {
+                let _ = reply.send(self.transaction(&id));
+            }
+            Command::Block(cid, reply) => {
+                let _ = reply.send(self.core.dag().get(&cid).cloned());
+            }
             Command::Account(key, reply) => {
                 let _ = reply.send(self.core.state().account(&key));
             }
@@ -299,6 +330,23 @@ impl<C: Communication + Clone> Node<C> {
                 .map(|round| (round, core.dag().round(round).map(|b| b.author()).collect()))
                 .collect(),
             stats: core.stats().clone(),
+        }
+    }
+
+    fn transaction(&self, id: &Cid) -> TxStatus {
+        if self.core.is_pending(id) {
+            return TxStatus::Pending;
+        }
+        let Some(storage) = &self.storage else {
+            return TxStatus::Unknown;
+        };
+        match storage.transaction(id) {
+            Ok(Some(committed)) => TxStatus::Committed(committed),
+            Ok(None) => TxStatus::Unknown,
+            Err(error) => {
+                warn!(%id, %error, "reading the transaction index failed");
+                TxStatus::Unknown
+            }
         }
     }
 

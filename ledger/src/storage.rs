@@ -1,17 +1,25 @@
-//! RocksDB storage: accepted blocks and batches, the DAG index, the committed sequence, the state
-//! and metadata, each in its own column family. A commit (its record, the accounts it changed and
-//! the new height and root) is one atomic write batch.
+//! RocksDB storage: accepted blocks and batches, the DAG index, the committed sequence, the state,
+//! the committed transactions by ID, and metadata, each in its own column family. A commit (its
+//! record, the accounts it changed, its transactions' positions, the new height and root) is one
+//! atomic write batch.
 //!
 //! On restart the node replays the stored blocks through the protocol core, which is deterministic:
 //! it re-derives the same commits, and [`Storage::commit`] checks each against the stored record,
 //! so a node resumes without refetching anything it stored and with the same state root.
 
-use std::path::Path;
+use std::{collections::HashSet, path::Path};
 
 use comms::Cid;
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, DB};
 
-use crate::{codec::encode, core::Commit, node::hex, Error};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    codec::{decode, encode},
+    core::Commit,
+    node::hex,
+    Error, Outcome,
+};
 
 const BLOCKS: &str = "blocks";
 const BATCHES: &str = "batches";
@@ -19,9 +27,29 @@ const DAG_INDEX: &str = "dag_index";
 const COMMITS: &str = "commits";
 const STATE: &str = "state";
 const META: &str = "meta";
-const FAMILIES: [&str; 6] = [BLOCKS, BATCHES, DAG_INDEX, COMMITS, STATE, META];
+const TRANSACTIONS: &str = "transactions";
+const FAMILIES: [&str; 7] = [
+    BLOCKS,
+    BATCHES,
+    DAG_INDEX,
+    COMMITS,
+    STATE,
+    META,
+    TRANSACTIONS,
+];
 const HEIGHT: &[u8] = b"height";
 const STATE_ROOT: &[u8] = b"state_root";
+
+/// Where a committed transaction is in the sequence, and what it did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Committed {
+    /// The commit's height.
+    pub height: u64,
+    /// Its position among the commit's transactions.
+    pub index: u64,
+    /// What it did.
+    pub outcome: Outcome,
+}
 
 /// A node's on-disk store.
 pub struct Storage {
@@ -125,9 +153,35 @@ impl Storage {
         for (key, account) in &commit.changed {
             write.put_cf(self.family(STATE)?, key.0, encode(account));
         }
+        let transactions = self.family(TRANSACTIONS)?;
+        let mut seen = HashSet::with_capacity(commit.transactions.len());
+        for (index, (id, outcome)) in commit.transactions.iter().enumerate() {
+            // A transaction ordered twice (proposed again, or by two validators) took effect at
+            // most the first time: that is the record to keep.
+            let key = id.to_bytes();
+            if seen.insert(id) && self.db.get_pinned_cf(transactions, &key)?.is_none() {
+                let record = Committed {
+                    height: commit.height,
+                    index: index as u64,
+                    outcome: *outcome,
+                };
+                write.put_cf(transactions, key, encode(&record));
+            }
+        }
         write.put_cf(self.family(META)?, HEIGHT, height_key);
         write.put_cf(self.family(META)?, STATE_ROOT, hex(&commit.state_root));
         Ok(self.db.write(write)?)
+    }
+
+    /// Where and how transaction `id` committed, if it did.
+    pub fn transaction(&self, id: &Cid) -> Result<Option<Committed>, Error> {
+        let Some(bytes) = self
+            .db
+            .get_pinned_cf(self.family(TRANSACTIONS)?, id.to_bytes())?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(decode(&bytes)?))
     }
 
     /// Flushes memtables to disk (on shutdown).

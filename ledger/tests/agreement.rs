@@ -137,7 +137,7 @@ async fn run(scenario: &Scenario, seed: u64) -> Run {
             let signed = SignedTransaction::sign(&chain, tx, &common::account_key(from));
             let target = (tenth / 5) as usize % first_faulty;
             if let Some(node) = &nodes[target] {
-                if let Ok(Ok(())) = node.submit(signed.clone()).await {
+                if let Ok(Ok(_)) = node.submit(signed.clone()).await {
                     nonces[from] += 1;
                     submitted.push(signed.id());
                     if target == restarted && tenth < 100 {

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use ledger::{SignedTransaction, Storage, Transaction};
+use comms::Cid;
+use ledger::{Committed, NodeHandle, Outcome, SignedTransaction, Storage, Transaction, TxStatus};
 use sim::LinkModel;
 
 mod common;
@@ -88,4 +89,87 @@ async fn a_restarted_validator_resumes_its_committed_prefix() {
         1_000_007
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A transaction's status: pending once submitted (a second submission changes nothing), then
+/// committed with its outcome, read from the store, so it survives a restart.
+#[tokio::test(start_paused = true)]
+async fn transaction_status_is_pending_then_committed_and_survives_a_restart() {
+    let genesis = common::genesis(4, 2);
+    let chain = genesis.encode().1;
+    let (_sim, peers) = common::network(4, 11, LinkModel::default());
+    let dir = std::env::temp_dir().join(format!("ledger-tx-status-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut nodes = Vec::new();
+    for (i, peer) in peers.iter().enumerate() {
+        nodes.push(
+            common::start_validator(&genesis, i, peer.clone(), (i == 0).then_some(dir.as_path()))
+                .await,
+        );
+    }
+    let transfer = |amount| {
+        let tx = Transaction::Transfer {
+            from: common::account(0),
+            to: common::account(1),
+            amount,
+            nonce: 0,
+        };
+        SignedTransaction::sign(&chain, tx, &common::account_key(0))
+    };
+    let (good, replay) = (transfer(5), transfer(6));
+    let submit = |tx: SignedTransaction| async {
+        nodes[0]
+            .submit(tx)
+            .await
+            .expect("running")
+            .expect("accepted")
+    };
+    let id = submit(good.clone()).await;
+    assert_eq!(id, good.id());
+    assert_eq!(submit(good.clone()).await, id, "resubmission is idempotent");
+    assert_eq!(
+        nodes[0].transaction(id).await.expect("running"),
+        TxStatus::Pending
+    );
+    assert_eq!(nodes[0].status().await.expect("running").mempool, 1);
+    let replay_id = submit(replay).await;
+
+    comms::conformance::eventually(Duration::from_secs(10), "both committed", || async {
+        committed(&nodes[0], id).await.is_some() && committed(&nodes[0], replay_id).await.is_some()
+    })
+    .await;
+    let first = committed(&nodes[0], id).await.expect("committed");
+    assert_eq!(first.outcome, Outcome::Applied);
+    assert!(matches!(
+        committed(&nodes[0], replay_id)
+            .await
+            .expect("committed")
+            .outcome,
+        Outcome::BadNonce {
+            expected: 1,
+            got: 0
+        }
+    ));
+    let unknown = transfer(7).id();
+    assert_eq!(
+        nodes[0].transaction(unknown).await.expect("running"),
+        TxStatus::Unknown
+    );
+
+    nodes[0].shutdown().await.expect("stops");
+    nodes[0] = common::start_validator(&genesis, 0, peers[0].clone(), Some(&dir)).await;
+    assert_eq!(
+        committed(&nodes[0], id).await,
+        Some(first),
+        "read back from disk"
+    );
+    nodes[0].shutdown().await.expect("stops");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn committed(node: &NodeHandle, id: Cid) -> Option<Committed> {
+    match node.transaction(id).await.expect("running") {
+        TxStatus::Committed(committed) => Some(committed),
+        _ => None,
+    }
 }

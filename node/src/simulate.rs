@@ -216,7 +216,7 @@ async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<Trac
         let signed =
             SignedTransaction::sign(&chain, tx, &devnet::key(seed, Role::Account, account));
         if let Some(node) = nodes[k as usize % n].as_ref() {
-            if let Ok(Ok(())) = node.submit(signed.clone()).await {
+            if let Ok(Ok(_)) = node.submit(signed.clone()).await {
                 nonces[account] += 1;
                 submitted_at.insert(signed.id(), Instant::now());
             }

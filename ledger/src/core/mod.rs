@@ -180,6 +180,8 @@ pub struct Core {
     state: State,
     height: u64,
     mempool: VecDeque<SignedTransaction>,
+    /// The IDs of the mempool's transactions.
+    queued_ids: HashSet<Cid>,
     inflight: HashMap<Cid, (SignedTransaction, u64)>,
     round: u64,
     last_own: Option<OwnBlock>,
@@ -217,6 +219,7 @@ impl Core {
             state: State::genesis(genesis),
             height: 0,
             mempool: VecDeque::new(),
+            queued_ids: HashSet::new(),
             inflight: HashMap::new(),
             round: 0,
             last_own: None,
@@ -271,7 +274,12 @@ impl Core {
 
     /// Transactions submitted here and not yet committed.
     pub fn mempool_len(&self) -> usize {
-        self.mempool.len() + self.inflight.len()
+        self.queued_ids.len() + self.inflight.len()
+    }
+
+    /// Whether transaction `id` was submitted here and is waiting for a block or for its commit.
+    pub fn is_pending(&self, id: &Cid) -> bool {
+        self.queued_ids.contains(id) || self.inflight.contains_key(id)
     }
 
     /// Counts and reports a refusal; the CID is remembered (up to a bound) so that its re-broadcasts

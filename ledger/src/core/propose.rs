@@ -3,6 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
+use comms::Cid;
 
 use super::{Commit, Core, Output};
 use crate::{
@@ -32,17 +33,23 @@ fn ms(duration: Duration) -> u64 {
 }
 
 impl Core {
-    /// A client's transaction, to include in our next block.
-    pub fn submit(&mut self, tx: SignedTransaction) -> Result<(), SubmitError> {
+    /// A client's transaction, to include in our next block. Returns its ID; submitting one
+    /// that is still pending here again changes nothing.
+    pub fn submit(&mut self, tx: SignedTransaction) -> Result<Cid, SubmitError> {
         if self.me.is_none() {
             return Err(SubmitError::NotValidator);
+        }
+        let id = tx.id();
+        if self.is_pending(&id) {
+            return Ok(id);
         }
         if self.mempool_len() >= self.config.max_mempool {
             return Err(SubmitError::Full(self.config.max_mempool));
         }
         tx.verify(&self.chain)?;
+        self.queued_ids.insert(id);
         self.mempool.push_back(tx);
-        Ok(())
+        Ok(id)
     }
 
     /// Time passed: propose if a leader wait ran out, re-broadcast, re-queue stale transactions.
@@ -159,12 +166,20 @@ impl Core {
             .collect();
         for id in stale {
             if let Some((tx, _)) = self.inflight.remove(&id) {
+                self.queued_ids.insert(id);
                 self.mempool.push_front(tx);
             }
         }
         let (mut txs, mut size) = (Vec::new(), 0u64);
         while let Some(tx) = self.mempool.front() {
             let encoded = encode(tx);
+            // The same CID as `tx.id()`, without encoding the transaction a second time.
+            let id = cid_of(&encoded);
+            if !self.queued_ids.contains(&id) {
+                // Committed meanwhile, through another validator.
+                self.mempool.pop_front();
+                continue;
+            }
             let tx_size = encoded.len() as u64 + 1;
             if txs.len() as u64 >= self.config.max_block_transactions
                 || size + tx_size > self.config.max_block_bytes - 1024
@@ -175,8 +190,8 @@ impl Core {
             let Some(tx) = self.mempool.pop_front() else {
                 break;
             };
-            // The same CID as `tx.id()`, without encoding the transaction a second time.
-            self.inflight.insert(cid_of(&encoded), (tx.clone(), round));
+            self.queued_ids.remove(&id);
+            self.inflight.insert(id, (tx.clone(), round));
             txs.push(tx);
         }
         if size <= self.config.inline_bytes {
@@ -217,6 +232,7 @@ impl Core {
                 for tx in block.transactions.iter() {
                     let id = tx.id();
                     self.inflight.remove(&id);
+                    self.queued_ids.remove(&id);
                     let outcome = self.state.apply(&tx.tx);
                     if outcome == Outcome::Applied {
                         touched.push(*tx.tx.signer());
