@@ -30,11 +30,12 @@ impl Domain {
     }
 }
 
-/// An ed25519 public key: an account, or a validator's identity. Encoded as 32 CBOR bytes.
+/// An ed25519 public key: an account, or a validator's identity. Encoded as 32 CBOR bytes, and as
+/// 64 lower-case hex digits in human-readable formats (JSON, TOML) and by [`PublicKey::to_hex`].
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PublicKey(pub [u8; 32]);
 
-/// An ed25519 signature. Encoded as 64 CBOR bytes.
+/// An ed25519 signature. Encoded as 64 CBOR bytes (128 hex digits in human-readable formats).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Signature(pub [u8; 64]);
 
@@ -130,17 +131,63 @@ impl fmt::Debug for Signature {
     }
 }
 
-/// Serializes fixed-size byte arrays as CBOR byte strings and refuses any other length.
+/// Text that is not `len` bytes in hex.
+#[derive(Debug, thiserror::Error)]
+#[error("expected {len} bytes as {} hex digits", len * 2)]
+pub struct HexError {
+    /// The expected length in bytes.
+    pub len: usize,
+}
+
+/// Decodes exactly `N` bytes of hex (either case).
+pub fn from_hex<const N: usize>(text: &str) -> Result<[u8; N], HexError> {
+    let error = HexError { len: N };
+    let digits = text.as_bytes();
+    if digits.len() != 2 * N {
+        return Err(error);
+    }
+    let mut bytes = [0u8; N];
+    for (byte, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
+        let pair = std::str::from_utf8(pair).map_err(|_| HexError { len: N })?;
+        *byte = u8::from_str_radix(pair, 16).map_err(|_| HexError { len: N })?;
+    }
+    Ok(bytes)
+}
+
+/// Fixed-size byte arrays: CBOR byte strings of exactly that length, or hex text in human-readable
+/// formats; plus `to_hex` and `FromStr` from hex.
 macro_rules! fixed_bytes {
     ($type:ident, $len:literal) => {
+        impl $type {
+            /// All the bytes in lower-case hex.
+            pub fn to_hex(&self) -> String {
+                crate::node::hex(&self.0)
+            }
+        }
+
+        impl std::str::FromStr for $type {
+            type Err = HexError;
+
+            fn from_str(text: &str) -> Result<$type, HexError> {
+                from_hex(text.trim()).map($type)
+            }
+        }
+
         impl Serialize for $type {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_bytes(&self.0)
+                match s.is_human_readable() {
+                    true => s.serialize_str(&self.to_hex()),
+                    false => s.serialize_bytes(&self.0),
+                }
             }
         }
 
         impl<'de> Deserialize<'de> for $type {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<$type, D::Error> {
+                if d.is_human_readable() {
+                    let text = String::deserialize(d)?;
+                    return text.parse().map_err(serde::de::Error::custom);
+                }
                 let bytes = serde_bytes::ByteBuf::deserialize(d)?;
                 let array: [u8; $len] = bytes.as_slice().try_into().map_err(|_| {
                     serde::de::Error::invalid_length(bytes.len(), &stringify!($len))
@@ -153,3 +200,31 @@ macro_rules! fixed_bytes {
 
 fixed_bytes!(PublicKey, 32);
 fixed_bytes!(Signature, 64);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_read_back_from_hex_and_json() {
+        let key = Keypair::from_secret([7; 32]).public();
+        let hex = key.to_hex();
+        assert_eq!(hex.len(), 64);
+        assert_eq!(hex.parse::<PublicKey>().expect("hex"), key);
+        assert_eq!(hex.to_uppercase().parse::<PublicKey>().expect("hex"), key);
+        let json = serde_json::to_string(&key).expect("json");
+        assert_eq!(json, format!("\"{hex}\""));
+        assert_eq!(serde_json::from_str::<PublicKey>(&json).expect("json"), key);
+        for bad in [
+            "",
+            "00",
+            &hex[1..],
+            &format!("{}zz", &hex[2..]),
+            &format!("{hex}00"),
+        ] {
+            assert!(bad.parse::<PublicKey>().is_err(), "{bad:?}");
+        }
+        // Multi-byte text of the right length is refused, not split inside a character.
+        assert!(format!("é{}", &hex[2..]).parse::<PublicKey>().is_err());
+    }
+}

@@ -24,7 +24,7 @@ pub mod validate;
 
 pub use crate::core::{Commit, Core, CoreConfig, CoreStats, Output, SubmitError};
 pub use committee::Committee;
-pub use crypto::{Keypair, PublicKey, Signature};
+pub use crypto::{from_hex, HexError, Keypair, PublicKey, Signature};
 pub use error::{Error, ParentsError};
 pub use node::{spawn, NodeConfig, NodeError, NodeHandle, Status, TxStatus};
 pub use state::{Account, Outcome, State};

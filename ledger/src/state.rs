@@ -18,6 +18,7 @@ pub struct Account {
 
 /// What a committed transaction did. Invalid ones are ordered but change nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// It took effect.
     Applied,

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use comms::Cid;
-use ledger::{Committed, NodeHandle, Outcome, SignedTransaction, Storage, Transaction, TxStatus};
+use ledger::{
+    Committed, NodeHandle, Outcome, SignedTransaction, Storage, SubmitError, Transaction, TxStatus,
+};
 use sim::LinkModel;
 
 mod common;
@@ -150,6 +152,13 @@ async fn transaction_status_is_pending_then_committed_and_survives_a_restart() {
             got: 0
         }
     ));
+    assert!(
+        matches!(
+            nodes[0].submit(good.clone()).await.expect("running"),
+            Err(SubmitError::StaleNonce { next: 1, got: 0 })
+        ),
+        "a committed transaction is not queued again"
+    );
     let unknown = transfer(7).id();
     assert_eq!(
         nodes[0].transaction(unknown).await.expect("running"),

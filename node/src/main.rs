@@ -1,13 +1,22 @@
-//! `ledger-node`: run a ledger node, or simulate a network of them.
+//! `ledger-node`: run a ledger node, simulate a network of them, and talk to a running one.
 
+mod api;
+mod client;
+mod config;
+mod keys;
+mod metered;
+mod run;
 mod simulate;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 /// A distributed-ledger node whose network layer is IPFS or an embedded network simulator.
+///
+/// Logs go to stderr; set RUST_LOG (for example `RUST_LOG=debug` or `RUST_LOG=ledger=debug`) to
+/// choose what they show. Start with `simulate`: it needs nothing installed.
 #[derive(Parser)]
-#[command(name = "ledger-node", version, about)]
+#[command(name = "ledger-node", version, about, long_about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -15,19 +24,38 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Simulate a network of peers in one process, in virtual time: nothing to install.
+    /// Simulate a network of validators in one process, in virtual time: nothing to install.
     Simulate(simulate::Args),
+    /// Write a new ed25519 key file (permissions 0600) and print its public key.
+    Keygen(keys::KeygenArgs),
+    /// Build a genesis file from validator keys and initial balances; prints the chain's CID.
+    Genesis(keys::GenesisArgs),
+    /// Run a validator (with a key) or an observer over an IPFS daemon, until SIGINT or SIGTERM.
+    Run(run::RunArgs),
+    /// Sign a transaction with a key file and submit it to a running node.
+    Tx(client::TxArgs),
+    /// Ask a running node about accounts, blocks, transactions, commits and peers.
+    Query(client::QueryArgs),
 }
 
 fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .without_time()
-        .init();
-    match Cli::parse().command {
+        .with_target(false);
+    match &cli.command {
+        // A service's logs need times; a simulation's are in virtual time, so wall times would mislead.
+        Command::Run(_) => logs.init(),
+        _ => logs.without_time().init(),
+    }
+    match cli.command {
         Command::Simulate(args) => simulate::main(args),
+        Command::Keygen(args) => keys::keygen(args),
+        Command::Genesis(args) => keys::genesis(args),
+        Command::Run(args) => run::main(args),
+        Command::Tx(args) => client::tx(args),
+        Command::Query(args) => client::query(args),
     }
 }

@@ -23,6 +23,10 @@ pub enum SubmitError {
     /// The mempool is full.
     #[error("mempool full ({0} transactions)")]
     Full(usize),
+    /// The signer's committed nonce has passed this one: the transaction committed already, or
+    /// another one took its place. It could never take effect.
+    #[error("stale nonce {got}: the signer's next nonce is {next}")]
+    StaleNonce { next: u64, got: u64 },
     /// This node is not a validator, so it proposes no blocks.
     #[error("this node is an observer: submit to a validator")]
     NotValidator,
@@ -45,6 +49,13 @@ impl Core {
         }
         if self.mempool_len() >= self.config.max_mempool {
             return Err(SubmitError::Full(self.config.max_mempool));
+        }
+        let next = self.state().account(tx.tx.signer()).nonce;
+        if tx.tx.nonce() < next {
+            return Err(SubmitError::StaleNonce {
+                next,
+                got: tx.tx.nonce(),
+            });
         }
         tx.verify(&self.chain)?;
         self.queued_ids.insert(id);

@@ -1,0 +1,365 @@
+//! `ledger-node` as users run it: keys and genesis from the CLI, `run` over a real IPFS daemon, the
+//! HTTP API refusing bad input and serving good input, the `tx` and `query` commands, and a
+//! SIGTERM that loses nothing committed: the store holds every commit, and the node resumes.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::Duration,
+};
+
+use comms::conformance::eventually;
+use comms_ipfs::testnet;
+use ledger::{codec, Keypair, SignedTransaction, Transaction};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ledger-node");
+const START_BOUND: Duration = Duration::from_secs(90);
+const COMMIT_BOUND: Duration = Duration::from_secs(60);
+
+/// A fresh directory under the system's temp directory.
+fn workdir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ledger-node-service-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the work directory");
+    dir
+}
+
+/// Runs the CLI to completion; its stdout, or a panic with its stderr.
+fn cli(args: &[&str]) -> String {
+    let output: Output = Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run ledger-node");
+    assert!(
+        output.status.success(),
+        "ledger-node {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8 output")
+}
+
+/// A running `ledger-node run`, killed if the test panics before it stops.
+struct Service {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Service {
+    fn start(config: &Path, log: PathBuf) -> Service {
+        let stderr = std::fs::File::create(&log).expect("create the log file");
+        let child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start ledger-node run");
+        Service {
+            child: Some(child),
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the exit, bounded; the exit must be a success.
+    async fn terminate(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let pid = child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.expect("run kill").success(), "SIGTERM to {pid}");
+        let waited = tokio::task::spawn_blocking(move || child.wait());
+        let status = tokio::time::timeout(Duration::from_secs(60), waited)
+            .await
+            .expect("the node stops within 60 s of SIGTERM")
+            .expect("join")
+            .expect("wait");
+        assert!(status.success(), "exit {status}; log:\n{}", self.log());
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!("node log:\n{}", self.log());
+        }
+    }
+}
+
+/// Waits for the node to write its API address, then for the API to answer.
+async fn api_url(data_dir: &Path, service: &Service) -> String {
+    let file = data_dir.join("api");
+    let read = || std::fs::read_to_string(&file).ok();
+    eventually(START_BOUND, "the node writes its API address", || async {
+        read().is_some()
+    })
+    .await;
+    let url = read().expect("the API file");
+    assert!(
+        url.starts_with("http://127.0.0.1:"),
+        "{url}; {}",
+        service.log()
+    );
+    url
+}
+
+async fn call(request: reqwest::RequestBuilder) -> (reqwest::StatusCode, Value) {
+    let response = request.send().await.expect("the API answers");
+    let status = response.status();
+    let body = response.json().await.expect("a JSON body");
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_serves_its_api_refuses_bad_input_and_stops_cleanly_on_sigterm() {
+    let dir = workdir();
+    let path = |name: &str| dir.join(name).to_str().expect("utf-8 path").to_string();
+    let validator = cli(&["keygen", "--out", &path("validator.key")]);
+    let alice = cli(&["keygen", "--out", &path("alice.key")]);
+    let (validator, alice) = (validator.trim(), alice.trim());
+    let refused = Command::new(BIN)
+        .args(["keygen", "--out", &path("alice.key")])
+        .output()
+        .expect("run keygen");
+    assert!(!refused.status.success(), "keygen must not replace a key");
+    let chain = cli(&[
+        "genesis",
+        "--chain-id",
+        "service-test",
+        "--validator",
+        &path("validator.key"),
+        "--balance",
+        &format!("{alice}=1000"),
+        "--out",
+        &path("genesis.json"),
+    ]);
+
+    let daemon = testnet::Daemon::start();
+    let config = dir.join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "genesis = \"genesis.json\"\nkey = \"validator.key\"\ndata_dir = \"data\"\n\
+             api = \"127.0.0.1:0\"\n[ipfs]\napi = \"{}\"\n",
+            daemon.api()
+        ),
+    )
+    .expect("write the config");
+    let data_dir = dir.join("data");
+    let mut service = Service::start(&config, dir.join("node.log"));
+    let url = api_url(&data_dir, &service).await;
+    let http = reqwest::Client::new();
+
+    let (status, body) = call(http.get(format!("{url}/v1/status"))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["chain"], chain.trim());
+    assert_eq!(body["validator"], 0);
+    assert_eq!(body["backend"], "ipfs");
+
+    // Bad input: each refusal is a 4xx with a JSON error kind, and the node keeps serving.
+    let key = |name: &str| {
+        let text = std::fs::read_to_string(dir.join(name)).expect("key file");
+        let file: Value = serde_json::from_str(&text).expect("key JSON");
+        let secret = ledger::from_hex::<32>(file["secret_key"].as_str().expect("secret"))
+            .expect("hex secret");
+        Keypair::from_secret(secret)
+    };
+    let chain_cid = chain.trim().parse().expect("the chain's CID");
+    let transfer = |nonce| Transaction::Transfer {
+        from: alice.parse().expect("alice's key"),
+        to: validator.parse().expect("the validator's key"),
+        amount: 5,
+        nonce,
+    };
+    // Signed by the wrong key: well formed, but the signature does not verify.
+    let forged = SignedTransaction::sign(&chain_cid, transfer(0), &key("validator.key"));
+    let hex = |tx: &SignedTransaction| ledger::node::hex(&codec::encode(tx));
+    let submit = |body: Value| http.post(format!("{url}/v1/transactions")).json(&body);
+    let refusals = [
+        (submit(json!({ "transaction": "zz" })), 400, "bad_hex"),
+        (
+            submit(json!({ "transaction": "a16178" })),
+            400,
+            "bad_transaction",
+        ),
+        (submit(json!({ "tx": "00" })), 422, "bad_body"),
+        (
+            submit(json!({ "transaction": hex(&forged) })),
+            422,
+            "invalid_transaction",
+        ),
+        (
+            submit(json!({ "transaction": "0".repeat(100_000) })),
+            413,
+            "bad_body",
+        ),
+        (
+            http.post(format!("{url}/v1/transactions")).body("{}"),
+            415,
+            "bad_body",
+        ),
+        (http.get(format!("{url}/v1/accounts/zz")), 400, "bad_key"),
+        (http.get(format!("{url}/v1/blocks/nope")), 400, "bad_cid"),
+        (
+            http.get(format!("{url}/v1/transactions/{chain_cid}")),
+            404,
+            "unknown_transaction",
+        ),
+        (
+            http.get(format!("{url}/v1/blocks/{chain_cid}")),
+            404,
+            "unknown_block",
+        ),
+        (
+            http.get(format!("{url}/v1/commits?limit=-1")),
+            400,
+            "bad_query",
+        ),
+        (http.get(format!("{url}/v2/anything")), 404, "not_found"),
+        (
+            http.delete(format!("{url}/v1/status")),
+            405,
+            "method_not_allowed",
+        ),
+    ];
+    for (request, want_status, want_kind) in refusals {
+        let (status, body) = call(request).await;
+        assert_eq!(status, want_status, "{body}");
+        assert_eq!(body["error"], want_kind, "{body}");
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+
+    // The CLI signs and submits, and waits for the commit.
+    let committed = cli(&[
+        "tx",
+        "--node",
+        &url,
+        "--key",
+        &path("alice.key"),
+        "--wait",
+        "60s",
+        "transfer",
+        "--to",
+        validator,
+        "--amount",
+        "5",
+    ]);
+    let committed: Value = serde_json::from_str(&committed).expect("JSON output");
+    assert_eq!(committed["status"], "committed", "{committed}");
+    assert_eq!(committed["outcome"], "applied", "{committed}");
+    let first_id: comms::Cid = committed["id"].as_str().expect("id").parse().expect("CID");
+    let first_height = committed["height"].as_u64().expect("height");
+    let replay = SignedTransaction::sign(&chain_cid, transfer(0), &key("alice.key"));
+    let (status, body) = call(submit(json!({ "transaction": hex(&replay) }))).await;
+    assert_eq!(
+        (status.as_u16(), &body["error"]),
+        (409, &json!("stale_nonce")),
+        "{body}"
+    );
+    let balance = cli(&["query", "--node", &url, "balance", alice]);
+    let balance: Value = serde_json::from_str(&balance).expect("JSON output");
+    assert_eq!(
+        (balance["balance"].as_u64(), balance["nonce"].as_u64()),
+        (Some(995), Some(1))
+    );
+
+    // The commit is in the recent commits, its block can be looked up, and metrics count it.
+    let (_, commits) = call(http.get(format!("{url}/v1/commits?limit=256"))).await;
+    let holder = commits["commits"]
+        .as_array()
+        .expect("commits")
+        .iter()
+        .find(|c| c["height"] == first_height)
+        .expect("the commit of the transfer is listed")
+        .clone();
+    let leader = holder["leader"].as_str().expect("leader");
+    let (status, block) = call(http.get(format!("{url}/v1/blocks/{leader}"))).await;
+    assert_eq!(status, 200, "{block}");
+    assert_eq!(block["author"], 0);
+    let metrics = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for family in [
+        "ledger_height ",
+        "ledger_commit_latency_seconds_count 1",
+        "comms_broadcasts_total ",
+        "comms_fetch_seconds_bucket",
+        "ipfs_",
+    ] {
+        assert!(metrics.contains(family), "no {family} in\n{metrics}");
+    }
+
+    // More transfers straight to the API, then SIGTERM while they may be in flight.
+    let alice_key = key("alice.key");
+    let mut more = Vec::new();
+    for nonce in 1..6 {
+        let signed = SignedTransaction::sign(&chain_cid, transfer(nonce), &alice_key);
+        let (status, body) = call(submit(json!({ "transaction": hex(&signed) }))).await;
+        assert_eq!(status, 202, "{body}");
+        more.push(signed.id());
+    }
+    let (_, before) = call(http.get(format!("{url}/v1/status"))).await;
+    let height_before = before["height"].as_u64().expect("height");
+    service.terminate().await;
+    assert!(
+        !data_dir.join("api").exists(),
+        "a clean stop removes the API file"
+    );
+
+    // The store holds every commit the node had reported, and the first transfer where it was.
+    {
+        let storage = ledger::Storage::open(&data_dir).expect("the store reopens");
+        let stored_height = storage.height().expect("height");
+        assert!(
+            stored_height >= height_before,
+            "{stored_height} < {height_before}"
+        );
+        let record = storage
+            .transaction(&first_id)
+            .expect("read")
+            .expect("the committed transfer is on disk");
+        assert_eq!(record.height, first_height);
+    }
+
+    // Restarted, the node resumes from its store and commits the rest (submitted again, as a
+    // client does for what was pending: the mempool is not durable).
+    let mut service = Service::start(&config, dir.join("node-2.log"));
+    let url = api_url(&data_dir, &service).await;
+    let submit = |body: Value| http.post(format!("{url}/v1/transactions")).json(&body);
+    let (_, status) = call(http.get(format!("{url}/v1/status"))).await;
+    assert!(status["height"].as_u64() >= Some(height_before), "{status}");
+    for nonce in 1..6 {
+        let signed = SignedTransaction::sign(&chain_cid, transfer(nonce), &alice_key);
+        let (status, body) = call(submit(json!({ "transaction": hex(&signed) }))).await;
+        // Committed before the stop (409: its nonce is used), or to be committed now.
+        assert!(
+            status == 202 || body["error"] == "stale_nonce",
+            "{status} {body}"
+        );
+    }
+    eventually(COMMIT_BOUND, "the resubmitted transfers commit", || async {
+        let (_, account) = call(http.get(format!("{url}/v1/accounts/{alice}"))).await;
+        account["nonce"] == 6
+    })
+    .await;
+    for id in more {
+        let (_, tx) = call(http.get(format!("{url}/v1/transactions/{id}"))).await;
+        assert_eq!(tx["status"], "committed", "{tx}");
+    }
+    let (_, account) = call(http.get(format!("{url}/v1/accounts/{alice}"))).await;
+    assert_eq!(account["balance"], 970, "6 transfers of 5, each once");
+    service.terminate().await;
+    drop(daemon);
+    let _ = std::fs::remove_dir_all(&dir);
+}
