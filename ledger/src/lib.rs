@@ -8,6 +8,7 @@
 //! [`comms::Communication`] and never names a backend. `DESIGN.md` has the data model and the
 //! ordering rule's argument.
 
+pub mod byzantine;
 pub mod codec;
 pub mod committee;
 pub mod consensus;

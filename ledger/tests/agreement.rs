@@ -12,7 +12,7 @@ use sim::{Latency, LinkModel, Sim};
 use tokio::task::JoinHandle;
 
 mod common;
-use common::byzantine::{send_invalid_blocks, Behaviour, Faulty};
+use ledger::byzantine::{send_invalid_blocks, Behaviour, Faulty};
 
 /// One run's setting.
 struct Scenario {
@@ -64,6 +64,7 @@ async fn run(scenario: &Scenario, seed: u64) -> Run {
                     peer.clone(),
                     chain,
                     i as u32,
+                    common::validator_key(i),
                     blocks_topic(&chain),
                 )));
                 nodes.push(None);

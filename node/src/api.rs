@@ -484,10 +484,25 @@ async fn metrics(State(api): State<Arc<Api>>) -> Result<Response, ApiError> {
                 stats.equivocations,
             ),
             ("skipped_slots", "Leader slots skipped", stats.skipped_slots),
+            (
+                "new_blocks_by_broadcast",
+                "Valid blocks new here that arrived by broadcast",
+                stats.new_blocks_by_broadcast,
+            ),
+            (
+                "new_blocks_by_fetch",
+                "Valid blocks new here that had to be fetched by CID",
+                stats.new_blocks_by_fetch,
+            ),
         ];
         for (name, help, value) in counters {
             ledger.register(name, help, ConstCounter::new(value));
         }
+        ledger.register(
+            "broadcast_delivery_ratio",
+            "Share of the valid blocks new here that arrived by broadcast rather than by fetch",
+            ConstGauge::new(stats.broadcast_share()),
+        );
         let rejected = Family::<Vec<(String, String)>, Counter>::default();
         for (kind, count) in &stats.rejected {
             rejected

@@ -81,6 +81,13 @@ enum Query {
     },
     /// The backend's peers.
     Peers,
+    /// Whether several nodes agree: the state root of each at the highest height all of them
+    /// have committed. Exits with an error if they differ.
+    Agreement {
+        /// The nodes' API addresses (the `--node` option is not used).
+        #[arg(required = true, num_args = 2..)]
+        nodes: Vec<String>,
+    },
 }
 
 struct Client {
@@ -138,6 +145,9 @@ fn print(value: &Value) -> anyhow::Result<()> {
 }
 
 pub fn query(args: QueryArgs) -> anyhow::Result<()> {
+    if let Query::Agreement { nodes } = &args.what {
+        return runtime()?.block_on(agreement(nodes));
+    }
     let client = Client::new(&args.node)?;
     let path = match &args.what {
         Query::Balance { account } => format!("/v1/accounts/{}", account.to_hex()),
@@ -146,6 +156,7 @@ pub fn query(args: QueryArgs) -> anyhow::Result<()> {
         Query::Status => "/v1/status".to_string(),
         Query::Commits { limit } => format!("/v1/commits?limit={limit}"),
         Query::Peers => "/v1/peers".to_string(),
+        Query::Agreement { .. } => unreachable!("answered above"),
     };
     print(&runtime()?.block_on(client.get(&path))?)
 }
@@ -213,4 +224,50 @@ pub fn tx(args: TxArgs) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     })
+}
+
+/// `query agreement`: compares the nodes' state roots at the highest height all of them committed.
+async fn agreement(nodes: &[String]) -> anyhow::Result<()> {
+    let clients = nodes
+        .iter()
+        .map(|node| Client::new(&NodeArg { node: node.clone() }))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut commits = Vec::new();
+    for client in &clients {
+        let reply = client.get("/v1/commits?limit=256").await?;
+        let by_height: std::collections::BTreeMap<u64, String> = reply["commits"]
+            .as_array()
+            .context("no commits in the reply")?
+            .iter()
+            .filter_map(|c| Some((c["height"].as_u64()?, c["state_root"].as_str()?.to_string())))
+            .collect();
+        commits.push(by_height);
+    }
+    let common = commits
+        .iter()
+        .map(|c| c.keys().next_back().copied().unwrap_or(0))
+        .min()
+        .unwrap_or(0);
+    let mut roots = std::collections::BTreeSet::new();
+    for (client, by_height) in clients.iter().zip(&commits) {
+        let top = by_height.keys().next_back().copied().unwrap_or(0);
+        let Some(root) = by_height.get(&common) else {
+            bail!(
+                "{} has no commit {common} among its recent ones (its latest is {top}): query again",
+                client.base
+            );
+        };
+        println!(
+            "{}  height {top:>6}  state root at {common}: {root}",
+            client.base
+        );
+        roots.insert(root.clone());
+    }
+    match roots.len() {
+        1 => {
+            println!("all {} nodes agree at height {common}", clients.len());
+            Ok(())
+        }
+        _ => bail!("the nodes DISAGREE at height {common}"),
+    }
 }

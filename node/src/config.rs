@@ -37,6 +37,62 @@ fn default_api() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8650))
 }
 
+/// Options of `config`.
+#[derive(clap::Args)]
+pub struct ConfigArgs {
+    /// The genesis file.
+    #[arg(long)]
+    genesis: PathBuf,
+    /// The validator's key file; without it the node is an observer.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// The RocksDB directory.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Where the HTTP API listens (port 0: any free port, written to `<data-dir>/api`).
+    #[arg(long, default_value_t = default_api())]
+    api: SocketAddr,
+    /// The IPFS daemon's RPC API, as a URL or a multiaddr.
+    #[arg(long, default_value = "http://127.0.0.1:5001")]
+    ipfs_api: String,
+    /// A peer's multiaddr (ending in `/p2p/<peer id>`) to connect to at start. Repeat.
+    #[arg(long = "peer", value_name = "MULTIADDR")]
+    peers: Vec<String>,
+    /// Where to write the configuration.
+    #[arg(long, short)]
+    out: PathBuf,
+    /// Replace an existing file.
+    #[arg(long)]
+    force: bool,
+}
+
+/// `config`: writes a complete configuration file, every default spelled out, with absolute paths.
+pub fn write(args: ConfigArgs) -> anyhow::Result<()> {
+    let absolute = |path: &Path| {
+        std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))
+    };
+    let data_dir = absolute(&args.data_dir)?;
+    let config = Config {
+        genesis: absolute(&args.genesis)?,
+        key: args.key.as_deref().map(absolute).transpose()?,
+        api: args.api,
+        ipfs: IpfsConfig {
+            api: args.ipfs_api,
+            peers: args.peers,
+            contact_store: Some(data_dir.join("contacts.json")),
+            ..IpfsConfig::default()
+        },
+        data_dir,
+        node: NodeConfig::default(),
+    };
+    let text = toml::to_string_pretty(&config).context("writing the configuration as TOML")?;
+    if args.out.exists() && !args.force {
+        anyhow::bail!("{} exists: pass --force to replace it", args.out.display());
+    }
+    std::fs::write(&args.out, text).with_context(|| format!("writing {}", args.out.display()))?;
+    Ok(())
+}
+
 impl Config {
     /// Reads `path`, resolving relative paths against its directory.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
@@ -91,6 +147,33 @@ mod tests {
         .expect("write");
         let error = format!("{:#}", Config::load(&path).expect_err("a typo is refused"));
         assert!(error.contains("fetch_timout"), "{error}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_written_configuration_reads_back_the_same() {
+        let dir = std::env::temp_dir().join(format!("node-config-write-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let out = dir.join("node.toml");
+        let args = ConfigArgs {
+            genesis: dir.join("genesis.json"),
+            key: Some(dir.join("validator.key")),
+            data_dir: dir.join("data"),
+            api: "127.0.0.1:0".parse().expect("address"),
+            ipfs_api: "/ip4/127.0.0.1/tcp/5001".into(),
+            peers: vec!["/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWexample".into()],
+            out: out.clone(),
+            force: false,
+        };
+        write(args).expect("writes");
+        let config = Config::load(&out).expect("reads back");
+        assert_eq!(config.key, Some(dir.join("validator.key")));
+        assert_eq!(config.ipfs.peers.len(), 1);
+        assert_eq!(
+            config.ipfs.contact_store,
+            Some(dir.join("data/contacts.json"))
+        );
+        assert_eq!(config.node, NodeConfig::default());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -5,6 +5,7 @@ mod client;
 mod config;
 mod keys;
 mod metered;
+mod plot;
 mod run;
 mod simulate;
 
@@ -30,6 +31,8 @@ enum Command {
     Keygen(keys::KeygenArgs),
     /// Build a genesis file from validator keys and initial balances; prints the chain's CID.
     Genesis(keys::GenesisArgs),
+    /// Write a node's configuration file, with every default spelled out.
+    Config(config::ConfigArgs),
     /// Run a validator (with a key) or an observer over an IPFS daemon, until SIGINT or SIGTERM.
     Run(run::RunArgs),
     /// Sign a transaction with a key file and submit it to a running node.
@@ -54,6 +57,7 @@ fn main() -> anyhow::Result<()> {
         Command::Simulate(args) => simulate::main(args),
         Command::Keygen(args) => keys::keygen(args),
         Command::Genesis(args) => keys::genesis(args),
+        Command::Config(args) => config::write(args),
         Command::Run(args) => run::main(args),
         Command::Tx(args) => client::tx(args),
         Command::Query(args) => client::query(args),

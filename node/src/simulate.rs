@@ -1,17 +1,20 @@
 //! `ledger-node simulate`: a network of ledger validators over the embedded simulator, in virtual
-//! time. A load of signed transfers goes to the validators round-robin; midway the network is
-//! partitioned and healed, and one validator crashes and restarts from its RocksDB directory.
+//! time. A load of signed transfers goes to the honest validators round-robin; midway the network
+//! is partitioned and healed, and one validator crashes and restarts from its RocksDB directory.
+//! Optionally the last validators are Byzantine (equivocating, withholding, or sending junk).
 
 use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use comms::Cid;
+use indicatif::{ProgressBar, ProgressStyle};
 use ledger::{
+    byzantine::{self, Behaviour, Faulty},
     devnet::{self, Role},
     Commit, NodeConfig, NodeHandle, SignedTransaction, Transaction,
 };
 use serde::Serialize;
-use sim::{LatencyHistogram, LatencySummary, Sim, SimConfig, Stats, TraceEvent};
+use sim::{Latency, LatencyHistogram, LatencySummary, Sim, SimConfig, Stats, TraceEvent};
 use tokio::{task::JoinHandle, time::Instant};
 use tracing::info;
 
@@ -33,6 +36,26 @@ pub struct Args {
     /// A TOML scenario: the simulator's config (seed, link model, limits, queues).
     #[arg(long)]
     scenario: Option<PathBuf>,
+    /// One-way link latency, the median when `--sigma` is set (overrides the scenario's).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    latency: Option<Duration>,
+    /// Makes the latency log-normal with this shape (0.5 is a wide-area spread).
+    #[arg(long)]
+    sigma: Option<f64>,
+    /// Extra delay per message, uniform from zero to this.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    jitter: Option<Duration>,
+    /// Probability that a message copy is lost.
+    #[arg(long)]
+    loss: Option<f64>,
+    /// Byzantine validators (the last ones); at most f, a third of the others.
+    #[arg(long, default_value_t = 0)]
+    byzantine: usize,
+    /// How they misbehave: `equivocate` (two blocks per round), `withhold` (half their blocks
+    /// sent to nobody, none served), or `invalid` (junk: bad signatures, other chains,
+    /// non-canonical bytes, missing parents).
+    #[arg(long, default_value = "equivocate")]
+    behaviour: Behaviour,
     /// Skip the partition and the crash.
     #[arg(long)]
     no_faults: bool,
@@ -42,12 +65,17 @@ pub struct Args {
     /// Record every simulator event and write them as JSON to this file.
     #[arg(long)]
     trace: Option<PathBuf>,
+    /// Draw each transaction's commit latency over simulated time as an SVG chart.
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 /// What the run measured.
 #[derive(Serialize)]
 struct Report {
     validators: usize,
+    byzantine: usize,
+    behaviour: Behaviour,
     seed: u64,
     #[serde(with = "humantime_serde")]
     simulated: Duration,
@@ -59,12 +87,17 @@ struct Report {
     commit_latency: LatencySummary,
     height: u64,
     state_root: String,
-    /// Whether every validator committed the same sequence (and so the same state roots).
+    /// Whether every honest validator committed the same sequence (and so the same state roots).
     agreement: bool,
     /// Delivered broadcast copies over published messages times the other validators.
     delivery_ratio: f64,
+    /// Invalid blocks and batches the honest validators refused.
     rejected_inputs: u64,
     network: Stats,
+    /// Per committed transaction: simulated seconds since the start, and its commit latency in
+    /// seconds (for `--plot`).
+    #[serde(skip)]
+    latencies: Vec<(f64, f64)>,
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
@@ -85,6 +118,14 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     };
     config.seed = args.seed.unwrap_or(config.seed);
     config.record_trace |= args.trace.is_some();
+    apply_link_flags(&args, &mut config.link)?;
+    let f = (args.validators - 1) / 3;
+    anyhow::ensure!(
+        args.byzantine <= f,
+        "{} Byzantine validators of {}: at most {f} (fewer than a third) can be tolerated",
+        args.byzantine,
+        args.validators
+    );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
@@ -99,7 +140,38 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     if let Some(path) = &args.trace {
         write_json(path, &trace, "trace")?;
     }
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "commit latency: {} validators, seed {}",
+            report.validators, report.seed
+        );
+        crate::plot::latency_over_time(path, &title, &report.latencies)?;
+        println!("chart written to {}", path.display());
+    }
     anyhow::ensure!(report.agreement, "validators disagree: see the report");
+    Ok(())
+}
+
+/// `--latency`, `--sigma`, `--jitter`, `--loss` over the scenario's link model.
+fn apply_link_flags(args: &Args, link: &mut sim::LinkModel) -> anyhow::Result<()> {
+    let median = args.latency.unwrap_or(Duration::from_millis(20));
+    match args.sigma {
+        Some(sigma) if sigma > 0.0 => link.latency = Latency::LogNormal { median, sigma },
+        Some(_) | None if args.latency.is_some() => {
+            link.latency = Latency::Constant { value: median }
+        }
+        _ => {}
+    }
+    if let Some(jitter) = args.jitter {
+        link.jitter = jitter;
+    }
+    if let Some(loss) = args.loss {
+        anyhow::ensure!(
+            (0.0..1.0).contains(&loss),
+            "--loss {loss}: a probability below 1"
+        );
+        link.loss = loss;
+    }
     Ok(())
 }
 
@@ -126,6 +198,7 @@ async fn collect(node: &NodeHandle) -> anyhow::Result<JoinHandle<Vec<(Instant, A
 
 async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<TraceEvent>)> {
     let (n, seed) = (args.validators, config.seed);
+    let honest = n - args.byzantine;
     let genesis = devnet::genesis(
         &format!("simulation-{seed}"),
         seed,
@@ -134,13 +207,14 @@ async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<Trac
         1_000_000_000,
     );
     let chain = genesis.encode().1;
-    info!(validators = n, seed, link = ?config.link, "starting simulated ledger network");
+    info!(validators = n, byzantine = args.byzantine, seed, link = ?config.link, "starting simulated ledger network");
     let (sim, peers) = Sim::builder().config(config).peers(n).build();
     let node_config = NodeConfig {
         epoch_ms: Some(1_700_000_000_000),
         ..NodeConfig::default()
     };
-    let victim = n - 1;
+    // The last honest validator crashes and restarts from its store.
+    let victim = honest - 1;
     let dir = std::env::temp_dir().join(format!("ledger-simulate-{}-{seed}", std::process::id()));
     let start_node = |i: usize, storage: bool| {
         let (genesis, peer, node_config, dir) =
@@ -151,29 +225,47 @@ async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<Trac
             } else {
                 None
             };
-            anyhow::Ok(
-                ledger::spawn(
-                    genesis,
-                    Some(devnet::key(seed, Role::Validator, i)),
-                    node_config,
-                    peer,
-                    storage,
-                )
-                .await?,
-            )
+            let key = Some(devnet::key(seed, Role::Validator, i));
+            anyhow::Ok(ledger::spawn(genesis, key, node_config, peer, storage).await?)
         }
     };
     let mut nodes = Vec::new();
     let mut collectors = Vec::new();
-    for i in 0..n {
+    for i in 0..honest {
         let node = start_node(i, i == victim && !args.no_faults).await?;
         collectors.push(collect(&node).await?);
         nodes.push(Some(node));
+    }
+    // Byzantine validators: honest cores over a misbehaving backend, or a stream of junk.
+    let mut faulty = Vec::new();
+    let mut saboteurs = Vec::new();
+    for (i, peer) in peers.iter().enumerate().skip(honest) {
+        let key = devnet::key(seed, Role::Validator, i);
+        match args.behaviour {
+            Behaviour::Invalid => saboteurs.push(tokio::spawn(byzantine::send_invalid_blocks(
+                peer.clone(),
+                chain,
+                i as u32,
+                key,
+                ledger::node::blocks_topic(&chain),
+            ))),
+            behaviour => {
+                let comms = Faulty::new(peer.clone(), behaviour, key.clone());
+                let config = node_config.clone();
+                faulty.push(ledger::spawn(&genesis, Some(key), config, comms, None).await?);
+            }
+        }
     }
 
     let start = Instant::now();
     let step = Duration::from_secs(1) / args.tps.max(1);
     let steps = (args.duration.as_secs_f64() / step.as_secs_f64()) as u64;
+    let bar = ProgressBar::new(args.duration.as_secs().max(1)).with_style(
+        ProgressStyle::with_template(
+            "{spinner} simulated {pos}/{len} s [{bar:30}] {msg} ({elapsed} wall)",
+        )?
+        .progress_chars("=> "),
+    );
     let mut submitted_at: HashMap<Cid, Instant> = HashMap::new();
     let mut nonces = [0u64; ACCOUNTS];
     let mut second_life = None;
@@ -181,29 +273,39 @@ async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<Trac
     for k in 0..steps {
         if !args.no_faults {
             if k == fault_at(0.3) {
-                info!(t = ?start.elapsed(), "partition: validators 0..{} | the rest", n / 2);
+                bar.suspend(
+                    || info!(t = ?start.elapsed(), "partition: validators 0..{} | the rest", n / 2),
+                );
                 sim.partition(vec![(0..n / 2).collect()]).await?;
             } else if k == fault_at(0.45) {
-                info!(t = ?start.elapsed(), "heal");
+                bar.suspend(|| info!(t = ?start.elapsed(), "heal"));
                 sim.heal().await?;
             } else if k == fault_at(0.6) {
-                info!(t = ?start.elapsed(), validator = victim, "crash");
+                bar.suspend(|| info!(t = ?start.elapsed(), validator = victim, "crash"));
                 if let Some(node) = nodes[victim].take() {
                     node.shutdown().await?;
                 }
                 sim.crash(victim).await?;
             } else if k == fault_at(0.7) {
-                info!(t = ?start.elapsed(), validator = victim, "restart from disk");
+                bar.suspend(
+                    || info!(t = ?start.elapsed(), validator = victim, "restart from disk"),
+                );
                 sim.restart(victim).await?;
                 let node = start_node(victim, true).await?;
                 second_life = Some(collect(&node).await?);
                 nodes[victim] = Some(node);
             }
         }
-        if k % (steps / 10).max(1) == 0 {
+        if k % (steps / 100).max(1) == 0 {
             if let Some(node) = nodes[0].as_ref() {
                 let status = node.status().await?;
-                info!(t = ?start.elapsed(), height = status.height, round = status.highest_round, submitted = submitted_at.len(), "progress");
+                bar.set_position(start.elapsed().as_secs());
+                bar.set_message(format!(
+                    "height {} round {} submitted {}",
+                    status.height,
+                    status.highest_round,
+                    submitted_at.len()
+                ));
             }
         }
         let account = (k as usize) % ACCOUNTS;
@@ -215,7 +317,7 @@ async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<Trac
         };
         let signed =
             SignedTransaction::sign(&chain, tx, &devnet::key(seed, Role::Account, account));
-        if let Some(node) = nodes[k as usize % n].as_ref() {
+        if let Some(node) = nodes[k as usize % honest].as_ref() {
             if let Ok(Ok(_)) = node.submit(signed.clone()).await {
                 nonces[account] += 1;
                 submitted_at.insert(signed.id(), Instant::now());
@@ -223,11 +325,18 @@ async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<Trac
         }
         tokio::time::sleep(step).await;
     }
+    bar.finish_and_clear();
 
     let mut rejected = 0;
     for node in nodes.iter().flatten() {
         rejected += node.status().await?.stats.rejected.values().sum::<u64>();
         node.shutdown().await?;
+    }
+    for node in &faulty {
+        node.shutdown().await?;
+    }
+    for saboteur in &saboteurs {
+        saboteur.abort();
     }
     let mut histories = Vec::new();
     for collector in collectors {
@@ -242,20 +351,24 @@ async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<Trac
         .iter()
         .all(|h| h.iter().zip(&histories[0]).all(|((_, a), (_, b))| a == b));
     let mut latency = LatencyHistogram::default();
-    let mut committed = 0;
+    let mut latencies = Vec::new();
     for (at, commit) in &histories[0] {
         for (id, _) in &commit.transactions {
             if let Some(submitted) = submitted_at.get(id) {
-                latency.record(at.duration_since(*submitted));
-                committed += 1;
+                let took = at.duration_since(*submitted);
+                latency.record(took);
+                latencies.push((at.duration_since(start).as_secs_f64(), took.as_secs_f64()));
             }
         }
     }
     let last = histories[0].last().map(|(_, c)| c.clone());
     let network = sim.stats().await?;
-    let published = network.counters.published * (n as u64 - 1);
+    let expected = network.counters.published * (n as u64 - 1);
+    let committed = latencies.len() as u64;
     let report = Report {
         validators: n,
+        byzantine: args.byzantine,
+        behaviour: args.behaviour,
         seed,
         simulated: args.duration,
         wall_seconds: 0.0,
@@ -266,9 +379,13 @@ async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<Trac
         height: last.as_ref().map_or(0, |c| c.height),
         state_root: last.map_or_else(String::new, |c| ledger::node::hex(&c.state_root)),
         agreement,
-        delivery_ratio: network.counters.delivered as f64 / published.max(1) as f64,
+        delivery_ratio: match expected {
+            0 => 1.0,
+            _ => network.counters.delivered as f64 / expected as f64,
+        },
         rejected_inputs: rejected,
         network,
+        latencies,
     };
     Ok((report, sim.trace().await?))
 }
@@ -286,8 +403,12 @@ fn print_report(r: &Report) {
             l.count
         );
     };
+    let byzantine = match r.byzantine {
+        0 => String::new(),
+        b => format!(", {b} Byzantine ({:?})", r.behaviour).to_lowercase(),
+    };
     println!(
-        "simulated {:?} of {} validators (seed {}) in {:.2} s of wall time",
+        "simulated {:?} of {} validators{byzantine} (seed {}) in {:.2} s of wall time",
         r.simulated, r.validators, r.seed, r.wall_seconds
     );
     println!(
@@ -303,7 +424,7 @@ fn print_report(r: &Report) {
     println!(
         "  agreement            {}",
         if r.agreement {
-            "all validators committed the same sequence"
+            "all honest validators committed the same sequence"
         } else {
             "DISAGREEMENT"
         }
@@ -311,6 +432,12 @@ fn print_report(r: &Report) {
     println!(
         "  broadcast            published {}, delivered {}, ratio {:.3}",
         c.published, c.delivered, r.delivery_ratio
+    );
+    println!(
+        "  bytes moved          published {}, delivered {}, fetched {}",
+        bytes(c.published_bytes),
+        bytes(c.delivered_bytes),
+        bytes(c.blocks_served_bytes)
     );
     println!(
         "  dropped              partition {}, crashed {}, loss {}, queue full {}",
@@ -328,4 +455,13 @@ fn print_report(r: &Report) {
     line("fetch latency", &r.network.fetch_latency);
     println!("  invalid inputs       {} rejected", r.rejected_inputs);
     println!("  trace digest         {}", r.network.trace_digest);
+}
+
+/// Bytes in binary units.
+fn bytes(n: u64) -> String {
+    match n {
+        0..1024 => format!("{n} B"),
+        1024..1_048_576 => format!("{:.1} KiB", n as f64 / 1024.0),
+        _ => format!("{:.1} MiB", n as f64 / 1_048_576.0),
+    }
 }

@@ -292,6 +292,7 @@ async fn a_node_serves_its_api_refuses_bad_input_and_stops_cleanly_on_sigterm() 
         .expect("text");
     for family in [
         "ledger_height ",
+        "ledger_broadcast_delivery_ratio 1.0",
         "ledger_commit_latency_seconds_count 1",
         "comms_broadcasts_total ",
         "comms_fetch_seconds_bucket",

@@ -15,10 +15,18 @@ use crate::{
     Error,
 };
 
+/// How a block's bytes reached the core.
+#[derive(Clone, Copy)]
+enum Source {
+    Broadcast,
+    Fetch,
+    Disk,
+}
+
 impl Core {
     /// Block bytes arrived by broadcast.
     pub fn receive(&mut self, now_ms: u64, bytes: Bytes, out: &mut Vec<Output>) {
-        self.receive_block(bytes, out);
+        self.receive_block(bytes, Source::Broadcast, out);
         self.after_change(now_ms, out);
     }
 
@@ -26,7 +34,7 @@ impl Core {
     pub fn fetched(&mut self, now_ms: u64, cid: Cid, bytes: Bytes, out: &mut Vec<Output>) {
         match self.unwant(cid, out) {
             Some(Want { batch: true, .. }) => self.receive_batch(cid, bytes, out),
-            Some(Want { batch: false, .. }) => self.receive_block(bytes, out),
+            Some(Want { batch: false, .. }) => self.receive_block(bytes, Source::Fetch, out),
             None => {}
         }
         self.after_change(now_ms, out);
@@ -39,7 +47,7 @@ impl Core {
         self.restoring = true;
         match batch {
             true => self.receive_batch(cid_of(&bytes), bytes, out),
-            false => self.receive_block(bytes, out),
+            false => self.receive_block(bytes, Source::Disk, out),
         }
         self.restoring = false;
     }
@@ -102,7 +110,7 @@ impl Core {
         Some(want)
     }
 
-    fn receive_block(&mut self, bytes: Bytes, out: &mut Vec<Output>) {
+    fn receive_block(&mut self, bytes: Bytes, source: Source, out: &mut Vec<Output>) {
         let cid = cid_of(&bytes);
         if self.dag.contains(&cid) || self.pending.contains_key(&cid) || self.refused.contains(&cid)
         {
@@ -119,7 +127,14 @@ impl Core {
             Ok(block)
         });
         match checked {
-            Ok(block) => self.admit(cid, block, bytes, out),
+            Ok(block) => {
+                match source {
+                    Source::Broadcast => self.stats.new_blocks_by_broadcast += 1,
+                    Source::Fetch => self.stats.new_blocks_by_fetch += 1,
+                    Source::Disk => {}
+                }
+                self.admit(cid, block, bytes, out)
+            }
             Err(error) => self.reject(Some(cid), error, out),
         }
     }

@@ -127,6 +127,22 @@ pub struct CoreStats {
     pub skipped_slots: u64,
     /// Transactions committed (valid or not).
     pub committed_transactions: u64,
+    /// Valid blocks new to this node that arrived by broadcast.
+    pub new_blocks_by_broadcast: u64,
+    /// Valid blocks new to this node that had to be fetched (their broadcast was lost, late, or
+    /// sent before this node listened). With the line above: the broadcast delivery ratio.
+    pub new_blocks_by_fetch: u64,
+}
+
+impl CoreStats {
+    /// Of the valid blocks new to this node, the share that arrived by broadcast (1 when none).
+    pub fn broadcast_share(&self) -> f64 {
+        let total = self.new_blocks_by_broadcast + self.new_blocks_by_fetch;
+        match total {
+            0 => 1.0,
+            _ => self.new_blocks_by_broadcast as f64 / total as f64,
+        }
+    }
 }
 
 /// A dependency being fetched or queued for it: whether it is a batch, which author's budget the

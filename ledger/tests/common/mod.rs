@@ -1,8 +1,6 @@
 //! Keys, genesis and simulated networks of ledger nodes for the tests.
 #![allow(dead_code)]
 
-pub mod byzantine;
-
 use std::{sync::Arc, time::Duration};
 
 use tokio::task::JoinHandle;

@@ -1,4 +1,6 @@
-//! Byzantine validators, as `Communication` wrappers around an honest node's backend.
+//! Byzantine validators for simulations and tests: [`Faulty`] wraps an honest node's backend to make
+//! it equivocate or withhold; [`send_invalid_blocks`] replaces a validator by a stream of junk. A
+//! network with at most f of them must still agree and make progress (`tests/agreement.rs`).
 
 use std::{
     sync::atomic::{AtomicU64, Ordering},
@@ -9,11 +11,13 @@ use std::{
 use async_trait::async_trait;
 use bytes::Bytes;
 use comms::{Cid, Codec, Communication, Error, Limits, PeerId, Subscription, Topic};
-use ledger::{codec::encode, Block, Keypair, Payload, SignedBlock};
-use sim::SimPeer;
+use serde::{Deserialize, Serialize};
+
+use crate::{codec::encode, Block, Keypair, Payload, SignedBlock};
 
 /// How a faulty validator misbehaves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Behaviour {
     /// Signs a second, different block for every round it proposes in, and sends both.
     Equivocate,
@@ -23,17 +27,34 @@ pub enum Behaviour {
     Invalid,
 }
 
-/// A backend that makes an honest node misbehave.
+impl std::str::FromStr for Behaviour {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Behaviour, String> {
+        match text {
+            "equivocate" => Ok(Behaviour::Equivocate),
+            "withhold" => Ok(Behaviour::Withhold),
+            "invalid" => Ok(Behaviour::Invalid),
+            _ => Err(format!(
+                "{text:?}: expected equivocate, withhold or invalid"
+            )),
+        }
+    }
+}
+
+/// A backend that makes an honest node misbehave (for [`Behaviour::Equivocate`] and
+/// [`Behaviour::Withhold`]; an `Invalid` one behaves honestly here).
 #[derive(Clone)]
-pub struct Faulty {
-    inner: SimPeer,
+pub struct Faulty<C> {
+    inner: C,
     behaviour: Behaviour,
     key: Arc<Keypair>,
     sent: Arc<AtomicU64>,
 }
 
-impl Faulty {
-    pub fn new(inner: SimPeer, behaviour: Behaviour, key: Keypair) -> Faulty {
+impl<C: Communication> Faulty<C> {
+    /// `inner` misbehaving as validator `key`.
+    pub fn new(inner: C, behaviour: Behaviour, key: Keypair) -> Faulty<C> {
         Faulty {
             inner,
             behaviour,
@@ -51,7 +72,7 @@ impl Faulty {
 }
 
 #[async_trait]
-impl Communication for Faulty {
+impl<C: Communication> Communication for Faulty<C> {
     fn local_peer(&self) -> PeerId {
         self.inner.local_peer()
     }
@@ -100,10 +121,15 @@ impl Communication for Faulty {
 
 /// Sends a stream of invalid blocks as validator `author` until the task is dropped: garbage bytes,
 /// a block signed with the wrong key, a block of another chain, a non-canonical encoding, a block
-/// with too few parents.
-pub async fn send_invalid_blocks(peer: SimPeer, chain: Cid, author: u32, topic: Topic) {
+/// with parents that do not exist. `own_key` is the validator's real key.
+pub async fn send_invalid_blocks<C: Communication>(
+    peer: C,
+    chain: Cid,
+    author: u32,
+    own_key: Keypair,
+    topic: Topic,
+) {
     let wrong_key = Keypair::from_secret([0xEE; 32]);
-    let own_key = super::validator_key(author as usize);
     for round in 0u64.. {
         let parents = vec![comms::cid_for(Codec::DagCbor, &round.to_be_bytes())];
         let block = |chain| Block {

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# A local ledger network over real IPFS: K IPFS daemons on loopback (the tests' installer and
+# setup), K validators (`ledger-node run`), a load of transfers sent with the CLI, the commits, and
+# a check that every node reached the same state root. Stops everything it started, by PID.
+#
+#   scripts/devnet.sh [--nodes K] [--transfers N] [--dir DIR] [--hold]
+#
+#   --nodes K       validators, each on its own daemon (default 4)
+#   --transfers N   transfers per account; account i sends through validator i (default 5)
+#   --dir DIR       where keys, genesis, configs, data and logs go (default: a fresh temp dir)
+#   --hold          keep the network running after the check, until Ctrl-C
+#
+# LEDGER_NODE_BIN and IPFS_TESTNET_BIN name prebuilt binaries; otherwise this script builds them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+nodes=4 transfers=5 dir="" hold=0
+while [ $# -gt 0 ]; do
+    case $1 in
+        --nodes) nodes=$2; shift 2 ;;
+        --transfers) transfers=$2; shift 2 ;;
+        --dir) dir=$2; shift 2 ;;
+        --hold) hold=1; shift ;;
+        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "devnet.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+[ "$nodes" -ge 1 ] && [ "$transfers" -ge 1 ] || { echo "devnet.sh: --nodes and --transfers must be at least 1" >&2; exit 2; }
+[ -n "$dir" ] || dir=$(mktemp -d "${TMPDIR:-/tmp}/ledger-devnet.XXXXXX")
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+# Wait for FILE to exist, at most SECONDS, while PID lives.
+wait_for_file() {
+    local file=$1 seconds=$2 pid=$3 log=$4
+    for _ in $(seq $((seconds * 10))); do
+        [ -s "$file" ] && return 0
+        kill -0 "$pid" 2>/dev/null || { echo "devnet.sh: process $pid exited; its log ($log):" >&2; tail -20 "$log" >&2; exit 1; }
+        sleep 0.1
+    done
+    echo "devnet.sh: $file did not appear within ${seconds}s; see $log" >&2
+    exit 1
+}
+
+pids=()
+stop_all() {
+    [ ${#pids[@]} -gt 0 ] || return 0
+    step "stopping ${#pids[@]} processes (SIGTERM by PID)"
+    # Nodes first (they flush their stores), the daemons last.
+    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill -TERM "${pids[i]}" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    pids=()
+}
+trap stop_all EXIT
+trap 'exit 130' INT TERM
+
+step "installing the IPFS daemon (js-ipfs, once)"
+./comms-ipfs/testnet/install.sh
+
+if [ -z "${LEDGER_NODE_BIN:-}" ] || [ -z "${IPFS_TESTNET_BIN:-}" ]; then
+    step "building ledger-node and ipfs-testnet"
+    cargo build -p node --bins --locked
+    bin_dir=${CARGO_TARGET_DIR:-target}/$(rustc -vV | sed -n 's/^host: //p')/debug
+    LEDGER_NODE_BIN=${LEDGER_NODE_BIN:-$bin_dir/ledger-node}
+    IPFS_TESTNET_BIN=${IPFS_TESTNET_BIN:-$bin_dir/ipfs-testnet}
+fi
+ledger() { "$LEDGER_NODE_BIN" "$@"; }
+
+step "starting $nodes IPFS daemons"
+"$IPFS_TESTNET_BIN" --count "$nodes" --out "$dir/daemons.txt" 2>"$dir/ipfs-testnet.log" &
+pids+=($!)
+wait_for_file "$dir/daemons.txt" 180 "${pids[0]}" "$dir/ipfs-testnet.log"
+mapfile -t daemons <"$dir/daemons.txt"
+printf '  %s\n' "${daemons[@]}"
+
+step "keys and genesis"
+genesis_args=()
+accounts=()
+for ((i = 0; i < nodes; i++)); do
+    ledger keygen --out "$dir/validator-$i.key" >/dev/null
+    accounts+=("$(ledger keygen --out "$dir/account-$i.key")")
+    genesis_args+=(--validator "$dir/validator-$i.key" --balance "$dir/account-$i.key=1000000")
+done
+chain=$(ledger genesis --chain-id devnet --out "$dir/genesis.json" "${genesis_args[@]}")
+echo "  chain $chain: $nodes validators, $nodes accounts of 1000000"
+
+step "starting $nodes validators"
+for ((i = 0; i < nodes; i++)); do
+    read -r api _ <<<"${daemons[i]}"
+    peers=()
+    for ((j = 0; j < nodes; j++)); do
+        [ "$j" -eq "$i" ] || peers+=(--peer "${daemons[j]#* }")
+    done
+    ledger config --genesis "$dir/genesis.json" --key "$dir/validator-$i.key" \
+        --data-dir "$dir/node-$i" --api 127.0.0.1:0 --ipfs-api "$api" "${peers[@]}" \
+        --out "$dir/node-$i.toml" --force
+    RUST_LOG=${RUST_LOG:-info} "$LEDGER_NODE_BIN" run --config "$dir/node-$i.toml" 2>"$dir/node-$i.log" &
+    pids+=($!)
+done
+urls=()
+for ((i = 0; i < nodes; i++)); do
+    wait_for_file "$dir/node-$i/api" 120 "${pids[i + 1]}" "$dir/node-$i.log"
+    urls+=("$(cat "$dir/node-$i/api")")
+    echo "  validator $i: ${urls[i]}  (log $dir/node-$i.log)"
+done
+
+step "sending $((nodes * transfers)) transfers"
+for ((n = 0; n < transfers; n++)); do
+    for ((i = 0; i < nodes; i++)); do
+        wait=()
+        # Each account's last transfer waits for its commit.
+        [ "$n" -lt $((transfers - 1)) ] || wait=(--wait 120s)
+        ledger tx --node "${urls[i]}" --key "$dir/account-$i.key" --nonce "$n" "${wait[@]}" \
+            transfer --to "${accounts[(i + 1) % nodes]}" --amount $((n + 1)) >/dev/null
+    done
+done
+echo "  all committed"
+
+step "latest commits of validator 0"
+ledger query --node "${urls[0]}" commits --limit 3
+
+step "agreement"
+ledger query agreement "${urls[@]}"
+
+if [ "$hold" -eq 1 ]; then
+    step "running; try: ledger-node query --node ${urls[0]} status   (Ctrl-C stops everything)"
+    wait "${pids[0]}"
+fi
