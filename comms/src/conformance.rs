@@ -1,9 +1,12 @@
 //! The contract as generic async tests. Every backend provides a [`Harness`] and runs all of them with
 //! [`conformance_tests!`](crate::conformance_tests):
 //!
-//! ```ignore
+//! ```text
 //! comms::conformance_tests!(my_backend::TestHarness::new(); #[tokio::test(start_paused = true)]);
 //! ```
+//!
+//! (The macro expands to test functions, so it is shown, not run, here; `sim/tests` and
+//! `comms-ipfs/tests/conformance.rs` use it.)
 //!
 //! Bounds come from [`Harness::patience`], measured on the tokio clock, so a simulated backend running
 //! under paused (virtual) time finishes at once and a real one gets real seconds. Every wait is bounded.

@@ -27,7 +27,9 @@ pub use crate::core::{Commit, Core, CoreConfig, CoreStats, Output, SubmitError};
 pub use committee::Committee;
 pub use crypto::{from_hex, HexError, Keypair, PublicKey, Signature};
 pub use error::{Error, ParentsError};
-pub use node::{spawn, NodeConfig, NodeError, NodeHandle, Status, TxStatus};
+pub use node::{
+    spawn, CommitLog, CommitLogError, NodeConfig, NodeError, NodeHandle, Status, TxStatus,
+};
 pub use state::{Account, Outcome, State};
 pub use storage::{Committed, Storage};
 pub use types::{

@@ -84,7 +84,7 @@ async fn run(scenario: &Scenario, seed: u64) -> Run {
             }
         };
         if i < first_faulty {
-            collectors.push(common::collect(&node).await);
+            collectors.push(node.commit_log().await.expect("running"));
         }
         nodes.push(Some(node));
     }
@@ -121,7 +121,7 @@ async fn run(scenario: &Scenario, seed: u64) -> Run {
                     Some(&dir),
                 )
                 .await;
-                second_life = Some(common::collect(&node).await);
+                second_life = Some(node.commit_log().await.expect("running"));
                 nodes[restarted] = Some(node);
             }
             _ => {}
@@ -155,10 +155,10 @@ async fn run(scenario: &Scenario, seed: u64) -> Run {
     saboteurs.iter().for_each(JoinHandle::abort);
     let mut commits = Vec::new();
     for collector in collectors {
-        commits.push(collector.await.expect("collector"));
+        commits.push(collector.commits().await.expect("a complete commit log"));
     }
     if let Some(second) = second_life {
-        let replayed = second.await.expect("collector");
+        let replayed = second.commits().await.expect("a complete commit log");
         check_prefix(&commits[restarted], &replayed, "restarted node replay");
         commits[restarted] = replayed;
     }

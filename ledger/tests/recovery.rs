@@ -25,7 +25,7 @@ async fn a_restarted_validator_resumes_its_committed_prefix() {
                 .await,
         );
     }
-    let first_life = common::collect(&nodes[0]).await;
+    let first_life = nodes[0].commit_log().await.expect("running");
     let tx = Transaction::Transfer {
         from: common::account(0),
         to: common::account(1),
@@ -41,7 +41,7 @@ async fn a_restarted_validator_resumes_its_committed_prefix() {
 
     nodes[0].shutdown().await.expect("stops");
     sim.crash(0).await.expect("peer 0");
-    let before = first_life.await.expect("collector");
+    let before = first_life.commits().await.expect("a complete commit log");
     let last = before.last().expect("commits before the crash").clone();
     assert!(last.height >= 10, "only {} commits", last.height);
     let storage = Storage::open(&dir).expect("reopen");
@@ -57,11 +57,11 @@ async fn a_restarted_validator_resumes_its_committed_prefix() {
     sim.restart(0).await.expect("peer 0");
     let fetched_before = sim.stats().await.expect("running").counters.fetches;
     nodes[0] = common::start_validator(&genesis, 0, peers[0].clone(), Some(&dir)).await;
-    let second_life = common::collect(&nodes[0]).await;
+    let second_life = nodes[0].commit_log().await.expect("running");
     tokio::time::sleep(Duration::from_secs(3)).await;
     let status = nodes[0].status().await.expect("running");
     nodes[0].shutdown().await.expect("stops");
-    let after = second_life.await.expect("collector");
+    let after = second_life.commits().await.expect("a complete commit log");
 
     assert_eq!(
         &after[..before.len()],

@@ -3,7 +3,7 @@
 //! is partitioned and healed, and one validator crashes and restarts from its RocksDB directory.
 //! Optionally the last validators are Byzantine (equivocating, withholding, or sending junk).
 
-use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
+use std::{collections::HashMap, path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use comms::Cid;
@@ -11,11 +11,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ledger::{
     byzantine::{self, Behaviour, Faulty},
     devnet::{self, Role},
-    Commit, NodeConfig, NodeHandle, SignedTransaction, Transaction,
+    NodeConfig, SignedTransaction, Transaction,
 };
 use serde::Serialize;
 use sim::{Latency, LatencyHistogram, LatencySummary, Sim, SimConfig, Stats, TraceEvent};
-use tokio::{task::JoinHandle, time::Instant};
+use tokio::time::Instant;
 use tracing::info;
 
 /// Options of `simulate`.
@@ -184,18 +184,6 @@ fn write_json(path: &std::path::Path, value: &impl Serialize, what: &str) -> any
 
 const ACCOUNTS: usize = 64;
 
-/// Collects a node's commits (with the simulated time they happened) until it stops.
-async fn collect(node: &NodeHandle) -> anyhow::Result<JoinHandle<Vec<(Instant, Arc<Commit>)>>> {
-    let mut commits = node.commits().await?;
-    Ok(tokio::spawn(async move {
-        let mut all = Vec::new();
-        while let Ok(commit) = commits.recv().await {
-            all.push((Instant::now(), commit));
-        }
-        all
-    }))
-}
-
 async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<TraceEvent>)> {
     let (n, seed) = (args.validators, config.seed);
     let honest = n - args.byzantine;
@@ -233,7 +221,7 @@ async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<Trac
     let mut collectors = Vec::new();
     for i in 0..honest {
         let node = start_node(i, i == victim && !args.no_faults).await?;
-        collectors.push(collect(&node).await?);
+        collectors.push(node.commit_log().await?);
         nodes.push(Some(node));
     }
     // Byzantine validators: honest cores over a misbehaving backend, or a stream of junk.
@@ -292,7 +280,7 @@ async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<Trac
                 );
                 sim.restart(victim).await?;
                 let node = start_node(victim, true).await?;
-                second_life = Some(collect(&node).await?);
+                second_life = Some(node.commit_log().await?);
                 nodes[victim] = Some(node);
             }
         }
@@ -340,10 +328,10 @@ async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<Trac
     }
     let mut histories = Vec::new();
     for collector in collectors {
-        histories.push(collector.await?);
+        histories.push(collector.finish().await?);
     }
     if let Some(second) = second_life {
-        histories[victim] = second.await?;
+        histories[victim] = second.finish().await?;
     }
     let _ = std::fs::remove_dir_all(&dir);
 

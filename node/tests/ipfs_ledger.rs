@@ -1,15 +1,15 @@
 //! End to end over real IPFS: four validators, each on its own js-ipfs daemon (pubsub carries the
 //! blocks, bitswap serves what a validator missed), commit transfers and agree on every state root.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, time::Duration};
 
 use comms::conformance::eventually;
 use comms_ipfs::{testnet, IpfsComms, IpfsConfig};
 use ledger::{
     devnet::{self, Role},
-    Commit, NodeConfig, NodeHandle, SignedTransaction, Transaction,
+    NodeConfig, NodeHandle, SignedTransaction, Transaction,
 };
-use tokio::{task::JoinHandle, time::Instant};
+use tokio::time::Instant;
 
 const VALIDATORS: usize = 4;
 const TRANSFERS_PER_ACCOUNT: u64 = 3;
@@ -38,7 +38,7 @@ async fn four_validators_on_four_ipfs_daemons_commit_and_agree() {
         let node = ledger::spawn(&genesis, key, NodeConfig::default(), comms, None)
             .await
             .expect("the validator starts");
-        collectors.push(collect(&node).await);
+        collectors.push(node.commit_log().await.expect("running"));
         nodes.push(node);
     }
 
@@ -98,7 +98,7 @@ async fn four_validators_on_four_ipfs_daemons_commit_and_agree() {
 
     let mut roots: BTreeMap<u64, [u8; 32]> = BTreeMap::new();
     for collector in collectors {
-        for commit in collector.await.expect("collector") {
+        for commit in collector.commits().await.expect("a complete commit log") {
             let root = *roots.entry(commit.height).or_insert(commit.state_root);
             assert_eq!(
                 root, commit.state_root,
@@ -123,15 +123,4 @@ async fn all_applied(nodes: &[NodeHandle]) -> bool {
         }
     }
     true
-}
-
-async fn collect(node: &NodeHandle) -> JoinHandle<Vec<Arc<Commit>>> {
-    let mut commits = node.commits().await.expect("running");
-    tokio::spawn(async move {
-        let mut all = Vec::new();
-        while let Ok(commit) = commits.recv().await {
-            all.push(commit);
-        }
-        all
-    })
 }

@@ -1,11 +1,9 @@
 //! Keys, genesis and simulated networks of ledger nodes for the tests.
 #![allow(dead_code)]
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
-use tokio::task::JoinHandle;
-
-use ledger::{Allocation, Commit, Genesis, Keypair, NodeConfig, NodeHandle, PublicKey, Validator};
+use ledger::{Allocation, Genesis, Keypair, NodeConfig, NodeHandle, PublicKey, Validator};
 use sim::{Sim, SimPeer};
 
 /// Validator `i`'s key (fixed, so runs are reproducible).
@@ -79,16 +77,4 @@ pub fn network(n: usize, seed: u64, link: sim::LinkModel) -> (Sim, Vec<SimPeer>)
 /// The public key of account `i`.
 pub fn account(i: usize) -> PublicKey {
     account_key(i).public()
-}
-
-/// Collects a node's commits until it stops.
-pub async fn collect(node: &NodeHandle) -> JoinHandle<Vec<Arc<Commit>>> {
-    let mut commits = node.commits().await.expect("running");
-    tokio::spawn(async move {
-        let mut all = Vec::new();
-        while let Ok(commit) = commits.recv().await {
-            all.push(commit);
-        }
-        all
-    })
 }
