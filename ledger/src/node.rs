@@ -420,8 +420,7 @@ impl<C: Communication + Clone> Node<C> {
                 Ok(subscription) => return subscription,
                 Err(error) => warn!(%error, ?delay, "resubscribing failed"),
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(10));
+            back_off(&mut delay).await;
         }
     }
 
@@ -536,10 +535,16 @@ async fn fetch_with_retry<C: Communication>(
             }
             Err(error) => debug!(%cid, attempt, %error, "fetch failed, retrying"),
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(10));
+        back_off(&mut delay).await;
         attempt += 1;
     }
+}
+
+/// Sleeps `delay`, then doubles it up to 10 s. On tokio's clock, so it runs in a simulation's virtual
+/// time too (the `backoff` crate measures elapsed time on the real clock).
+async fn back_off(delay: &mut Duration) {
+    tokio::time::sleep(*delay).await;
+    *delay = (*delay * 2).min(Duration::from_secs(10));
 }
 
 /// Lower-case hex of bytes.

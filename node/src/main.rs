@@ -7,6 +7,7 @@ mod keys;
 mod metered;
 mod plot;
 mod run;
+mod schedule;
 mod simulate;
 
 use clap::{Parser, Subcommand};

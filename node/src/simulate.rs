@@ -18,6 +18,8 @@ use sim::{Latency, LatencyHistogram, LatencySummary, Sim, SimConfig, Stats, Trac
 use tokio::time::Instant;
 use tracing::info;
 
+use crate::schedule::{self, Event, Span};
+
 /// Options of `simulate`.
 #[derive(clap::Args)]
 pub struct Args {
@@ -56,8 +58,17 @@ pub struct Args {
     /// non-canonical bytes, missing parents).
     #[arg(long, default_value = "equivocate")]
     behaviour: Behaviour,
-    /// Skip the partition and the crash.
-    #[arg(long)]
+    /// Split the validators into two halves during START..END: durations from the start (`18s`)
+    /// or shares of the run (`30%`). Repeat for several. Without `--partition` and `--crash` the
+    /// run has one partition at 30%..45% and one crash at 60%..70%.
+    #[arg(long = "partition", value_name = "START..END")]
+    partitions: Vec<Span>,
+    /// Crash a validator at START and restart it from its RocksDB directory at END. Each crash
+    /// takes the next honest validator, from the last down to validator 1. Repeat for several.
+    #[arg(long = "crash", value_name = "START..END")]
+    crashes: Vec<Span>,
+    /// No partition and no crash.
+    #[arg(long, conflicts_with_all = ["partitions", "crashes"])]
     no_faults: bool,
     /// Write the report as JSON to this file.
     #[arg(long)]
@@ -76,6 +87,8 @@ struct Report {
     validators: usize,
     byzantine: usize,
     behaviour: Behaviour,
+    /// The fault schedule: simulated time and what happened.
+    faults: Vec<String>,
     seed: u64,
     #[serde(with = "humantime_serde")]
     simulated: Duration,
@@ -201,17 +214,28 @@ async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<Trac
         epoch_ms: Some(1_700_000_000_000),
         ..NodeConfig::default()
     };
-    // The last honest validator crashes and restarts from its store.
-    let victim = honest - 1;
+    let (partitions, crashes) = match args.no_faults {
+        true => (vec![], vec![]),
+        false if args.partitions.is_empty() && args.crashes.is_empty() => {
+            let crash = (honest > 1).then(|| Span::shares(0.6, 0.7));
+            (vec![Span::shares(0.3, 0.45)], crash.into_iter().collect())
+        }
+        false => (args.partitions.clone(), args.crashes.clone()),
+    };
+    // Crashes take honest validators from the last down; validator 0 stays up, as the reference.
+    let victims: Vec<usize> = (1..honest).rev().collect();
+    let events = schedule::events(args.duration, &partitions, &crashes, &victims)
+        .map_err(anyhow::Error::msg)?;
+    let crashing: Vec<usize> = victims[..crashes.len()].to_vec();
     let dir = std::env::temp_dir().join(format!("ledger-simulate-{}-{seed}", std::process::id()));
-    let start_node = |i: usize, storage: bool| {
-        let (genesis, peer, node_config, dir) =
-            (&genesis, peers[i].clone(), node_config.clone(), dir.clone());
+    let start_node = |i: usize| {
+        let (genesis, peer, node_config) = (&genesis, peers[i].clone(), node_config.clone());
+        // A validator that will crash keeps a store to restart from.
+        let store = crashing.contains(&i).then(|| dir.join(i.to_string()));
         async move {
-            let storage = if storage {
-                Some(ledger::Storage::open(&dir)?)
-            } else {
-                None
+            let storage = match store {
+                Some(dir) => Some(ledger::Storage::open(&dir)?),
+                None => None,
             };
             let key = Some(devnet::key(seed, Role::Validator, i));
             anyhow::Ok(ledger::spawn(genesis, key, node_config, peer, storage).await?)
@@ -220,7 +244,7 @@ async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<Trac
     let mut nodes = Vec::new();
     let mut collectors = Vec::new();
     for i in 0..honest {
-        let node = start_node(i, i == victim && !args.no_faults).await?;
+        let node = start_node(i).await?;
         collectors.push(node.commit_log().await?);
         nodes.push(Some(node));
     }
@@ -256,32 +280,29 @@ async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<Trac
     );
     let mut submitted_at: HashMap<Cid, Instant> = HashMap::new();
     let mut nonces = [0u64; ACCOUNTS];
-    let mut second_life = None;
-    let fault_at = |fraction: f64| (steps as f64 * fraction) as u64;
+    let mut second_lives = HashMap::new();
+    let mut pending = events.iter().peekable();
+    let mut faults = Vec::new();
     for k in 0..steps {
-        if !args.no_faults {
-            if k == fault_at(0.3) {
-                bar.suspend(
-                    || info!(t = ?start.elapsed(), "partition: validators 0..{} | the rest", n / 2),
-                );
-                sim.partition(vec![(0..n / 2).collect()]).await?;
-            } else if k == fault_at(0.45) {
-                bar.suspend(|| info!(t = ?start.elapsed(), "heal"));
-                sim.heal().await?;
-            } else if k == fault_at(0.6) {
-                bar.suspend(|| info!(t = ?start.elapsed(), validator = victim, "crash"));
-                if let Some(node) = nodes[victim].take() {
-                    node.shutdown().await?;
+        while let Some((_, event)) = pending.next_if(|(at, _)| *at <= start.elapsed()) {
+            let t = start.elapsed();
+            bar.suspend(|| info!(?t, "{event}"));
+            faults.push(format!("{:.1}s {event}", t.as_secs_f64()));
+            match *event {
+                Event::Partition => sim.partition(vec![(0..n / 2).collect()]).await?,
+                Event::Heal => sim.heal().await?,
+                Event::Crash(v) => {
+                    if let Some(node) = nodes[v].take() {
+                        node.shutdown().await?;
+                    }
+                    sim.crash(v).await?;
                 }
-                sim.crash(victim).await?;
-            } else if k == fault_at(0.7) {
-                bar.suspend(
-                    || info!(t = ?start.elapsed(), validator = victim, "restart from disk"),
-                );
-                sim.restart(victim).await?;
-                let node = start_node(victim, true).await?;
-                second_life = Some(node.commit_log().await?);
-                nodes[victim] = Some(node);
+                Event::Restart(v) => {
+                    sim.restart(v).await?;
+                    let node = start_node(v).await?;
+                    second_lives.insert(v, node.commit_log().await?);
+                    nodes[v] = Some(node);
+                }
             }
         }
         if k % (steps / 100).max(1) == 0 {
@@ -330,8 +351,9 @@ async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<Trac
     for collector in collectors {
         histories.push(collector.finish().await?);
     }
-    if let Some(second) = second_life {
-        histories[victim] = second.finish().await?;
+    // A restarted validator replays its history from disk: its second life's log is complete.
+    for (v, log) in second_lives {
+        histories[v] = log.finish().await?;
     }
     let _ = std::fs::remove_dir_all(&dir);
 
@@ -357,6 +379,7 @@ async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<Trac
         validators: n,
         byzantine: args.byzantine,
         behaviour: args.behaviour,
+        faults,
         seed,
         simulated: args.duration,
         wall_seconds: 0.0,
@@ -399,6 +422,9 @@ fn print_report(r: &Report) {
         "simulated {:?} of {} validators{byzantine} (seed {}) in {:.2} s of wall time",
         r.simulated, r.validators, r.seed, r.wall_seconds
     );
+    for fault in &r.faults {
+        println!("  fault                {fault}");
+    }
     println!(
         "  transactions         submitted {}, committed {} ({:.1} per simulated second)",
         r.submitted, r.committed, r.committed_per_second

@@ -1,5 +1,6 @@
 //! `ledger-node simulate`, the main job, as a user runs it: Byzantine validators, a lossy log-normal
-//! network, the partition and the crash; the JSON report and the SVG chart.
+//! network, a partition and two overlapping crashes with restarts from disk; the JSON report and the
+//! SVG chart.
 
 use std::process::Command;
 
@@ -21,6 +22,14 @@ fn simulate_reports_agreement_under_faults_and_writes_json_and_a_chart() {
             "3",
         ])
         .args(["--latency", "30ms", "--sigma", "0.4", "--loss", "0.02"])
+        .args([
+            "--partition",
+            "5s..9s",
+            "--crash",
+            "40%..60%",
+            "--crash",
+            "50%..70%",
+        ])
         .args(["--byzantine", "2", "--behaviour", "equivocate", "--json"])
         .arg(&json)
         .arg("--plot")
@@ -39,6 +48,23 @@ fn simulate_reports_agreement_under_faults_and_writes_json_and_a_chart() {
         serde_json::from_str(&std::fs::read_to_string(&json).expect("report")).expect("JSON");
     assert_eq!(report["agreement"], true);
     assert_eq!(report["byzantine"], 2);
+    let faults: Vec<&str> = report["faults"]
+        .as_array()
+        .expect("faults")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        faults,
+        [
+            "5.0s partition into two halves",
+            "9.0s heal",
+            "12.0s crash validator 4",
+            "15.0s crash validator 3",
+            "18.0s restart validator 4 from disk",
+            "21.0s restart validator 3 from disk",
+        ]
+    );
     let (submitted, committed) = (report["submitted"].as_u64(), report["committed"].as_u64());
     assert!(committed > Some(0) && committed <= submitted, "{report}");
     assert!(
