@@ -240,6 +240,7 @@ pub async fn spawn<C: Communication + Clone>(
     storage: Option<Storage>,
 ) -> Result<NodeHandle, NodeError> {
     genesis.check()?;
+    let span = tracing::info_span!("node", node = %comms.local_peer());
     let mut core = Core::new(genesis, key, config.core.clone());
     let topic = blocks_topic(core.chain());
     let subscription = comms.subscribe(&topic).await?;
@@ -248,15 +249,16 @@ pub async fn spawn<C: Communication + Clone>(
     let mut out = Vec::new();
     if let Some(storage) = &storage {
         let blocks = storage.blocks()?;
-        info!(blocks = blocks.len(), "replaying stored blocks");
-        for (bytes, batch) in blocks {
-            core.restore(bytes, batch, &mut out);
-        }
+        span.in_scope(|| {
+            info!(blocks = blocks.len(), "replaying stored blocks");
+            for (bytes, batch) in blocks {
+                core.restore(bytes, batch, &mut out);
+            }
+        });
     }
     let (commands, receiver) = mpsc::channel(256);
     let (commits, _) = broadcast::channel(1024);
     let (fetched_tx, fetched) = mpsc::channel(256);
-    let span = tracing::info_span!("node", node = %comms.local_peer());
     let permits = Arc::new(Semaphore::new(config.max_concurrent_fetches.max(1)));
     let node = Node {
         core,
