@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 ./scripts/install-deps.sh
 cargo bench -p benches --bench sim_scale --locked -- --quick
+cargo run -p benches --bin latency --locked -- --quick
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -70,7 +70,7 @@ where
 }
 
 /// Waits until `publisher` knows every one of `subscribers` to be subscribed to `topic`.
-pub async fn wait_for_subscribers<P: Communication>(
+pub async fn wait_for_subscribers<P: Communication + ?Sized>(
     publisher: &P,
     topic: &Topic,
     subscribers: &[PeerId],

@@ -1,0 +1,292 @@
+//! `latency`: broadcast and fetch latency of the `Communication` backends, measured the same way on
+//! each: the simulator (in virtual time, under any link model) and real IPFS daemons on loopback.
+//!
+//!     cargo run --release -p benches --bin latency -- --json latency.json --plot latency.svg
+//!     cargo run -p benches --bin latency -- --quick        # what CI runs, so that it cannot rot
+//!
+//! Peer 0 publishes and puts; peers 1.. subscribe, and peer 1 fetches. See `benches/RESULTS.md`.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use benches::{
+    latency::{self, Listeners, Operation, Plan},
+    raw::RawIpfs,
+    report::{self, Cell},
+};
+use clap::Parser;
+use comms::{conformance::wait_for_subscribers, Communication, Topic};
+use comms_ipfs::{testnet, IpfsComms, IpfsConfig};
+use sim::{Latency, LinkModel, Sim, SimConfig};
+
+#[derive(Parser)]
+#[command(about, long_about)]
+/// Broadcast-to-delivery and put-to-fetch latency of the Communication backends.
+struct Args {
+    /// Backends to measure: `sim`, `ipfs`. Repeat; default both.
+    #[arg(long = "backend", value_name = "NAME")]
+    backends: Vec<String>,
+    /// Peers per backend: one publisher, the rest subscribers (at least 2).
+    #[arg(long, default_value_t = 3)]
+    peers: usize,
+    /// Payload sizes in bytes (a broadcast is capped at the backend's message limit).
+    #[arg(long, value_delimiter = ',', default_value = "256,4096,65536,1048576")]
+    sizes: Vec<usize>,
+    /// Operations in flight at once.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+    concurrency: Vec<usize>,
+    /// Recorded samples per cell (a broadcast gives one per subscriber).
+    #[arg(long, default_value_t = 200)]
+    samples: usize,
+    /// Operations before recording starts, per cell.
+    #[arg(long, default_value_t = 20)]
+    warmup: usize,
+    /// How long one batch may take; what is missing then counts as lost.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    bound: Duration,
+    /// A short run: 256 B and 64 KiB, concurrency 1 and 8, 20 samples.
+    #[arg(long)]
+    quick: bool,
+    /// The simulator's link latency (the median with `--sim-sigma`).
+    #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
+    sim_latency: Duration,
+    /// Makes the simulated latency log-normal with this shape.
+    #[arg(long)]
+    sim_sigma: Option<f64>,
+    /// A simulator scenario file (its link model replaces the `--sim-*` flags).
+    #[arg(long)]
+    scenario: Option<PathBuf>,
+    /// Use these running IPFS daemons (RPC URLs, already connected to each other) instead of
+    /// starting local ones. Repeat.
+    #[arg(long = "ipfs-api", value_name = "URL")]
+    ipfs_apis: Vec<String>,
+    /// Write the cells as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Draw p50 and p99 by size, one line per backend, at the lowest concurrency (SVG).
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if args.quick {
+        args.sizes = vec![256, 64 << 10];
+        args.concurrency = vec![1, 8];
+        args.samples = 20;
+        args.warmup = 2;
+    }
+    if args.backends.is_empty() {
+        args.backends = vec!["sim".into(), "ipfs".into()];
+    }
+    anyhow::ensure!(
+        args.peers >= 2,
+        "--peers: at least a publisher and a subscriber"
+    );
+    let plan = Plan {
+        samples: args.samples,
+        warmup: args.warmup,
+        bound: args.bound,
+    };
+    let mut cells = Vec::new();
+    for backend in &args.backends {
+        let measured = match backend.as_str() {
+            "sim" => measure_sim(&args, plan)?,
+            "ipfs" => measure_ipfs(&args, plan)?,
+            other => anyhow::bail!("unknown backend {other:?}: sim or ipfs"),
+        };
+        cells.extend(measured);
+    }
+    println!(
+        "{} samples per cell after {} warm-up operations; {} peers per backend",
+        plan.samples, plan.warmup, args.peers
+    );
+    report::print_table(&cells);
+    let ratios = report::ratios(&cells, "ipfs", "ipfs-raw");
+    if !ratios.is_empty() {
+        report::print_ratios(&ratios, "ipfs", "ipfs-raw");
+    }
+    if let Some(path) = &args.json {
+        let all = serde_json::json!({ "plan": plan, "peers": args.peers, "cells": cells, "ipfs_over_raw": ratios });
+        let text = serde_json::to_string_pretty(&all)?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        println!("cells written to {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        let lowest = args.concurrency.iter().copied().min().unwrap_or(1);
+        report::plot(path, &cells, lowest)?;
+        println!("chart written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// A backend under measurement: its name and its peers.
+struct Backend {
+    name: &'static str,
+    peers: Vec<Arc<dyn Communication>>,
+}
+
+/// Every cell of the `backends`, interleaved cell by cell so that a drift of the machine's load
+/// affects them alike. Peer 0 publishes and puts; the others subscribe, and peer 1 fetches.
+async fn measure(backends: &[Backend], args: &Args, plan: Plan) -> anyhow::Result<Vec<Cell>> {
+    let mut listeners = Vec::new();
+    for backend in backends {
+        let topic = Topic::new(format!("latency-bench-{}", backend.name))?;
+        let (publisher, subscribers) = (&backend.peers[0], &backend.peers[1..]);
+        let mut subscriptions = Vec::new();
+        for peer in subscribers {
+            subscriptions.push(peer.subscribe(&topic).await?);
+        }
+        let ids: Vec<_> = subscribers.iter().map(|p| p.local_peer()).collect();
+        wait_for_subscribers(&**publisher, &topic, &ids, Duration::from_secs(60)).await;
+        listeners.push((topic, Listeners::new(subscriptions)));
+    }
+    let mut cells = Vec::new();
+    let mut next_id = 0;
+    for &size in &args.sizes {
+        for &concurrency in &args.concurrency {
+            let concurrency = concurrency.max(1);
+            for (backend, (topic, listeners)) in backends.iter().zip(&mut listeners) {
+                let (publisher, fetcher) = (&*backend.peers[0], &*backend.peers[1]);
+                let capped = size.min(publisher.limits().max_message_bytes);
+                let measured = latency::broadcast(
+                    publisher,
+                    listeners,
+                    topic,
+                    capped,
+                    concurrency,
+                    plan,
+                    next_id,
+                )
+                .await?;
+                next_id += (plan.samples + plan.warmup + 2 * concurrency) as u64;
+                cells.push(Cell::new(
+                    backend.name,
+                    Operation::Broadcast,
+                    capped,
+                    concurrency,
+                    &measured,
+                ));
+                let measured =
+                    latency::put_fetch(publisher, fetcher, size, concurrency, plan, next_id)
+                        .await?;
+                next_id += (plan.samples + plan.warmup + 2 * concurrency) as u64;
+                cells.push(Cell::new(
+                    backend.name,
+                    Operation::PutFetch,
+                    size,
+                    concurrency,
+                    &measured,
+                ));
+            }
+            eprintln!(
+                "{} at concurrency {concurrency} done",
+                report::size_name(size)
+            );
+        }
+    }
+    Ok(cells)
+}
+
+fn measure_sim(args: &Args, plan: Plan) -> anyhow::Result<Vec<Cell>> {
+    let config = match &args.scenario {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+        }
+        None => {
+            let latency = match args.sim_sigma {
+                Some(sigma) => Latency::LogNormal {
+                    median: args.sim_latency,
+                    sigma,
+                },
+                None => Latency::Constant {
+                    value: args.sim_latency,
+                },
+            };
+            SimConfig {
+                seed: sim::seed_from_env(1),
+                link: LinkModel {
+                    latency,
+                    ..LinkModel::default()
+                },
+                ..SimConfig::default()
+            }
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()?;
+    runtime.block_on(async {
+        let (_sim, peers) = Sim::builder().config(config).peers(args.peers).build();
+        let peers = peers
+            .into_iter()
+            .map(|p| Arc::new(p) as Arc<dyn Communication>)
+            .collect();
+        measure(&[Backend { name: "sim", peers }], args, plan).await
+    })
+}
+
+fn measure_ipfs(args: &Args, plan: Plan) -> anyhow::Result<Vec<Cell>> {
+    let (daemons, apis) = match args.ipfs_apis.len() {
+        0 => {
+            eprintln!("starting {} local IPFS daemons", args.peers);
+            let daemons = testnet::start_daemons(args.peers);
+            let apis = daemons
+                .iter()
+                .map(|d| (d.api(), d.swarm_address()))
+                .collect();
+            (daemons, apis)
+        }
+        n if n >= 2 => (
+            Vec::new(),
+            args.ipfs_apis
+                .iter()
+                .map(|a| (a.clone(), String::new()))
+                .collect::<Vec<_>>(),
+        ),
+        _ => anyhow::bail!("--ipfs-api: at least two daemons"),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let cells = runtime.block_on(async {
+        let mut ours: Vec<Arc<dyn Communication>> = Vec::new();
+        let mut raw: Vec<Arc<dyn Communication>> = Vec::new();
+        for (i, (api, _)) in apis.iter().enumerate() {
+            let config = IpfsConfig {
+                api: api.clone(),
+                peers: apis[..i]
+                    .iter()
+                    .map(|(_, swarm)| swarm.clone())
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+                ..IpfsConfig::default()
+            };
+            ours.push(Arc::new(IpfsComms::connect(config).await?));
+            raw.push(Arc::new(RawIpfs::connect(api).await?));
+        }
+        let backends = [
+            Backend {
+                name: "ipfs",
+                peers: ours,
+            },
+            Backend {
+                name: "ipfs-raw",
+                peers: raw,
+            },
+        ];
+        measure(&backends, args, plan).await
+    });
+    drop(daemons);
+    cells
+}

@@ -1,0 +1,242 @@
+//! The latency harness's results: one [`Cell`] per backend, operation, size and concurrency, as a
+//! terminal table, JSON, and an SVG chart.
+
+use std::path::Path;
+
+use anyhow::Context;
+use plotters::prelude::*;
+use serde::Serialize;
+
+use crate::latency::{Measured, Operation};
+
+/// The figures of one cell.
+#[derive(Clone, Debug, Serialize)]
+pub struct Cell {
+    pub backend: String,
+    pub operation: Operation,
+    pub size: usize,
+    pub concurrency: usize,
+    pub samples: u64,
+    pub p50_us: u64,
+    pub p95_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+    /// Recorded operations per second (deliveries, for broadcast).
+    pub throughput: f64,
+    pub lost: u64,
+}
+
+impl Cell {
+    pub fn new(
+        backend: &str,
+        operation: Operation,
+        size: usize,
+        concurrency: usize,
+        measured: &Measured,
+    ) -> Cell {
+        let h = &measured.histogram;
+        let seconds = measured.elapsed.as_secs_f64();
+        Cell {
+            backend: backend.to_string(),
+            operation,
+            size,
+            concurrency,
+            samples: h.len(),
+            p50_us: h.value_at_quantile(0.50),
+            p95_us: h.value_at_quantile(0.95),
+            p99_us: h.value_at_quantile(0.99),
+            max_us: h.max(),
+            throughput: match seconds > 0.0 {
+                true => h.len() as f64 / seconds,
+                false => 0.0,
+            },
+            lost: measured.lost,
+        }
+    }
+}
+
+/// Bytes in binary units, short.
+pub fn size_name(bytes: usize) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} B"),
+    }
+}
+
+/// The table, one row per cell.
+pub fn print_table(cells: &[Cell]) {
+    println!(
+        "{:<10} {:<10} {:>8} {:>5} {:>7} {:>9} {:>9} {:>9} {:>9} {:>10} {:>5}",
+        "backend",
+        "operation",
+        "size",
+        "conc",
+        "samples",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "max ms",
+        "ops/s",
+        "lost"
+    );
+    let ms = |us: u64| us as f64 / 1000.0;
+    for c in cells {
+        let operation = operation_name(c.operation);
+        println!(
+            "{:<10} {:<10} {:>8} {:>5} {:>7} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>10.1} {:>5}",
+            c.backend,
+            operation,
+            size_name(c.size),
+            c.concurrency,
+            c.samples,
+            ms(c.p50_us),
+            ms(c.p95_us),
+            ms(c.p99_us),
+            ms(c.max_us),
+            c.throughput,
+            c.lost
+        );
+    }
+}
+
+/// How `ours` compares with `baseline` in one cell: the quotient of each percentile.
+#[derive(Clone, Debug, Serialize)]
+pub struct Ratio {
+    pub operation: Operation,
+    pub size: usize,
+    pub concurrency: usize,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+}
+
+/// `ours`/`baseline` for every cell both backends measured.
+pub fn ratios(cells: &[Cell], ours: &str, baseline: &str) -> Vec<Ratio> {
+    let quotient = |a: u64, b: u64| a as f64 / b.max(1) as f64;
+    cells
+        .iter()
+        .filter(|c| c.backend == ours)
+        .filter_map(|c| {
+            let base = cells.iter().find(|b| {
+                b.backend == baseline
+                    && (b.operation, b.size, b.concurrency) == (c.operation, c.size, c.concurrency)
+            })?;
+            Some(Ratio {
+                operation: c.operation,
+                size: c.size,
+                concurrency: c.concurrency,
+                p50: quotient(c.p50_us, base.p50_us),
+                p95: quotient(c.p95_us, base.p95_us),
+                p99: quotient(c.p99_us, base.p99_us),
+            })
+        })
+        .collect()
+}
+
+/// The ratios as a table.
+pub fn print_ratios(ratios: &[Ratio], ours: &str, baseline: &str) {
+    println!("\n{ours} / {baseline} (goal: at most 1.05 at p50 and 1.10 at p99)");
+    println!(
+        "{:<10} {:>8} {:>5} {:>7} {:>7} {:>7}",
+        "operation", "size", "conc", "p50", "p95", "p99"
+    );
+    for r in ratios {
+        println!(
+            "{:<10} {:>8} {:>5} {:>7.3} {:>7.3} {:>7.3}",
+            operation_name(r.operation),
+            size_name(r.size),
+            r.concurrency,
+            r.p50,
+            r.p95,
+            r.p99
+        );
+    }
+}
+
+fn operation_name(operation: Operation) -> &'static str {
+    match operation {
+        Operation::Broadcast => "broadcast",
+        Operation::PutFetch => "put-fetch",
+    }
+}
+
+/// Latency percentiles (p50 solid, p99 dashed) by payload size at concurrency `concurrency`, one
+/// colour per backend; broadcast on the left, put-fetch on the right.
+pub fn plot(path: &Path, cells: &[Cell], concurrency: usize) -> anyhow::Result<()> {
+    let area = SVGBackend::new(path, (1200, 500)).into_drawing_area();
+    area.fill(&WHITE).map_err(chart_error)?;
+    let (left, right) = area.split_horizontally(600);
+    let mut backends: Vec<&str> = cells.iter().map(|c| c.backend.as_str()).collect();
+    backends.sort_unstable();
+    backends.dedup();
+    for (panel, operation, title) in [
+        (&left, Operation::Broadcast, "broadcast to delivery"),
+        (&right, Operation::PutFetch, "put to fetched elsewhere"),
+    ] {
+        let chosen: Vec<&Cell> = cells
+            .iter()
+            .filter(|c| c.operation == operation && c.concurrency == concurrency)
+            .collect();
+        if chosen.is_empty() {
+            continue;
+        }
+        let x_min = chosen.iter().map(|c| c.size).min().unwrap_or(1) as f64;
+        let x_max = chosen.iter().map(|c| c.size).max().unwrap_or(2) as f64;
+        let y_max = chosen.iter().map(|c| c.p99_us).max().unwrap_or(1) as f64 / 1000.0;
+        let mut chart = ChartBuilder::on(panel)
+            .caption(
+                format!("{title}, concurrency {concurrency}"),
+                ("sans-serif", 18),
+            )
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(
+                (x_min * 0.8..x_max * 1.25).log_scale(),
+                (0.001f64..y_max * 1.5).log_scale(),
+            )
+            .map_err(chart_error)?;
+        chart
+            .configure_mesh()
+            .x_desc("payload bytes")
+            .y_desc("latency (ms)")
+            .draw()
+            .map_err(chart_error)?;
+        for (i, backend) in backends.iter().enumerate() {
+            let colour = Palette99::pick(i).to_rgba();
+            let mut line: Vec<&&Cell> = chosen.iter().filter(|c| c.backend == *backend).collect();
+            line.sort_by_key(|c| c.size);
+            let p50 = line
+                .iter()
+                .map(|c| (c.size as f64, c.p50_us.max(1) as f64 / 1000.0));
+            chart
+                .draw_series(LineSeries::new(p50, colour.stroke_width(2)))
+                .map_err(chart_error)?
+                .label(format!("{backend} p50"))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
+            let p99: Vec<(f64, f64)> = line
+                .iter()
+                .map(|c| (c.size as f64, c.p99_us.max(1) as f64 / 1000.0))
+                .collect();
+            chart
+                .draw_series(DashedLineSeries::new(p99, 6, 4, colour.stroke_width(1)))
+                .map_err(chart_error)?
+                .label(format!("{backend} p99 (dashed)"))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(chart_error)?;
+    }
+    area.present()
+        .map_err(chart_error)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn chart_error(error: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("drawing the chart: {error}")
+}
