@@ -2,6 +2,7 @@
 //! `latency` binary, and the
 //! simulator's scale (`benches/sim_scale.rs`).
 
+pub mod calibrate;
 pub mod latency;
 pub mod raw;
 pub mod report;

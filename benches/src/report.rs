@@ -154,6 +154,35 @@ pub fn print_ratios(ratios: &[Ratio], ours: &str, baseline: &str) {
     }
 }
 
+/// `predicted` (a simulator) next to `measured` (a real backend), cell by cell.
+pub fn print_comparison(cells: &[Cell], predicted: &str, measured: &str) {
+    println!("\n{predicted} (predicted) against {measured} (measured), milliseconds");
+    println!(
+        "{:<10} {:>8} {:>5} {:>10} {:>10} {:>10} {:>10}",
+        "operation", "size", "conc", "p50 real", "p50 sim", "p99 real", "p99 sim"
+    );
+    let ms = |us: u64| us as f64 / 1000.0;
+    for real in cells.iter().filter(|c| c.backend == measured) {
+        let Some(sim) = cells.iter().find(|c| {
+            c.backend == predicted
+                && (c.operation, c.size, c.concurrency)
+                    == (real.operation, real.size, real.concurrency)
+        }) else {
+            continue;
+        };
+        println!(
+            "{:<10} {:>8} {:>5} {:>10.2} {:>10.2} {:>10.2} {:>10.2}",
+            operation_name(real.operation),
+            size_name(real.size),
+            real.concurrency,
+            ms(real.p50_us),
+            ms(sim.p50_us),
+            ms(real.p99_us),
+            ms(sim.p99_us)
+        );
+    }
+}
+
 fn operation_name(operation: Operation) -> &'static str {
     match operation {
         Operation::Broadcast => "broadcast",

@@ -10,6 +10,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use benches::{
+    calibrate,
     latency::{self, Listeners, Operation, Plan},
     raw::RawIpfs,
     report::{self, Cell},
@@ -60,6 +61,10 @@ struct Args {
     /// starting local ones. Repeat.
     #[arg(long = "ipfs-api", value_name = "URL")]
     ipfs_apis: Vec<String>,
+    /// Fit the simulator's link model to the IPFS broadcast latencies, write it to this scenario
+    /// file, and measure the simulator with it: predicted and measured side by side.
+    #[arg(long, value_name = "FILE.toml")]
+    calibrate: Option<PathBuf>,
     /// Write the cells as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -98,7 +103,7 @@ fn main() -> anyhow::Result<()> {
     let mut cells = Vec::new();
     for backend in &args.backends {
         let measured = match backend.as_str() {
-            "sim" => measure_sim(&args, plan)?,
+            "sim" => measure_sim("sim", sim_config(&args)?, &args, plan)?,
             "ipfs" => measure_ipfs(&args, plan)?,
             other => anyhow::bail!("unknown backend {other:?}: sim or ipfs"),
         };
@@ -108,13 +113,42 @@ fn main() -> anyhow::Result<()> {
         "{} samples per cell after {} warm-up operations; {} peers per backend",
         plan.samples, plan.warmup, args.peers
     );
+    let mut calibration = None;
+    if let Some(path) = &args.calibrate {
+        let link = calibrate::fit_link(&cells, "ipfs")
+            .context("--calibrate needs the ipfs backend's broadcast cells at concurrency 1")?;
+        let config = SimConfig {
+            seed: sim::seed_from_env(1),
+            link,
+            // The same limits, so that capped broadcast sizes match cell for cell.
+            limits: IpfsConfig::default().limits,
+            ..SimConfig::default()
+        };
+        let text = format!(
+            "# Fitted by `latency --calibrate` to IPFS broadcast latencies on loopback.\n{}",
+            toml::to_string_pretty(&config)?
+        );
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("fitted link model written to {}: {link:?}", path.display());
+        cells.extend(measure_sim("sim-fit", config, &args, plan)?);
+        calibration = Some(link);
+    }
     report::print_table(&cells);
+    if calibration.is_some() {
+        report::print_comparison(&cells, "sim-fit", "ipfs");
+    }
     let ratios = report::ratios(&cells, "ipfs", "ipfs-raw");
     if !ratios.is_empty() {
         report::print_ratios(&ratios, "ipfs", "ipfs-raw");
     }
     if let Some(path) = &args.json {
-        let all = serde_json::json!({ "plan": plan, "peers": args.peers, "cells": cells, "ipfs_over_raw": ratios });
+        let all = serde_json::json!({
+            "plan": plan,
+            "peers": args.peers,
+            "cells": cells,
+            "ipfs_over_raw": ratios,
+            "fitted_link": calibration,
+        });
         let text = serde_json::to_string_pretty(&all)?;
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
         println!("cells written to {}", path.display());
@@ -195,33 +229,38 @@ async fn measure(backends: &[Backend], args: &Args, plan: Plan) -> anyhow::Resul
     Ok(cells)
 }
 
-fn measure_sim(args: &Args, plan: Plan) -> anyhow::Result<Vec<Cell>> {
-    let config = match &args.scenario {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
-        }
-        None => {
-            let latency = match args.sim_sigma {
-                Some(sigma) => Latency::LogNormal {
-                    median: args.sim_latency,
-                    sigma,
-                },
-                None => Latency::Constant {
-                    value: args.sim_latency,
-                },
-            };
-            SimConfig {
-                seed: sim::seed_from_env(1),
-                link: LinkModel {
-                    latency,
-                    ..LinkModel::default()
-                },
-                ..SimConfig::default()
-            }
-        }
+/// The simulator's config: the scenario file's, or the `--sim-*` flags'.
+fn sim_config(args: &Args) -> anyhow::Result<SimConfig> {
+    if let Some(path) = &args.scenario {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        return toml::from_str(&text).with_context(|| format!("parsing {}", path.display()));
+    }
+    let latency = match args.sim_sigma {
+        Some(sigma) => Latency::LogNormal {
+            median: args.sim_latency,
+            sigma,
+        },
+        None => Latency::Constant {
+            value: args.sim_latency,
+        },
     };
+    Ok(SimConfig {
+        seed: sim::seed_from_env(1),
+        link: LinkModel {
+            latency,
+            ..LinkModel::default()
+        },
+        ..SimConfig::default()
+    })
+}
+
+fn measure_sim(
+    name: &'static str,
+    config: SimConfig,
+    args: &Args,
+    plan: Plan,
+) -> anyhow::Result<Vec<Cell>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
@@ -232,7 +271,7 @@ fn measure_sim(args: &Args, plan: Plan) -> anyhow::Result<Vec<Cell>> {
             .into_iter()
             .map(|p| Arc::new(p) as Arc<dyn Communication>)
             .collect();
-        measure(&[Backend { name: "sim", peers }], args, plan).await
+        measure(&[Backend { name, peers }], args, plan).await
     })
 }
 
