@@ -16,7 +16,7 @@
 //! `A`, every block from round `r+3` on has a certifier of `A` in its history, so every anchor sees it.
 //! See DESIGN.md for the full argument.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use comms::Cid;
 
@@ -196,38 +196,51 @@ fn history_at(dag: &Dag, from: &Cid, round: u64) -> Vec<Cid> {
     found
 }
 
-/// Orders the causal history of committed leaders, each block once.
+/// Rounds of history a leader orders: the causal history of a leader at round `r` is ordered down to
+/// round `r - GC_DEPTH`; older blocks in it that no earlier leader ordered never are (their
+/// transactions go back to their proposer's mempool and are proposed again). A protocol constant:
+/// every node must use the same value to commit the same sequence. It is also what lets a node keep
+/// only the last `GC_DEPTH` rounds of the DAG in memory.
+pub const GC_DEPTH: u64 = 50;
+
+/// Orders the causal history of committed leaders, each block once, down to the [`GC_DEPTH`] horizon.
 #[derive(Debug, Default)]
 pub struct Linearizer {
-    ordered: HashSet<Cid>,
+    /// Blocks ordered, with their rounds (to forget those below the memory floor).
+    ordered: HashMap<Cid, u64>,
 }
 
 impl Linearizer {
-    /// Resumes knowing which blocks were already ordered.
-    pub fn resume(ordered: impl IntoIterator<Item = Cid>) -> Linearizer {
-        Linearizer {
-            ordered: ordered.into_iter().collect(),
-        }
-    }
-
-    /// The blocks in `leader`'s causal history not ordered before, in (round, author, CID) order,
-    /// the leader last. Iterative: a history of any depth costs no stack.
+    /// The blocks in `leader`'s causal history from round `leader round - GC_DEPTH` up, not ordered
+    /// before, in (round, author, CID) order, the leader last. Iterative: a history of any depth costs
+    /// no stack.
     pub fn linearize(&mut self, dag: &Dag, leader: &Cid) -> Vec<Cid> {
+        let horizon = dag
+            .get(leader)
+            .map_or(0, |b| b.round().saturating_sub(GC_DEPTH));
         let (mut stack, mut batch) = (vec![*leader], Vec::new());
         while let Some(cid) = stack.pop() {
-            if !self.ordered.insert(cid) {
+            if self.ordered.contains_key(&cid) {
                 continue;
             }
-            let Some(block) = dag.get(&cid) else { continue };
+            let Some(block) = dag.get(&cid).filter(|b| b.round() >= horizon) else {
+                continue;
+            };
+            self.ordered.insert(cid, block.round());
             stack.extend(
                 block
                     .parents()
                     .iter()
-                    .filter(|p| !self.ordered.contains(*p)),
+                    .filter(|p| !self.ordered.contains_key(*p)),
             );
             batch.push((block.round(), block.author(), cid.to_bytes(), cid));
         }
         batch.sort_unstable();
         batch.into_iter().map(|(.., cid)| cid).collect()
+    }
+
+    /// Forgets the blocks below `round`: no later leader reaches them.
+    pub fn prune_below(&mut self, round: u64) {
+        self.ordered.retain(|_, r| *r >= round);
     }
 }

@@ -88,6 +88,17 @@ impl Dag {
         others
     }
 
+    /// Removes the blocks of rounds below `round`, returning them.
+    pub fn prune_below(&mut self, round: u64) -> Vec<Arc<AcceptedBlock>> {
+        let kept = self.slots.split_off(&(round, 0));
+        let pruned = std::mem::replace(&mut self.slots, kept);
+        pruned
+            .into_values()
+            .flatten()
+            .filter_map(|cid| self.blocks.remove(&cid))
+            .collect()
+    }
+
     /// The blocks of `author` in `round` (more than one if it equivocated).
     pub fn slot(&self, round: u64, author: u32) -> impl Iterator<Item = &Arc<AcceptedBlock>> {
         self.slots

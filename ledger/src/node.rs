@@ -18,10 +18,11 @@ use tokio::{
 use tracing::{debug, info, warn, Instrument};
 
 use crate::{
+    codec::decode,
     core::{Commit, Core, CoreConfig, CoreStats, Output, SubmitError},
     dag::AcceptedBlock,
     storage::{Committed, Storage},
-    types::{Genesis, SignedTransaction},
+    types::{Genesis, Payload, SignedBlock, SignedTransaction},
     Account, Error, Keypair, PublicKey,
 };
 
@@ -66,8 +67,11 @@ pub struct Status {
     pub height: u64,
     /// The state root after the last commit, hex.
     pub state_root: String,
-    /// Accepted blocks.
+    /// Accepted blocks in memory: those from the floor up.
     pub dag_blocks: usize,
+    /// The lowest round in memory ([`crate::consensus::GC_DEPTH`] rounds below the last committed
+    /// leader); older blocks are on disk.
+    pub dag_floor: u64,
     /// The highest round in the DAG.
     pub highest_round: u64,
     /// Blocks waiting for ancestors.
@@ -336,6 +340,37 @@ impl<C: Communication + Clone> Node<C> {
         self.shutdown();
     }
 
+    /// An accepted block that left memory, from the store (with its batch's transactions).
+    fn stored_block(&self, cid: Cid) -> Option<Arc<AcceptedBlock>> {
+        let storage = self.storage.as_ref()?;
+        let read = || -> Result<Option<AcceptedBlock>, Error> {
+            let Some(bytes) = storage.block(&cid)? else {
+                return Ok(None);
+            };
+            let block = SignedBlock::decode(&bytes)?;
+            let transactions = match &block.block.payload {
+                Payload::Inline(txs) => txs.clone(),
+                Payload::Batch { cid: batch, .. } => match storage.batch(batch)? {
+                    Some(bytes) => decode(&bytes)?,
+                    None => return Ok(None),
+                },
+            };
+            Ok(Some(AcceptedBlock {
+                cid,
+                block,
+                bytes: bytes.into(),
+                transactions: Arc::new(transactions),
+            }))
+        };
+        match read() {
+            Ok(block) => block.map(Arc::new),
+            Err(error) => {
+                warn!(%cid, %error, "reading a stored block failed");
+                None
+            }
+        }
+    }
+
     fn now_ms(&self) -> u64 {
         self.epoch + self.start.elapsed().as_millis() as u64
     }
@@ -352,7 +387,8 @@ impl<C: Communication + Clone> Node<C> {
                 let _ = reply.send(self.transaction(&id));
             }
             Command::Block(cid, reply) => {
-                let _ = reply.send(self.core.dag().get(&cid).cloned());
+                let in_memory = self.core.dag().get(&cid).cloned();
+                let _ = reply.send(in_memory.or_else(|| self.stored_block(cid)));
             }
             Command::Account(key, reply) => {
                 let _ = reply.send(self.core.state().account(&key));
@@ -370,6 +406,7 @@ impl<C: Communication + Clone> Node<C> {
             height: core.height(),
             state_root: hex(&core.state().root()),
             dag_blocks: core.dag().len(),
+            dag_floor: core.floor(),
             highest_round: core.dag().highest_round(),
             pending_blocks: core.pending_blocks(),
             pending_fetches: core.wanted(),

@@ -124,6 +124,11 @@ impl Storage {
         Ok(self.db.get_cf(self.family(BLOCKS)?, cid.to_bytes())?)
     }
 
+    /// The stored bytes of a batch, if any.
+    pub fn batch(&self, cid: &Cid) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.db.get_cf(self.family(BATCHES)?, cid.to_bytes())?)
+    }
+
     /// The committed height on disk.
     pub fn height(&self) -> Result<u64, Error> {
         let bytes = self.db.get_cf(self.family(META)?, HEIGHT)?;

@@ -224,6 +224,7 @@ async fn status(State(api): State<Arc<Api>>) -> Reply {
         "height": status.height,
         "state_root": status.state_root,
         "dag_blocks": status.dag_blocks,
+        "dag_floor": status.dag_floor,
         "highest_round": status.highest_round,
         "pending_blocks": status.pending_blocks,
         "pending_fetches": status.pending_fetches,
@@ -439,8 +440,13 @@ async fn metrics(State(api): State<Arc<Api>>) -> Result<Response, ApiError> {
             ("height", "Commits so far", status.height),
             (
                 "dag_blocks",
-                "Accepted blocks in the DAG",
+                "Accepted blocks in memory (from the floor up)",
                 status.dag_blocks as u64,
+            ),
+            (
+                "dag_floor",
+                "The lowest round in memory; older blocks are on disk",
+                status.dag_floor,
             ),
             (
                 "highest_round",

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use comms::Cid;
 
-use super::{Batch, Core, Output, Pending, Want};
+use super::{digest, Batch, Core, Output, Pending, Want};
 use crate::{
     codec::{cid_of, decode},
     dag::AcceptedBlock,
@@ -112,8 +112,7 @@ impl Core {
 
     fn receive_block(&mut self, bytes: Bytes, source: Source, out: &mut Vec<Output>) {
         let cid = cid_of(&bytes);
-        if self.dag.contains(&cid) || self.pending.contains_key(&cid) || self.refused.contains(&cid)
-        {
+        if self.knows(&cid) || self.pending.contains_key(&cid) || self.refused.contains(&cid) {
             return;
         }
         let checked = SignedBlock::decode(&bytes).and_then(|block| {
@@ -174,7 +173,7 @@ impl Core {
             .block
             .parents
             .iter()
-            .filter(|p| !self.dag.contains(p))
+            .filter(|p| !self.knows(p))
             .map(|p| (*p, false))
             .collect();
         if let Payload::Batch { cid: batch, .. } = &block.block.payload {
@@ -245,8 +244,7 @@ impl Core {
             .block
             .parents
             .iter()
-            .filter_map(|p| self.dag.get(p))
-            .map(|p| (p.author(), p.round()))
+            .filter_map(|p| self.slot_of(p))
             .collect();
         if let Err(error) = check_parents(
             block.block.author,
@@ -280,22 +278,30 @@ impl Core {
             },
         };
         let (author, round) = (block.block.author, block.block.round);
-        let accepted = Arc::new(AcceptedBlock {
-            cid,
-            block,
-            bytes: bytes.clone(),
-            transactions,
-        });
-        let others = self.dag.insert(accepted);
-        self.stats.accepted += 1;
-        if !others.is_empty() {
-            self.stats.equivocations += 1;
-            out.push(Output::Equivocation {
-                author,
-                round,
-                blocks: [others, vec![cid]].concat(),
+        if round < self.floor {
+            // Valid, but no leader can order it any more (it arrived late, or is replayed from
+            // disk): only its slot is kept, for the blocks that link it.
+            if let Some(digest) = digest(&cid) {
+                self.pruned.insert(digest, (author, round));
+            }
+        } else {
+            let accepted = Arc::new(AcceptedBlock {
+                cid,
+                block,
+                bytes: bytes.clone(),
+                transactions,
             });
+            let others = self.dag.insert(accepted);
+            if !others.is_empty() {
+                self.stats.equivocations += 1;
+                out.push(Output::Equivocation {
+                    author,
+                    round,
+                    blocks: [others, vec![cid]].concat(),
+                });
+            }
         }
+        self.stats.accepted += 1;
         if self.me.as_ref().is_some_and(|(me, _)| *me == author) && round >= self.round {
             self.round = round + 1;
             self.last_own = Some(super::OwnBlock {

@@ -16,10 +16,10 @@ use comms::Cid;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    consensus::{Committer, Linearizer},
+    consensus::{Committer, Linearizer, GC_DEPTH},
     dag::Dag,
     state::{Outcome, State},
-    types::{Genesis, SignedTransaction},
+    types::{Genesis, Payload, SignedTransaction},
     validate::BlockLimits,
     Account, Committee, Error, Keypair, PublicKey,
 };
@@ -28,6 +28,12 @@ pub use propose::SubmitError;
 
 /// How many refused CIDs are remembered.
 const MAX_REFUSED: usize = 100_000;
+
+/// The sha2-256 digest of a block's CID, the key of the index of blocks below the floor (every
+/// accepted block's CID is one: the core computes it from the bytes).
+fn digest(cid: &Cid) -> Option<[u8; 32]> {
+    cid.hash().digest().try_into().ok()
+}
 
 /// Tuning of the core; every field has a sensible default.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -185,6 +191,12 @@ pub struct Core {
     config: CoreConfig,
     me: Option<(u32, Keypair)>,
     dag: Dag,
+    /// Blocks of rounds below this left memory: a leader can no longer order them.
+    floor: u64,
+    /// Author and round of every accepted block below the floor, by the sha2-256 digest of its CID
+    /// (49 bytes a block in the map): enough to check blocks that link them, and to know them when they are
+    /// re-broadcast or referenced again.
+    pruned: HashMap<[u8; 32], (u32, u64)>,
     pending: HashMap<Cid, Pending>,
     waiting: HashMap<Cid, Vec<Cid>>,
     wanted: HashMap<Cid, Want>,
@@ -224,6 +236,8 @@ impl Core {
             config,
             me,
             dag: Dag::default(),
+            floor: 0,
+            pruned: HashMap::new(),
             pending: HashMap::new(),
             waiting: HashMap::new(),
             wanted: HashMap::new(),
@@ -268,9 +282,47 @@ impl Core {
         self.height
     }
 
-    /// The DAG of accepted blocks.
+    /// The DAG of accepted blocks, from the memory floor up (see [`Core::floor`]).
     pub fn dag(&self) -> &Dag {
         &self.dag
+    }
+
+    /// The lowest round whose blocks are in memory: [`GC_DEPTH`] rounds below the last committed
+    /// leader. Older blocks are on disk and with the network, and no later leader orders them.
+    pub fn floor(&self) -> u64 {
+        self.floor
+    }
+
+    /// Whether block `cid` was accepted (it may since have left memory).
+    pub fn knows(&self, cid: &Cid) -> bool {
+        self.slot_of(cid).is_some()
+    }
+
+    /// Author and round of an accepted block, in memory or below the floor.
+    fn slot_of(&self, cid: &Cid) -> Option<(u32, u64)> {
+        match self.dag.get(cid) {
+            Some(block) => Some((block.author(), block.round())),
+            None => digest(cid).and_then(|d| self.pruned.get(&d).copied()),
+        }
+    }
+
+    /// Leader `round` committed: blocks more than [`GC_DEPTH`] rounds below it leave memory, with
+    /// their batches and what the linearizer remembers of them.
+    fn collect_garbage(&mut self, round: u64) {
+        let floor = round.saturating_sub(GC_DEPTH);
+        if floor <= self.floor {
+            return;
+        }
+        self.floor = floor;
+        for block in self.dag.prune_below(floor) {
+            if let Payload::Batch { cid, .. } = &block.block.block.payload {
+                self.batches.remove(cid);
+            }
+            if let Some(digest) = digest(&block.cid) {
+                self.pruned.insert(digest, (block.author(), block.round()));
+            }
+        }
+        self.linearizer.prune_below(floor);
     }
 
     /// Counters.

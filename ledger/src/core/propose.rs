@@ -273,6 +273,7 @@ impl Core {
             };
             tracing::debug!(height = commit.height, round, %leader, blocks = commit.blocks.len(), "committed");
             out.push(Output::Committed(Arc::new(commit)));
+            self.collect_garbage(round);
         }
     }
 }

@@ -1,0 +1,124 @@
+//! A long history: memory holds only the last `GC_DEPTH` rounds of the DAG while the validators keep
+//! agreeing; old blocks stay readable from disk; a validator restarted from its store and a node that
+//! joins with nothing both catch up on the whole history and commit the same sequence.
+
+use std::time::Duration;
+
+use comms::conformance::eventually;
+use ledger::{consensus::GC_DEPTH, NodeHandle, SignedTransaction, Status, Transaction};
+use sim::LinkModel;
+
+mod common;
+
+const VALIDATORS: usize = 4;
+const ROUNDS: u64 = 6 * GC_DEPTH;
+const TRANSFERS: u64 = 10;
+/// Blocks in memory at most: the rounds from the floor to the top, which is a few rounds above the
+/// last committed leader.
+const MEMORY_BOUND: u64 = VALIDATORS as u64 * (GC_DEPTH + 10);
+
+async fn status(node: &NodeHandle) -> Status {
+    node.status().await.expect("running")
+}
+
+async fn wait_for_height(node: &NodeHandle, above: u64, what: &str) {
+    eventually(Duration::from_secs(600), what, || async {
+        status(node).await.height > above
+    })
+    .await;
+}
+
+fn assert_bounded(status: &Status, who: &str) {
+    assert!(
+        status.dag_blocks as u64 <= MEMORY_BOUND && status.dag_floor > 0,
+        "{who}: {} blocks in memory, floor {} at round {}",
+        status.dag_blocks,
+        status.dag_floor,
+        status.highest_round
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_long_history_leaves_memory_and_a_fresh_node_syncs_all_of_it() {
+    let genesis = common::genesis(VALIDATORS, 2);
+    let chain = genesis.encode().1;
+    // One more peer, for the node that joins late.
+    let (_sim, peers) = common::network(VALIDATORS + 1, 21, LinkModel::default());
+    let dir = std::env::temp_dir().join(format!("ledger-history-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut nodes = Vec::new();
+    for (i, peer) in peers[..VALIDATORS].iter().enumerate() {
+        let store = (i == 0).then_some(dir.as_path());
+        nodes.push(common::start_validator(&genesis, i, peer.clone(), store).await);
+    }
+    let reference = nodes[1].commit_log().await.expect("running");
+    let mut early = nodes[1].commits().await.expect("running");
+    for nonce in 0..TRANSFERS {
+        let tx = Transaction::Transfer {
+            from: common::account(0),
+            to: common::account(1),
+            amount: 1,
+            nonce,
+        };
+        nodes[1]
+            .submit(SignedTransaction::sign(&chain, tx, &common::account_key(0)))
+            .await
+            .expect("running")
+            .expect("accepted");
+    }
+    eventually(Duration::from_secs(600), "the rounds are made", || async {
+        status(&nodes[1]).await.highest_round >= ROUNDS
+    })
+    .await;
+    for (i, node) in nodes.iter().enumerate() {
+        assert_bounded(&status(node).await, &format!("validator {i}"));
+    }
+    let first = early.recv().await.expect("the first commit");
+    let old = nodes[0]
+        .block(first.leader)
+        .await
+        .expect("running")
+        .expect("a block below the floor is read from disk");
+    assert_eq!(old.cid, first.leader);
+    assert!(old.round() < status(&nodes[0]).await.dag_floor);
+
+    // Restart validator 0 from its store; start a node with nothing.
+    nodes[0].shutdown().await.expect("stops");
+    nodes[0] = common::start_validator(&genesis, 0, peers[0].clone(), Some(&dir)).await;
+    let config = common::node_config();
+    let fresh = ledger::spawn(&genesis, None, config, peers[VALIDATORS].clone(), None)
+        .await
+        .expect("starts");
+    let fresh_log = fresh.commit_log().await.expect("running");
+    let target = status(&nodes[1]).await.height;
+    wait_for_height(&nodes[0], target, "the restarted validator catches up").await;
+    wait_for_height(&fresh, target, "the fresh node syncs the history").await;
+    assert_bounded(&status(&nodes[0]).await, "the restarted validator");
+    assert_bounded(&status(&fresh).await, "the fresh node");
+    let balance = fresh.account(common::account(1)).await.expect("running");
+    assert_eq!(
+        balance.balance,
+        1_000_000 + TRANSFERS,
+        "every transfer applied"
+    );
+
+    fresh.shutdown().await.expect("stops");
+    let synced = fresh_log.commits().await.expect("a complete log");
+    for node in &nodes {
+        node.shutdown().await.expect("stops");
+    }
+    let reference = reference.commits().await.expect("a complete log");
+    assert!(
+        synced.len() as u64 > target,
+        "the whole history is committed"
+    );
+    for commit in synced.iter().take(reference.len()) {
+        assert_eq!(
+            reference.get(commit.height as usize - 1),
+            Some(commit),
+            "the fresh node's commit {} differs",
+            commit.height
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
