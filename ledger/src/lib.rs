@@ -23,7 +23,7 @@ pub mod storage;
 pub mod types;
 pub mod validate;
 
-pub use crate::core::{Commit, Core, CoreConfig, CoreStats, Output, SubmitError};
+pub use crate::core::{Archive, Commit, Core, CoreConfig, CoreStats, Output, SubmitError};
 pub use committee::Committee;
 pub use crypto::{from_hex, HexError, Keypair, PublicKey, Signature};
 pub use error::{Error, ParentsError};

@@ -72,6 +72,9 @@ pub struct Status {
     /// The lowest round in memory ([`crate::consensus::GC_DEPTH`] rounds below the last committed
     /// leader); older blocks are on disk.
     pub dag_floor: u64,
+    /// Blocks below the floor whose author and round stay in memory (none when the node has a
+    /// store, which answers for them).
+    pub pruned_in_memory: usize,
     /// The highest round in the DAG.
     pub highest_round: u64,
     /// Blocks waiting for ancestors.
@@ -252,13 +255,12 @@ pub async fn spawn<C: Communication + Clone>(
     let epoch = config.epoch_ms.unwrap_or_else(wall_clock_ms);
     let mut out = Vec::new();
     if let Some(storage) = &storage {
-        let blocks = storage.blocks()?;
+        core.set_archive(Some(Box::new(storage.clone())));
         span.in_scope(|| {
-            info!(blocks = blocks.len(), "replaying stored blocks");
-            for (bytes, batch) in blocks {
-                core.restore(bytes, batch, &mut out);
-            }
-        });
+            let count = storage.replay(|bytes, batch| core.restore(bytes, batch, &mut out))?;
+            info!(blocks = count, "replayed stored blocks");
+            Ok::<_, Error>(())
+        })?;
     }
     let (commands, receiver) = mpsc::channel(256);
     let (commits, _) = broadcast::channel(1024);
@@ -407,6 +409,7 @@ impl<C: Communication + Clone> Node<C> {
             state_root: hex(&core.state().root()),
             dag_blocks: core.dag().len(),
             dag_floor: core.floor(),
+            pruned_in_memory: core.pruned_in_memory(),
             highest_round: core.dag().highest_round(),
             pending_blocks: core.pending_blocks(),
             pending_fetches: core.wanted(),
@@ -542,6 +545,8 @@ impl<C: Communication + Clone> Node<C> {
     }
 
     fn shutdown(&mut self) {
+        // The core's archive shares the store: drop it too, so that the store closes now.
+        self.core.set_archive(None);
         if let Some(storage) = self.storage.take() {
             if let Err(error) = storage.flush() {
                 warn!(%error, "flushing storage failed");

@@ -7,8 +7,9 @@
 //! it re-derives the same commits, and [`Storage::commit`] checks each against the stored record,
 //! so a node resumes without refetching anything it stored and with the same state root.
 
-use std::{collections::HashSet, path::Path};
+use std::{collections::HashSet, path::Path, sync::Arc};
 
+use bytes::Bytes;
 use comms::Cid;
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, DB};
 
@@ -16,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     codec::{decode, encode},
-    core::Commit,
+    core::{Archive, Commit},
     node::hex,
     Error, Outcome,
 };
@@ -51,9 +52,10 @@ pub struct Committed {
     pub outcome: Outcome,
 }
 
-/// A node's on-disk store.
+/// A node's on-disk store. Clones share the database, which closes when the last one is dropped.
+#[derive(Clone)]
 pub struct Storage {
-    db: DB,
+    db: Arc<DB>,
 }
 
 impl Storage {
@@ -66,7 +68,7 @@ impl Storage {
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
         Ok(Storage {
-            db: DB::open_cf_descriptors(&options, dir, families)?,
+            db: Arc::new(DB::open_cf_descriptors(&options, dir, families)?),
         })
     }
 
@@ -93,14 +95,16 @@ impl Storage {
         Ok(self.db.write(write)?)
     }
 
-    /// Every stored batch, then every stored block in round order: what a restart replays.
-    pub fn blocks(&self) -> Result<Vec<(bytes::Bytes, bool)>, Error> {
-        let mut all = Vec::new();
+    /// Hands every stored batch, then every stored block in round order, to `visit`, one at a time:
+    /// what a restart replays. Returns how many there were.
+    pub fn replay(&self, mut visit: impl FnMut(Bytes, bool)) -> Result<u64, Error> {
+        let mut count = 0;
         for item in self
             .db
             .iterator_cf(self.family(BATCHES)?, IteratorMode::Start)
         {
-            all.push((bytes::Bytes::from(item?.1.into_vec()), true));
+            visit(Bytes::from(item?.1.into_vec()), true);
+            count += 1;
         }
         for item in self
             .db
@@ -114,9 +118,10 @@ impl Storage {
                     .ok_or_else(|| Error::CorruptStore {
                         reason: "indexed block missing".into(),
                     })?;
-            all.push((bytes::Bytes::from(bytes), false));
+            visit(Bytes::from(bytes), false);
+            count += 1;
         }
-        Ok(all)
+        Ok(count)
     }
 
     /// The stored bytes of a block, if any.
@@ -127,6 +132,16 @@ impl Storage {
     /// The stored bytes of a batch, if any.
     pub fn batch(&self, cid: &Cid) -> Result<Option<Vec<u8>>, Error> {
         Ok(self.db.get_cf(self.family(BATCHES)?, cid.to_bytes())?)
+    }
+
+    /// Author and round of a stored block (read from the block itself: the lookup is for blocks
+    /// that left memory, which is rare).
+    fn slot(&self, cid: &Cid) -> Result<Option<(u32, u64)>, Error> {
+        let Some(bytes) = self.block(cid)? else {
+            return Ok(None);
+        };
+        let block = crate::types::SignedBlock::decode(&bytes)?;
+        Ok(Some((block.block.author, block.block.round)))
     }
 
     /// The committed height on disk.
@@ -195,6 +210,18 @@ impl Storage {
             self.db.flush_cf(self.family(name)?)?;
         }
         Ok(())
+    }
+}
+
+impl Archive for Storage {
+    fn slot(&self, cid: &Cid) -> Option<(u32, u64)> {
+        match Storage::slot(self, cid) {
+            Ok(slot) => slot,
+            Err(error) => {
+                tracing::warn!(%cid, %error, "reading a stored block failed");
+                None
+            }
+        }
     }
 }
 

@@ -225,6 +225,7 @@ async fn status(State(api): State<Arc<Api>>) -> Reply {
         "state_root": status.state_root,
         "dag_blocks": status.dag_blocks,
         "dag_floor": status.dag_floor,
+        "pruned_in_memory": status.pruned_in_memory,
         "highest_round": status.highest_round,
         "pending_blocks": status.pending_blocks,
         "pending_fetches": status.pending_fetches,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use comms::Cid;
 
-use super::{digest, Batch, Core, Output, Pending, Want};
+use super::{Batch, Core, Output, Pending, Want};
 use crate::{
     codec::{cid_of, decode},
     dag::AcceptedBlock,
@@ -112,7 +112,8 @@ impl Core {
 
     fn receive_block(&mut self, bytes: Bytes, source: Source, out: &mut Vec<Output>) {
         let cid = cid_of(&bytes);
-        if self.knows(&cid) || self.pending.contains_key(&cid) || self.refused.contains(&cid) {
+        if self.dag.contains(&cid) || self.pending.contains_key(&cid) || self.refused.contains(&cid)
+        {
             return;
         }
         let checked = SignedBlock::decode(&bytes).and_then(|block| {
@@ -126,6 +127,8 @@ impl Core {
             Ok(block)
         });
         match checked {
+            // Accepted before, and since left memory (a late re-broadcast).
+            Ok(block) if block.block.round < self.floor && self.knows(&cid) => {}
             Ok(block) => {
                 match source {
                     Source::Broadcast => self.stats.new_blocks_by_broadcast += 1,
@@ -281,9 +284,7 @@ impl Core {
         if round < self.floor {
             // Valid, but no leader can order it any more (it arrived late, or is replayed from
             // disk): only its slot is kept, for the blocks that link it.
-            if let Some(digest) = digest(&cid) {
-                self.pruned.insert(digest, (author, round));
-            }
+            self.forget(&cid, author, round);
         } else {
             let accepted = Arc::new(AcceptedBlock {
                 cid,

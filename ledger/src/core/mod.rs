@@ -29,6 +29,13 @@ pub use propose::SubmitError;
 /// How many refused CIDs are remembered.
 const MAX_REFUSED: usize = 100_000;
 
+/// Where the core finds the author and round of an accepted block that left memory: the node's
+/// store. Without one, the core keeps them in memory.
+pub trait Archive: Send + Sync {
+    /// Author and round of accepted block `cid`, if it is stored.
+    fn slot(&self, cid: &Cid) -> Option<(u32, u64)>;
+}
+
 /// The sha2-256 digest of a block's CID, the key of the index of blocks below the floor (every
 /// accepted block's CID is one: the core computes it from the bytes).
 fn digest(cid: &Cid) -> Option<[u8; 32]> {
@@ -194,9 +201,10 @@ pub struct Core {
     /// Blocks of rounds below this left memory: a leader can no longer order them.
     floor: u64,
     /// Author and round of every accepted block below the floor, by the sha2-256 digest of its CID
-    /// (49 bytes a block in the map): enough to check blocks that link them, and to know them when they are
-    /// re-broadcast or referenced again.
+    /// (49 bytes a block in the map), when there is no archive: enough to check blocks that link
+    /// them, and to know them when they are re-broadcast or referenced again.
     pruned: HashMap<[u8; 32], (u32, u64)>,
+    archive: Option<Box<dyn Archive>>,
     pending: HashMap<Cid, Pending>,
     waiting: HashMap<Cid, Vec<Cid>>,
     wanted: HashMap<Cid, Want>,
@@ -238,6 +246,7 @@ impl Core {
             dag: Dag::default(),
             floor: 0,
             pruned: HashMap::new(),
+            archive: None,
             pending: HashMap::new(),
             waiting: HashMap::new(),
             wanted: HashMap::new(),
@@ -293,6 +302,11 @@ impl Core {
         self.floor
     }
 
+    /// Blocks below the floor whose author and round are kept in memory: none with an archive.
+    pub fn pruned_in_memory(&self) -> usize {
+        self.pruned.len()
+    }
+
     /// Whether block `cid` was accepted (it may since have left memory).
     pub fn knows(&self, cid: &Cid) -> bool {
         self.slot_of(cid).is_some()
@@ -300,9 +314,27 @@ impl Core {
 
     /// Author and round of an accepted block, in memory or below the floor.
     fn slot_of(&self, cid: &Cid) -> Option<(u32, u64)> {
-        match self.dag.get(cid) {
-            Some(block) => Some((block.author(), block.round())),
+        if let Some(block) = self.dag.get(cid) {
+            return Some((block.author(), block.round()));
+        }
+        match &self.archive {
+            Some(archive) => archive.slot(cid),
             None => digest(cid).and_then(|d| self.pruned.get(&d).copied()),
+        }
+    }
+
+    /// Where blocks that leave memory are looked up from now on (the store, which holds every
+    /// accepted block), instead of an index in memory; `None` drops it (to close the store).
+    pub fn set_archive(&mut self, archive: Option<Box<dyn Archive>>) {
+        self.archive = archive;
+    }
+
+    /// Remembers the slot of an accepted block below the floor, unless the archive has it.
+    fn forget(&mut self, cid: &Cid, author: u32, round: u64) {
+        if self.archive.is_none() {
+            if let Some(digest) = digest(cid) {
+                self.pruned.insert(digest, (author, round));
+            }
         }
     }
 
@@ -318,9 +350,7 @@ impl Core {
             if let Payload::Batch { cid, .. } = &block.block.block.payload {
                 self.batches.remove(cid);
             }
-            if let Some(digest) = digest(&block.cid) {
-                self.pruned.insert(digest, (block.author(), block.round()));
-            }
+            self.forget(&block.cid, block.author(), block.round());
         }
         self.linearizer.prune_below(floor);
     }
