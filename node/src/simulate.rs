@@ -106,6 +106,10 @@ struct Report {
     delivery_ratio: f64,
     /// Invalid blocks and batches the honest validators refused.
     rejected_inputs: u64,
+    /// At the end, the most DAG blocks an honest validator held in memory (the last `GC_DEPTH`
+    /// rounds and up), and the most blocks below the floor it indexed in memory (none with a store).
+    dag_blocks_in_memory: usize,
+    pruned_in_memory: usize,
     network: Stats,
     /// Per committed transaction: simulated seconds since the start, and its commit latency in
     /// seconds (for `--plot`).
@@ -336,9 +340,12 @@ async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<Trac
     }
     bar.finish_and_clear();
 
-    let mut rejected = 0;
+    let (mut rejected, mut dag_blocks_in_memory, mut pruned_in_memory) = (0, 0, 0);
     for node in nodes.iter().flatten() {
-        rejected += node.status().await?.stats.rejected.values().sum::<u64>();
+        let status = node.status().await?;
+        rejected += status.stats.rejected.values().sum::<u64>();
+        dag_blocks_in_memory = dag_blocks_in_memory.max(status.dag_blocks);
+        pruned_in_memory = pruned_in_memory.max(status.pruned_in_memory);
         node.shutdown().await?;
     }
     for node in &faulty {
@@ -398,6 +405,8 @@ async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<Trac
             _ => network.counters.delivered as f64 / expected as f64,
         },
         rejected_inputs: rejected,
+        dag_blocks_in_memory,
+        pruned_in_memory,
         network,
         latencies,
     };
@@ -471,6 +480,10 @@ fn print_report(r: &Report) {
     );
     line("fetch latency", &r.network.fetch_latency);
     println!("  invalid inputs       {} rejected", r.rejected_inputs);
+    println!(
+        "  memory per node      at most {} DAG blocks, {} older ones indexed",
+        r.dag_blocks_in_memory, r.pruned_in_memory
+    );
     println!("  trace digest         {}", r.network.trace_digest);
 }
 
