@@ -1,17 +1,17 @@
 //! Calls to the daemon's RPC API, each with a deadline, retried with backoff on transient failures
-//! only. `ipfs-api-backend-hyper` builds the requests (URL, query, multipart body); they travel over
+//! only. `ipfs-api-backend-hyper` builds the requests (URL and query); they travel over
 //! our own hyper client, and status codes and bodies are judged here, because the crate's helpers
 //! drop the status and trust the body, and its client opens a new connection for every request
 //! (`pool_max_idle_per_host(0)`): +1 to +3 ms on a small broadcast, measured by the latency
 //! benchmark against a raw baseline.
 
-use std::{future::Future, io::Cursor, sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use comms::{BoxError, Error, Operation};
 use futures::{StreamExt, TryFutureExt};
-use hyper::{body::HttpBody, client::HttpConnector, Body, Response};
-use ipfs_api_backend_hyper::{Form, IpfsClient};
+use hyper::{body::HttpBody, client::HttpConnector, header::HeaderValue, Body, Response};
+use ipfs_api_backend_hyper::IpfsClient;
 use ipfs_api_prelude::{request::ApiRequest, Backend};
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::time::Instant;
@@ -169,12 +169,7 @@ impl Rpc {
         request: Req,
         data: Option<&Bytes>,
     ) -> Result<Bytes, Failure> {
-        let form = data.map(|data| {
-            let mut form = Form::default();
-            form.add_reader("data", Cursor::new(data.clone()));
-            form
-        });
-        let response = self.send(request, form).await?;
+        let response = self.send(request, data).await?;
         let status = response.status().as_u16();
         let body = hyper::body::to_bytes(response.into_body())
             .await
@@ -185,15 +180,24 @@ impl Rpc {
         }
     }
 
+    /// Sends `request`, with `data` as the multipart file part kubo expects: one body of known
+    /// length (the crate's form streams its parts as a chunked body).
     async fn send<Req: ApiRequest>(
         &self,
         request: Req,
-        form: Option<Form<'static>>,
+        data: Option<&Bytes>,
     ) -> Result<Response<Body>, Failure> {
-        let request = self
+        let mut request = self
             .client
-            .build_base_request(request, form)
+            .build_base_request(request, None)
             .map_err(transport_failure)?;
+        if let Some(data) = data {
+            let (content_type, body) = multipart(data);
+            request
+                .headers_mut()
+                .insert(hyper::header::CONTENT_TYPE, content_type);
+            *request.body_mut() = Body::from(body);
+        }
         self.http.request(request).await.map_err(hyper_failure)
     }
 
@@ -255,6 +259,27 @@ impl Rpc {
         });
         Ok(chunks.try_flatten_stream().boxed())
     }
+}
+
+/// A multipart/form-data body holding `data` as one file part named `data` (js-ipfs wants its
+/// content type), and its content type. The boundary is one that `data` does not contain.
+fn multipart(data: &Bytes) -> (HeaderValue, Bytes) {
+    let mut boundary = String::from("comms-ipfs-part-boundary");
+    while data
+        .windows(boundary.len())
+        .any(|w| w == boundary.as_bytes())
+    {
+        boundary.push('x');
+    }
+    let head = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"data\"; filename=\"data\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n"
+    );
+    let tail = format!("\r\n--{boundary}--\r\n");
+    let body = [head.as_bytes(), data, tail.as_bytes()].concat();
+    let content_type = HeaderValue::from_str(&format!("multipart/form-data; boundary={boundary}"))
+        .expect("an ASCII boundary is a valid header value");
+    (content_type, body.into())
 }
 
 /// A reply other than 200: the daemon's failure (retried) or its refusal (not retried).
@@ -334,4 +359,31 @@ impl<Req: ApiRequest> Timed<Req> {
 
 impl<Req: ApiRequest> ApiRequest for Timed<Req> {
     const PATH: &'static str = Req::PATH;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_multipart_body_frames_the_data_with_a_boundary_it_does_not_contain() {
+        let data = Bytes::from_static(b"\x00\x01--comms-ipfs-part-boundary--\r\n\xff");
+        let (content_type, body) = multipart(&data);
+        let content_type = content_type.to_str().expect("ASCII");
+        let boundary = content_type
+            .strip_prefix("multipart/form-data; boundary=")
+            .expect("a multipart content type");
+        assert_eq!(boundary, "comms-ipfs-part-boundaryx");
+        let head = format!("--{boundary}\r\n");
+        let tail = format!("\r\n--{boundary}--\r\n");
+        assert!(body.starts_with(head.as_bytes()) && body.ends_with(tail.as_bytes()));
+        let start = body
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("part headers")
+            + 4;
+        assert_eq!(&body[start..body.len() - tail.len()], &data[..]);
+        let headers = String::from_utf8_lossy(&body[..start]);
+        assert!(headers.contains("name=\"data\"") && headers.contains("application/octet-stream"));
+    }
 }

@@ -168,7 +168,9 @@ struct Backend {
 }
 
 /// Every cell of the `backends`, interleaved cell by cell so that a drift of the machine's load
-/// affects them alike. Peer 0 publishes and puts; the others subscribe, and peer 1 fetches.
+/// affects them alike, the first one alternating from cell to cell so that none always runs right
+/// after the daemons served another. Peer 0 publishes and puts; the others subscribe, and peer 1
+/// fetches.
 async fn measure(backends: &[Backend], args: &Args, plan: Plan) -> anyhow::Result<Vec<Cell>> {
     let mut listeners = Vec::new();
     for backend in backends {
@@ -184,47 +186,58 @@ async fn measure(backends: &[Backend], args: &Args, plan: Plan) -> anyhow::Resul
     }
     let mut cells = Vec::new();
     let mut next_id = 0;
-    for &size in &args.sizes {
-        for &concurrency in &args.concurrency {
-            let concurrency = concurrency.max(1);
-            for (backend, (topic, listeners)) in backends.iter().zip(&mut listeners) {
-                let (publisher, fetcher) = (&*backend.peers[0], &*backend.peers[1]);
-                let capped = size.min(publisher.limits().max_message_bytes);
-                let measured = latency::broadcast(
-                    publisher,
-                    listeners,
-                    topic,
-                    capped,
-                    concurrency,
-                    plan,
-                    next_id,
-                )
-                .await?;
-                next_id += (plan.samples + plan.warmup + 2 * concurrency) as u64;
-                cells.push(Cell::new(
-                    backend.name,
-                    Operation::Broadcast,
-                    capped,
-                    concurrency,
-                    &measured,
-                ));
-                let measured =
-                    latency::put_fetch(publisher, fetcher, size, concurrency, plan, next_id)
-                        .await?;
-                next_id += (plan.samples + plan.warmup + 2 * concurrency) as u64;
-                cells.push(Cell::new(
-                    backend.name,
-                    Operation::PutFetch,
-                    size,
-                    concurrency,
-                    &measured,
-                ));
-            }
-            eprintln!(
-                "{} at concurrency {concurrency} done",
-                report::size_name(size)
-            );
+    for (round, (&size, &concurrency)) in args
+        .sizes
+        .iter()
+        .flat_map(|size| args.concurrency.iter().map(move |c| (size, c)))
+        .enumerate()
+    {
+        let concurrency = concurrency.max(1);
+        let mut order: Vec<usize> = (0..backends.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
         }
+        let first = cells.len();
+        for index in order {
+            let (backend, (topic, listeners)) = (&backends[index], &mut listeners[index]);
+            let (publisher, fetcher) = (&*backend.peers[0], &*backend.peers[1]);
+            let capped = size.min(publisher.limits().max_message_bytes);
+            let measured = latency::broadcast(
+                publisher,
+                listeners,
+                topic,
+                capped,
+                concurrency,
+                plan,
+                next_id,
+            )
+            .await?;
+            next_id += (plan.samples + plan.warmup + 2 * concurrency) as u64;
+            cells.push(Cell::new(
+                backend.name,
+                Operation::Broadcast,
+                capped,
+                concurrency,
+                &measured,
+            ));
+            let measured =
+                latency::put_fetch(publisher, fetcher, size, concurrency, plan, next_id).await?;
+            next_id += (plan.samples + plan.warmup + 2 * concurrency) as u64;
+            cells.push(Cell::new(
+                backend.name,
+                Operation::PutFetch,
+                size,
+                concurrency,
+                &measured,
+            ));
+        }
+        // The table lists the backends in their given order.
+        let rank = |cell: &Cell| backends.iter().position(|b| b.name == cell.backend);
+        cells[first..].sort_by_key(rank);
+        eprintln!(
+            "{} at concurrency {concurrency} done",
+            report::size_name(size)
+        );
     }
     Ok(cells)
 }
