@@ -1,9 +1,8 @@
 //! Calls to the daemon's RPC API, each with a deadline, retried with backoff on transient failures
-//! only. `ipfs-api-backend-hyper` builds the requests (URL and query); they travel over
-//! our own hyper client, and status codes and bodies are judged here, because the crate's helpers
-//! drop the status and trust the body, and its client opens a new connection for every request
-//! (`pool_max_idle_per_host(0)`): +1 to +3 ms on a small broadcast, measured by the latency
-//! benchmark against a raw baseline.
+//! only. `ipfs-api-backend-hyper` builds the requests (URL and query); they travel over our own
+//! hyper client, which keeps connections alive (the crate's opens a new one for every request:
+//! `pool_max_idle_per_host(0)`), and status codes and bodies are judged here, because the crate's
+//! helpers drop the status and trust the body.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
