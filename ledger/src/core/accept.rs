@@ -117,6 +117,10 @@ impl Core {
             return;
         }
         let checked = SignedBlock::decode(&bytes).and_then(|block| {
+            // Accepted before, and since left memory (a late re-broadcast): nothing to check again.
+            if block.block.round < self.floor && self.knows(&cid) {
+                return Ok(None);
+            }
             check_block(
                 &block,
                 bytes.len(),
@@ -124,12 +128,11 @@ impl Core {
                 &self.committee,
                 &self.limits,
             )?;
-            Ok(block)
+            Ok(Some(block))
         });
         match checked {
-            // Accepted before, and since left memory (a late re-broadcast).
-            Ok(block) if block.block.round < self.floor && self.knows(&cid) => {}
-            Ok(block) => {
+            Ok(None) => {}
+            Ok(Some(block)) => {
                 match source {
                     Source::Broadcast => self.stats.new_blocks_by_broadcast += 1,
                     Source::Fetch => self.stats.new_blocks_by_fetch += 1,
