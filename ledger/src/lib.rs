@@ -23,15 +23,17 @@ pub mod storage;
 pub mod types;
 pub mod validate;
 
-pub use crate::core::{Archive, Commit, Core, CoreConfig, CoreStats, Output, SubmitError};
+pub use crate::core::{
+    Archive, Commit, Core, CoreConfig, CoreStats, MemoryParking, Output, Parking, SubmitError,
+};
 pub use committee::Committee;
 pub use crypto::{from_hex, HexError, Keypair, PublicKey, Signature};
 pub use error::{Error, ParentsError};
 pub use node::{
-    spawn, CommitLog, CommitLogError, NodeConfig, NodeError, NodeHandle, Status, TxStatus,
+    hex, spawn, CommitLog, CommitLogError, NodeConfig, NodeError, NodeHandle, Status, TxStatus,
 };
 pub use state::{Account, Outcome, State};
-pub use storage::{Committed, Storage};
+pub use storage::{Committed, Storage, StoreParking};
 pub use types::{
     Allocation, Block, Genesis, Payload, SignedBlock, SignedTransaction, Transaction, Validator,
 };

@@ -19,7 +19,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::{
     codec::decode,
-    core::{Commit, Core, CoreConfig, CoreStats, Output, SubmitError},
+    core::{Commit, Core, CoreConfig, CoreStats, MemoryParking, Output, SubmitError},
     dag::AcceptedBlock,
     storage::{Committed, Storage},
     types::{Genesis, Payload, SignedBlock, SignedTransaction},
@@ -253,20 +253,15 @@ pub async fn spawn<C: Communication + Clone>(
     let subscription = comms.subscribe(&topic).await?;
     let start = Instant::now();
     let epoch = config.epoch_ms.unwrap_or_else(wall_clock_ms);
-    let mut out = Vec::new();
     if let Some(storage) = &storage {
         core.set_archive(Some(Box::new(storage.clone())));
-        span.in_scope(|| {
-            let count = storage.replay(|bytes, batch| core.restore(bytes, batch, &mut out))?;
-            info!(blocks = count, "replayed stored blocks");
-            Ok::<_, Error>(())
-        })?;
+        core.set_parking(Box::new(storage.parking()));
     }
     let (commands, receiver) = mpsc::channel(256);
     let (commits, _) = broadcast::channel(1024);
     let (fetched_tx, fetched) = mpsc::channel(256);
     let permits = Arc::new(Semaphore::new(config.max_concurrent_fetches.max(1)));
-    let node = Node {
+    let mut node = Node {
         core,
         comms,
         storage,
@@ -278,10 +273,8 @@ pub async fn spawn<C: Communication + Clone>(
         fetch_permits: permits,
         fetched_tx,
     };
-    tokio::spawn(
-        node.run(receiver, subscription, fetched, out)
-            .instrument(span),
-    );
+    span.in_scope(|| node.replay())?;
+    tokio::spawn(node.run(receiver, subscription, fetched).instrument(span));
     Ok(NodeHandle { commands })
 }
 
@@ -312,9 +305,7 @@ impl<C: Communication + Clone> Node<C> {
         mut commands: mpsc::Receiver<Command>,
         mut subscription: comms::Subscription,
         mut fetched: mpsc::Receiver<Fetched>,
-        replayed: Vec<Output>,
     ) {
-        self.dispatch(replayed);
         let mut tick = tokio::time::interval(self.config.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -336,10 +327,49 @@ impl<C: Communication + Clone> Node<C> {
                     None => subscription = self.resubscribe().await,
                 },
                 _ = tick.tick() => self.core.tick(self.now_ms(), &mut out),
+                _ = std::future::ready(()), if self.core.has_backlog() => {
+                    self.core.resume(self.now_ms(), &mut out)
+                }
             }
             self.dispatch(out);
         }
         self.shutdown();
+    }
+
+    /// Replays the store through the core, carrying out what it decides on the way, so that memory
+    /// holds only what is above the floor by the end. Each re-derived commit must equal the stored
+    /// one: a store that replays differently is corrupt, and the node does not start on it.
+    fn replay(&mut self) -> Result<(), Error> {
+        let Some(storage) = self.storage.clone() else {
+            return Ok(());
+        };
+        let mut out = Vec::new();
+        let replay_out = |node: &mut Self, out: &mut Vec<Output>| -> Result<(), Error> {
+            let (commits, rest): (Vec<_>, Vec<_>) = std::mem::take(out)
+                .into_iter()
+                .partition(|o| matches!(o, Output::Committed(_)));
+            for commit in commits {
+                if let Output::Committed(commit) = commit {
+                    storage.commit(&commit)?;
+                }
+            }
+            node.dispatch(rest);
+            Ok(())
+        };
+        let count = storage.replay(|bytes| {
+            self.core.restore(bytes, &mut out);
+            match out.len() >= 64 {
+                true => replay_out(self, &mut out),
+                false => Ok(()),
+            }
+        })?;
+        replay_out(self, &mut out)?;
+        info!(
+            blocks = count,
+            height = self.core.height(),
+            "replayed stored blocks"
+        );
+        Ok(())
     }
 
     /// An accepted block that left memory, from the store (with its batch's transactions).
@@ -479,8 +509,9 @@ impl<C: Communication + Clone> Node<C> {
     fn carry_out(&mut self, output: Output) {
         match output {
             Output::Store { cid, bytes, batch } => {
-                if let Some(storage) = &self.storage {
-                    if let Err(error) = storage.put_block(&cid, &bytes, batch) {
+                // The core's parking already wrote batches to the store.
+                if let Some(storage) = self.storage.as_ref().filter(|_| !batch) {
+                    if let Err(error) = storage.put_block(&cid, &bytes, false) {
                         warn!(%cid, %error, "storing a block failed");
                     }
                 }
@@ -545,8 +576,9 @@ impl<C: Communication + Clone> Node<C> {
     }
 
     fn shutdown(&mut self) {
-        // The core's archive shares the store: drop it too, so that the store closes now.
+        // The core's archive and parking share the store: drop them too, so that it closes now.
         self.core.set_archive(None);
+        self.core.set_parking(Box::<MemoryParking>::default());
         if let Some(storage) = self.storage.take() {
             if let Err(error) = storage.flush() {
                 warn!(%error, "flushing storage failed");

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     codec::{decode, encode},
-    core::{Archive, Commit},
+    core::{Archive, Commit, Parking},
     node::hex,
     Error, Outcome,
 };
@@ -29,7 +29,8 @@ const COMMITS: &str = "commits";
 const STATE: &str = "state";
 const META: &str = "meta";
 const TRANSACTIONS: &str = "transactions";
-const FAMILIES: [&str; 7] = [
+const PARKING: &str = "parking";
+const FAMILIES: [&str; 8] = [
     BLOCKS,
     BATCHES,
     DAG_INDEX,
@@ -37,6 +38,7 @@ const FAMILIES: [&str; 7] = [
     STATE,
     META,
     TRANSACTIONS,
+    PARKING,
 ];
 const HEIGHT: &[u8] = b"height";
 const STATE_ROOT: &[u8] = b"state_root";
@@ -59,7 +61,8 @@ pub struct Storage {
 }
 
 impl Storage {
-    /// Opens (creating if needed) the store in `dir`.
+    /// Opens (creating if needed) the store in `dir`. Blocks parked by an earlier run are dropped
+    /// (they are fetched again if still needed).
     pub fn open(dir: &Path) -> Result<Storage, Error> {
         let mut options = Options::default();
         options.create_if_missing(true);
@@ -67,9 +70,20 @@ impl Storage {
         let families = FAMILIES
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
-        Ok(Storage {
+        let storage = Storage {
             db: Arc::new(DB::open_cf_descriptors(&options, dir, families)?),
-        })
+        };
+        let parking = storage.family(PARKING)?;
+        storage.db.delete_range_cf(parking, [0u8], [u8::MAX])?;
+        Ok(storage)
+    }
+
+    /// Parking for the protocol core in this store (see [`StoreParking`]).
+    pub fn parking(&self) -> StoreParking {
+        StoreParking {
+            storage: self.clone(),
+            len: 0,
+        }
     }
 
     fn family(&self, name: &str) -> Result<&rocksdb::ColumnFamily, Error> {
@@ -95,17 +109,11 @@ impl Storage {
         Ok(self.db.write(write)?)
     }
 
-    /// Hands every stored batch, then every stored block in round order, to `visit`, one at a time:
-    /// what a restart replays. Returns how many there were.
-    pub fn replay(&self, mut visit: impl FnMut(Bytes, bool)) -> Result<u64, Error> {
+    /// Hands every stored block in round order to `visit`, one at a time: what a restart replays
+    /// (the core reads batches from the store when it needs them). Returns how many there were.
+    /// Stops at the first error `visit` returns.
+    pub fn replay(&self, mut visit: impl FnMut(Bytes) -> Result<(), Error>) -> Result<u64, Error> {
         let mut count = 0;
-        for item in self
-            .db
-            .iterator_cf(self.family(BATCHES)?, IteratorMode::Start)
-        {
-            visit(Bytes::from(item?.1.into_vec()), true);
-            count += 1;
-        }
         for item in self
             .db
             .iterator_cf(self.family(DAG_INDEX)?, IteratorMode::Start)
@@ -118,7 +126,7 @@ impl Storage {
                     .ok_or_else(|| Error::CorruptStore {
                         reason: "indexed block missing".into(),
                     })?;
-            visit(Bytes::from(bytes), false);
+            visit(Bytes::from(bytes))?;
             count += 1;
         }
         Ok(count)
@@ -223,6 +231,210 @@ impl Archive for Storage {
             }
         }
     }
+}
+
+/// Parking on disk: blocks that wait for dependencies, the count each still misses and the links
+/// from each dependency to its waiting blocks sit in the `parking` column family (written without
+/// the write-ahead log: a restart drops them anyway); batches go to the `batches` family, where
+/// they stay. Only the number of parked blocks is in memory.
+pub struct StoreParking {
+    storage: Storage,
+    len: usize,
+}
+
+/// Key prefixes in the `parking` family.
+const PARKED: u8 = b'b';
+const MISSING: u8 = b'm';
+const WAITING: u8 = b'w';
+
+fn parking_key(kind: u8, cid: &Cid) -> Vec<u8> {
+    [&[kind][..], &cid.to_bytes()].concat()
+}
+
+/// The prefix of the links from `dependency`: its length first, so that no CID's prefix is a
+/// prefix of another's.
+fn waiting_prefix(dependency: &Cid) -> Vec<u8> {
+    let bytes = dependency.to_bytes();
+    [&[WAITING, bytes.len() as u8][..], &bytes].concat()
+}
+
+impl StoreParking {
+    fn write(&self, write: WriteBatch) -> Result<(), Error> {
+        let mut options = rocksdb::WriteOptions::default();
+        options.disable_wal(true);
+        Ok(self.storage.db.write_opt(write, &options)?)
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        let family = self.storage.family(PARKING)?;
+        Ok(self.storage.db.get_cf(family, key)?)
+    }
+
+    /// The blocks linked from `dependency`, with the links removed.
+    fn unlink(&self, dependency: &Cid, write: &mut WriteBatch) -> Result<Vec<Cid>, Error> {
+        let family = self.storage.family(PARKING)?;
+        let prefix = waiting_prefix(dependency);
+        let mut children = Vec::new();
+        let items = self.storage.db.iterator_cf(
+            family,
+            IteratorMode::From(&prefix, rocksdb::Direction::Forward),
+        );
+        for item in items {
+            let (key, _) = item?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            write.delete_cf(family, &key);
+            children.push(Cid::try_from(&key[prefix.len()..]).map_err(|_| {
+                Error::CorruptStore {
+                    reason: "a parking link holds no CID".into(),
+                }
+            })?);
+        }
+        Ok(children)
+    }
+
+    fn try_park(&self, cid: &Cid, bytes: &Bytes, missing: &[Cid]) -> Result<(), Error> {
+        let family = self.storage.family(PARKING)?;
+        let mut write = WriteBatch::default();
+        write.put_cf(family, parking_key(PARKED, cid), bytes);
+        write.put_cf(
+            family,
+            parking_key(MISSING, cid),
+            (missing.len() as u32).to_be_bytes(),
+        );
+        for dependency in missing {
+            write.put_cf(
+                family,
+                [waiting_prefix(dependency), cid.to_bytes()].concat(),
+                [],
+            );
+        }
+        self.write(write)
+    }
+
+    fn try_resolve(&self, dependency: &Cid) -> Result<Vec<Cid>, Error> {
+        let family = self.storage.family(PARKING)?;
+        let mut write = WriteBatch::default();
+        let mut ready = Vec::new();
+        for child in self.unlink(dependency, &mut write)? {
+            let key = parking_key(MISSING, &child);
+            let Some(count) = self.get(&key)? else {
+                continue;
+            };
+            let count =
+                count
+                    .try_into()
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| Error::CorruptStore {
+                        reason: "a parked block's count is not 4 bytes".into(),
+                    })?;
+            let left = count.saturating_sub(1);
+            write.put_cf(family, key, left.to_be_bytes());
+            if left == 0 {
+                ready.push(child);
+            }
+        }
+        self.write(write)?;
+        Ok(ready)
+    }
+
+    fn try_take(&self, cid: &Cid) -> Result<Option<Bytes>, Error> {
+        let Some(bytes) = self.get(&parking_key(PARKED, cid))? else {
+            return Ok(None);
+        };
+        self.remove(cid)?;
+        Ok(Some(bytes.into()))
+    }
+
+    fn remove(&self, cid: &Cid) -> Result<(), Error> {
+        let family = self.storage.family(PARKING)?;
+        let mut write = WriteBatch::default();
+        write.delete_cf(family, parking_key(PARKED, cid));
+        write.delete_cf(family, parking_key(MISSING, cid));
+        self.write(write)
+    }
+
+    fn try_discard(&self, dependency: &Cid) -> Result<Vec<Cid>, Error> {
+        let mut write = WriteBatch::default();
+        let mut discarded = Vec::new();
+        for child in self.unlink(dependency, &mut write)? {
+            if self.get(&parking_key(MISSING, &child))?.is_some() {
+                self.remove(&child)?;
+                discarded.push(child);
+            }
+        }
+        self.write(write)?;
+        Ok(discarded)
+    }
+}
+
+/// Logs a failed parking operation and answers `fallback`.
+fn logged<T>(what: &str, result: Result<T, Error>, fallback: T) -> T {
+    result.unwrap_or_else(|error| {
+        tracing::warn!(%error, "{what} failed");
+        fallback
+    })
+}
+
+impl Parking for StoreParking {
+    fn park(&mut self, cid: &Cid, bytes: &Bytes, missing: &[Cid]) {
+        if logged(
+            "parking a block",
+            self.try_park(cid, bytes, missing).map(|()| true),
+            false,
+        ) {
+            self.len += 1;
+        }
+    }
+
+    fn contains(&self, cid: &Cid) -> bool {
+        let found = self.get(&parking_key(MISSING, cid)).map(|v| v.is_some());
+        logged("reading the parking", found, false)
+    }
+
+    fn resolve(&mut self, dependency: &Cid) -> Vec<Cid> {
+        logged(
+            "resolving parked blocks",
+            self.try_resolve(dependency),
+            Vec::new(),
+        )
+    }
+
+    fn take(&mut self, cid: &Cid) -> Option<Bytes> {
+        let bytes = logged("taking a parked block", self.try_take(cid), None);
+        if bytes.is_some() {
+            self.len -= 1;
+        }
+        bytes
+    }
+
+    fn discard(&mut self, dependency: &Cid) -> Vec<Cid> {
+        let discarded = logged(
+            "discarding parked blocks",
+            self.try_discard(dependency),
+            Vec::new(),
+        );
+        self.len -= discarded.len();
+        discarded
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn put_batch(&mut self, cid: &Cid, bytes: &Bytes) {
+        let put = self.storage.put_block(cid, bytes, true);
+        logged("storing a batch", put, ());
+    }
+
+    fn batch(&self, cid: &Cid) -> Option<Bytes> {
+        let read = self.storage.batch(cid).map(|b| b.map(Bytes::from));
+        logged("reading a batch", read, None)
+    }
+
+    /// Batches stay in the store, which serves them.
+    fn drop_batch(&mut self, _cid: &Cid) {}
 }
 
 /// Round and author big-endian, then the CID: iteration order is round order.

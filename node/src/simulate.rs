@@ -284,7 +284,7 @@ async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<Trac
     );
     let mut submitted_at: HashMap<Cid, Instant> = HashMap::new();
     let mut nonces = [0u64; ACCOUNTS];
-    let mut second_lives = HashMap::new();
+    let mut lives = Vec::new();
     let mut pending = events.iter().peekable();
     let mut faults = Vec::new();
     for k in 0..steps {
@@ -304,7 +304,7 @@ async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<Trac
                 Event::Restart(v) => {
                     sim.restart(v).await?;
                     let node = start_node(v).await?;
-                    second_lives.insert(v, node.commit_log().await?);
+                    lives.push((v, node.commit_log().await?));
                     nodes[v] = Some(node);
                 }
             }
@@ -358,9 +358,10 @@ async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<Trac
     for collector in collectors {
         histories.push(collector.finish().await?);
     }
-    // A restarted validator replays its history from disk: its second life's log is complete.
-    for (v, log) in second_lives {
-        histories[v] = log.finish().await?;
+    // A restarted validator replays its stored commits before it starts: each later life's log
+    // goes on where the one before stopped.
+    for (v, log) in lives {
+        histories[v].extend(log.finish().await?);
     }
     let _ = std::fs::remove_dir_all(&dir);
 

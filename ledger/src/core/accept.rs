@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use comms::Cid;
 
-use super::{Batch, Core, Output, Pending, Want};
+use super::{Core, Output, Want, DRAIN_BUDGET};
 use crate::{
     codec::{cid_of, decode},
     dag::AcceptedBlock,
@@ -40,16 +40,29 @@ impl Core {
         self.after_change(now_ms, out);
     }
 
-    /// A block or batch from our own storage, at start (batches first, then blocks in round order).
-    /// Nothing is stored again; our own blocks set the round we propose next, so that a restarted
-    /// validator never signs a second block for a round.
-    pub fn restore(&mut self, bytes: Bytes, batch: bool, out: &mut Vec<Output>) {
+    /// A block from our own storage, at start, in round order (batches are read from the store
+    /// when their block is accepted). Nothing is stored again; our own blocks set the round we
+    /// propose next, so that a restarted validator never signs a second block for a round. Leaders
+    /// decided on the way commit at once (nothing is proposed), so that the blocks below each new
+    /// floor leave memory while the rest is still being read.
+    pub fn restore(&mut self, bytes: Bytes, out: &mut Vec<Output>) {
         self.restoring = true;
-        match batch {
-            true => self.receive_batch(cid_of(&bytes), bytes, out),
-            false => self.receive_block(bytes, Source::Disk, out),
-        }
+        self.receive_block(bytes, Source::Disk, out);
+        self.drain(out);
+        self.commit(out);
         self.restoring = false;
+    }
+
+    /// Accepts up to [`DRAIN_BUDGET`] more blocks whose dependencies all arrived, then proposes and
+    /// commits what that allows. The node calls it while [`Core::has_backlog`].
+    pub fn resume(&mut self, now_ms: u64, out: &mut Vec<Output>) {
+        self.drain(out);
+        self.after_change(now_ms, out);
+    }
+
+    /// Whether blocks are ready to be accepted (a long history arrived all at once).
+    pub fn has_backlog(&self) -> bool {
+        !self.ready.is_empty()
     }
 
     /// A fetch failed for good: the blocks waiting for it are dropped; a later reference to the CID
@@ -112,8 +125,7 @@ impl Core {
 
     fn receive_block(&mut self, bytes: Bytes, source: Source, out: &mut Vec<Output>) {
         let cid = cid_of(&bytes);
-        if self.dag.contains(&cid) || self.pending.contains_key(&cid) || self.refused.contains(&cid)
-        {
+        if self.dag.contains(&cid) || self.parking.contains(&cid) || self.refused.contains(&cid) {
             return;
         }
         let checked = SignedBlock::decode(&bytes).and_then(|block| {
@@ -150,10 +162,8 @@ impl Core {
             Ok(txs)
         });
         match checked {
-            Ok(txs) => {
-                let size = bytes.len() as u64;
-                let transactions = Arc::new(txs);
-                self.batches.insert(cid, Batch { transactions, size });
+            Ok(_) => {
+                self.parking.put_batch(&cid, &bytes);
                 if !self.restoring {
                     out.push(Output::Store {
                         cid,
@@ -183,58 +193,58 @@ impl Core {
             .map(|p| (*p, false))
             .collect();
         if let Payload::Batch { cid: batch, .. } = &block.block.payload {
-            if !self.batches.contains_key(batch) {
+            if self.parking.batch(batch).is_none() {
                 missing.push((*batch, true));
             }
         }
         for &(dependency, batch) in &missing {
-            self.waiting.entry(dependency).or_default().push(cid);
-            if !self.pending.contains_key(&dependency) {
+            if !self.parking.contains(&dependency) {
                 self.want(dependency, batch, block.block.author, out);
             }
         }
-        match missing.len() {
-            0 => self.accept(cid, block, bytes, out),
-            n => {
-                self.pending.insert(
-                    cid,
-                    Pending {
-                        block,
-                        bytes,
-                        missing: n,
-                    },
-                );
+        if missing.is_empty() {
+            if self.insert(cid, block, bytes, out) {
+                self.resolved(cid, out);
+            } else {
+                self.discard_descendants(cid);
             }
+        } else {
+            let missing: Vec<Cid> = missing.into_iter().map(|(cid, _)| cid).collect();
+            self.parking.park(&cid, &bytes, &missing);
         }
     }
 
-    /// `dependency` is now here: accept whatever waited only for it, and so on down the line.
+    /// `dependency` is now here: the blocks that waited only for it are ready, and are accepted
+    /// (and theirs after them) up to the budget.
     fn resolved(&mut self, dependency: Cid, out: &mut Vec<Output>) {
-        let mut ready = vec![dependency];
-        while let Some(done) = ready.pop() {
-            for child in self.waiting.remove(&done).unwrap_or_default() {
-                let Some(pending) = self.pending.get_mut(&child) else {
-                    continue;
-                };
-                pending.missing -= 1;
-                if pending.missing == 0 {
-                    let Some(Pending { block, bytes, .. }) = self.pending.remove(&child) else {
-                        continue;
-                    };
-                    if self.insert(child, block, bytes, out) {
-                        ready.push(child);
-                    } else {
-                        self.discard_descendants(child);
-                    }
-                }
-            }
-        }
+        self.ready.extend(self.parking.resolve(&dependency));
+        self.drain(out);
     }
 
-    fn accept(&mut self, cid: Cid, block: SignedBlock, bytes: Bytes, out: &mut Vec<Output>) {
-        match self.insert(cid, block, bytes, out) {
-            true => self.resolved(cid, out),
-            false => self.discard_descendants(cid),
+    /// Accepts ready blocks, in causal order, until none is left or [`DRAIN_BUDGET`] were: a
+    /// history that arrives all at once is taken in slices, so that what the node writes and sends
+    /// for it never piles up, and commands and fetches are served in between.
+    fn drain(&mut self, out: &mut Vec<Output>) {
+        let mut budget = DRAIN_BUDGET;
+        while budget > 0 {
+            let Some(cid) = self.ready.pop() else {
+                return;
+            };
+            let Some(bytes) = self.parking.take(&cid) else {
+                continue;
+            };
+            budget -= 1;
+            let inserted = match SignedBlock::decode(&bytes) {
+                Ok(block) => self.insert(cid, block, bytes, out),
+                Err(error) => {
+                    self.reject(Some(cid), error, out);
+                    false
+                }
+            };
+            match inserted {
+                true => self.ready.extend(self.parking.resolve(&cid)),
+                false => self.discard_descendants(cid),
+            }
         }
     }
 
@@ -267,11 +277,9 @@ impl Core {
                 cid: batch,
                 count,
                 size,
-            } => match self.batches.get(batch) {
-                Some(found) if found.transactions.len() as u64 == *count && found.size == *size => {
-                    found.transactions.clone()
-                }
-                _ => {
+            } => match self.batch_of(batch, *count, *size) {
+                Some(transactions) => transactions,
+                None => {
                     self.reject(
                         Some(cid),
                         Error::BatchMismatch {
@@ -325,15 +333,19 @@ impl Core {
         true
     }
 
+    /// The transactions of a kept batch, if it has the `count` and encoded `size` a block says.
+    fn batch_of(&self, cid: &Cid, count: u64, size: u64) -> Option<Arc<Vec<SignedTransaction>>> {
+        let bytes = self.parking.batch(cid)?;
+        let transactions: Vec<SignedTransaction> = decode(&bytes).ok()?;
+        (transactions.len() as u64 == count && bytes.len() as u64 == size)
+            .then(|| Arc::new(transactions))
+    }
+
     /// Drops every parked block that depends, directly or not, on an invalid one.
     fn discard_descendants(&mut self, invalid: Cid) {
         let mut stack = vec![invalid];
         while let Some(cid) = stack.pop() {
-            for child in self.waiting.remove(&cid).unwrap_or_default() {
-                if self.pending.remove(&child).is_some() {
-                    stack.push(child);
-                }
-            }
+            stack.extend(self.parking.discard(&cid));
         }
     }
 }

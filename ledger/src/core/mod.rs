@@ -3,6 +3,7 @@
 //! this CID, these transactions committed). The node shell does the IO; tests drive it directly.
 
 mod accept;
+mod park;
 mod propose;
 
 use std::{
@@ -24,10 +25,14 @@ use crate::{
     Account, Committee, Error, Keypair, PublicKey,
 };
 
+pub use park::{MemoryParking, Parking};
 pub use propose::SubmitError;
 
 /// How many refused CIDs are remembered.
 const MAX_REFUSED: usize = 100_000;
+
+/// How many ready blocks one call accepts at most (see [`Core::resume`]).
+const DRAIN_BUDGET: usize = 256;
 
 /// Where the core finds the author and round of an accepted block that left memory: the node's
 /// store. Without one, the core keeps them in memory.
@@ -167,13 +172,6 @@ struct Want {
     in_flight: bool,
 }
 
-/// A batch's transactions and its encoded size (to check blocks that reference it without
-/// encoding it again).
-struct Batch {
-    transactions: Arc<Vec<SignedTransaction>>,
-    size: u64,
-}
-
 /// Our latest block: re-broadcast while it is the latest, and linked by our next one.
 struct OwnBlock {
     cid: Cid,
@@ -181,13 +179,6 @@ struct OwnBlock {
     bytes: Bytes,
     /// When we proposed it (0 when restored from disk).
     at_ms: u64,
-}
-
-/// What is known about a block waiting for its dependencies.
-struct Pending {
-    block: crate::types::SignedBlock,
-    bytes: Bytes,
-    missing: usize,
 }
 
 /// The ledger protocol of one node.
@@ -205,12 +196,12 @@ pub struct Core {
     /// them, and to know them when they are re-broadcast or referenced again.
     pruned: HashMap<[u8; 32], (u32, u64)>,
     archive: Option<Box<dyn Archive>>,
-    pending: HashMap<Cid, Pending>,
-    waiting: HashMap<Cid, Vec<Cid>>,
+    parking: Box<dyn Parking>,
+    /// Parked blocks whose dependencies all arrived, to accept next.
+    ready: Vec<Cid>,
     wanted: HashMap<Cid, Want>,
     fetching: Vec<usize>,
     queued: Vec<VecDeque<Cid>>,
-    batches: HashMap<Cid, Batch>,
     committer: Committer,
     linearizer: Linearizer,
     state: State,
@@ -247,12 +238,11 @@ impl Core {
             floor: 0,
             pruned: HashMap::new(),
             archive: None,
-            pending: HashMap::new(),
-            waiting: HashMap::new(),
+            parking: Box::<MemoryParking>::default(),
+            ready: Vec::new(),
             wanted: HashMap::new(),
             fetching: vec![0; committee.size()],
             queued: vec![VecDeque::new(); committee.size()],
-            batches: HashMap::new(),
             committer: Committer::default(),
             linearizer: Linearizer::default(),
             state: State::genesis(genesis),
@@ -329,6 +319,13 @@ impl Core {
         self.archive = archive;
     }
 
+    /// Where blocks wait for their dependencies from now on (the store), instead of memory. Set it
+    /// before the first block arrives: what the previous parking held is dropped.
+    pub fn set_parking(&mut self, parking: Box<dyn Parking>) {
+        self.parking = parking;
+        self.ready.clear();
+    }
+
     /// Remembers the slot of an accepted block below the floor, unless the archive has it.
     fn forget(&mut self, cid: &Cid, author: u32, round: u64) {
         if self.archive.is_none() {
@@ -348,7 +345,7 @@ impl Core {
         self.floor = floor;
         for block in self.dag.prune_below(floor) {
             if let Payload::Batch { cid, .. } = &block.block.block.payload {
-                self.batches.remove(cid);
+                self.parking.drop_batch(cid);
             }
             self.forget(&block.cid, block.author(), block.round());
         }
@@ -362,7 +359,7 @@ impl Core {
 
     /// Blocks received whose ancestors are still being fetched.
     pub fn pending_blocks(&self) -> usize {
-        self.pending.len()
+        self.parking.len()
     }
 
     /// CIDs being fetched.

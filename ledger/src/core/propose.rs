@@ -216,9 +216,7 @@ impl Core {
             count: txs.len() as u64,
             size,
         };
-        let transactions = Arc::new(txs);
-        self.batches
-            .insert(cid, super::Batch { transactions, size });
+        self.parking.put_batch(&cid, &bytes);
         out.push(Output::Store {
             cid,
             bytes,
@@ -228,7 +226,7 @@ impl Core {
     }
 
     /// Commits every newly decided leader: orders its history and applies its transactions.
-    fn commit(&mut self, out: &mut Vec<Output>) {
+    pub(super) fn commit(&mut self, out: &mut Vec<Output>) {
         for (round, leader) in self.committer.try_decide(&self.dag, &self.committee) {
             let Some(leader) = leader else {
                 self.stats.skipped_slots += 1;

@@ -1,0 +1,189 @@
+//! A node joining a long history: `validators` validators build a DAG of `blocks` blocks in `sim`
+//! (virtual time, default link), then an observer joins with an empty store and syncs all of it
+//! from its peers while they go on. Reports the simulated and wall time of both phases, the most
+//! blocks the joining node held in memory and waiting for ancestors, and how much the process's
+//! resident memory grew during the sync (the peak is reset when the node joins).
+//!
+//! `cargo bench -p benches --bench sync_scale` runs the full size (10 validators, 100,000 blocks);
+//! `-- --quick` a small one (CI runs it so that it cannot rot); `--validators N --blocks N` any
+//! other; `--no-store` joins without a store (blocks wait for their ancestors in memory).
+
+use std::time::{Duration, Instant};
+
+use ledger::{devnet, NodeConfig, NodeHandle, Status, Storage};
+use sim::{LinkModel, Sim};
+
+struct Args {
+    validators: usize,
+    blocks: u64,
+    store: bool,
+}
+
+fn args() -> Args {
+    let mut args = Args {
+        validators: 10,
+        blocks: 100_000,
+        store: true,
+    };
+    let mut words = std::env::args().skip(1);
+    while let Some(word) = words.next() {
+        let mut number = || words.next().and_then(|w| w.parse().ok());
+        match word.as_str() {
+            "--quick" => {
+                args.validators = 4;
+                args.blocks = 2_000;
+            }
+            "--validators" => args.validators = number().expect("--validators takes a number"),
+            "--blocks" => args.blocks = number().expect("--blocks takes a number") as u64,
+            "--no-store" => args.store = false,
+            _ => {} // cargo bench passes --bench; criterion-style filters do not apply here.
+        }
+    }
+    args
+}
+
+fn main() {
+    let args = args();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(run(args));
+}
+
+fn config() -> NodeConfig {
+    NodeConfig {
+        epoch_ms: Some(0),
+        fetch_timeout: Duration::from_secs(2),
+        ..NodeConfig::default()
+    }
+}
+
+async fn status(node: &NodeHandle) -> Status {
+    node.status().await.expect("the node runs")
+}
+
+/// Polls `node` once a simulated second until `done`, calling `watch` on each status; panics after
+/// `bound` of simulated time.
+async fn poll(
+    node: &NodeHandle,
+    bound: Duration,
+    what: &str,
+    mut watch: impl FnMut(&Status) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + bound;
+    while !watch(&status(node).await) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {bound:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn run(args: Args) {
+    let Args {
+        validators,
+        blocks,
+        store,
+    } = args;
+    let seed = sim::seed_from_env(1);
+    let genesis = devnet::genesis("sync-scale", seed, validators, 1, 1);
+    let (_sim, peers) = Sim::builder()
+        .seed(seed)
+        .link(LinkModel::default())
+        .peers(validators + 1)
+        .build();
+    let mut nodes = Vec::new();
+    for (i, peer) in peers[..validators].iter().enumerate() {
+        let key = devnet::key(seed, devnet::Role::Validator, i);
+        let node = ledger::spawn(&genesis, Some(key), config(), peer.clone(), None)
+            .await
+            .expect("a validator starts");
+        nodes.push(node);
+    }
+    println!("sync scale: {validators} validators, a {blocks}-block history, seed {seed}");
+
+    let (wall, virtual_start) = (Instant::now(), tokio::time::Instant::now());
+    let rounds = blocks.div_ceil(validators as u64);
+    let generous = Duration::from_secs(rounds) * 10;
+    poll(&nodes[0], generous, "the history is built", |s| {
+        s.highest_round >= rounds
+    })
+    .await;
+    let target = status(&nodes[0]).await.height;
+    print_phase(
+        "history built",
+        wall.elapsed(),
+        virtual_start.elapsed(),
+        &format!("height {target}"),
+    );
+
+    let dir = std::env::temp_dir().join(format!("sync-scale-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let storage = store.then(|| Storage::open(&dir).expect("an empty store"));
+    let rss_before = memory("VmRSS:");
+    let peak_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    let (wall, virtual_start) = (Instant::now(), tokio::time::Instant::now());
+    let fresh = ledger::spawn(&genesis, None, config(), peers[validators].clone(), storage)
+        .await
+        .expect("the fresh node starts");
+    let (mut most_in_memory, mut most_parked) = (0, 0);
+    poll(&fresh, generous, "the fresh node syncs", |s| {
+        most_in_memory = most_in_memory.max(s.dag_blocks);
+        most_parked = most_parked.max(s.pending_blocks);
+        s.height >= target
+    })
+    .await;
+    let synced = status(&fresh).await;
+    print_phase(
+        "fresh node synced",
+        wall.elapsed(),
+        virtual_start.elapsed(),
+        &format!(
+            "{} blocks accepted, height {}",
+            synced.stats.accepted, synced.height
+        ),
+    );
+    println!(
+        "  joining node         with {}; at most {most_in_memory} DAG blocks in memory, \
+         {most_parked} waiting for ancestors",
+        if store { "a store" } else { "no store" }
+    );
+    let growth = match (rss_before, memory("VmHWM:"), peak_reset) {
+        (Some(before), Some(peak), true) => format!(
+            "{} MB (peak {} MB, {} MB before)",
+            peak.saturating_sub(before) / 1024,
+            peak / 1024,
+            before / 1024
+        ),
+        _ => "unknown".into(),
+    };
+    println!("  RSS growth in sync   {growth}");
+    fresh.shutdown().await.expect("stops");
+    for node in &nodes {
+        node.shutdown().await.expect("stops");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn print_phase(what: &str, wall: Duration, simulated: Duration, detail: &str) {
+    println!(
+        "  {what:<20} {:.1} s simulated, {:.1} s wall ({detail})",
+        simulated.as_secs_f64(),
+        wall.as_secs_f64()
+    );
+}
+
+/// A `/proc/self/status` figure in KiB.
+fn memory(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line[field.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}

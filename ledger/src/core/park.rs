@@ -1,0 +1,111 @@
+//! Where received blocks wait for their missing ancestors and batches, and where batches wait for
+//! the blocks that carry them. In memory by default; a node with a store parks on disk, so that a
+//! node syncing a long history holds only the fetch frontier and the DAG above the floor.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use comms::Cid;
+
+/// Blocks waiting for dependencies, and batches waiting to be read when their block is accepted.
+/// Blocks are parked only after their own checks (signature, limits) passed, so what comes out
+/// is not checked again. A store that fails is logged by the implementation and answers as if
+/// the item were absent: the block is fetched again when it is next referenced.
+pub trait Parking: Send + Sync {
+    /// Parks block `cid`, which waits for each of `missing` (not empty, no repeats).
+    fn park(&mut self, cid: &Cid, bytes: &Bytes, missing: &[Cid]);
+
+    /// Whether block `cid` is parked.
+    fn contains(&self, cid: &Cid) -> bool;
+
+    /// `dependency` arrived: the parked blocks for which it was the last one missing. They stay
+    /// parked until [`Parking::take`].
+    fn resolve(&mut self, dependency: &Cid) -> Vec<Cid>;
+
+    /// Removes parked block `cid` and returns its bytes.
+    fn take(&mut self, cid: &Cid) -> Option<Bytes>;
+
+    /// `dependency` will not arrive: removes the blocks waiting for it and returns their CIDs.
+    fn discard(&mut self, dependency: &Cid) -> Vec<Cid>;
+
+    /// How many blocks are parked.
+    fn len(&self) -> usize;
+
+    /// Whether no block is parked.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keeps a checked batch until the blocks that carry it are accepted.
+    fn put_batch(&mut self, cid: &Cid, bytes: &Bytes);
+
+    /// A batch kept by [`Parking::put_batch`].
+    fn batch(&self, cid: &Cid) -> Option<Bytes>;
+
+    /// The block that carried batch `cid` left memory: the batch is no longer needed here.
+    fn drop_batch(&mut self, cid: &Cid);
+}
+
+/// Parking in memory: for nodes without a store, and for tests.
+#[derive(Default)]
+pub struct MemoryParking {
+    /// Parked blocks and how many of their dependencies are still missing.
+    blocks: HashMap<Cid, (Bytes, usize)>,
+    /// The parked blocks waiting for each dependency.
+    waiting: HashMap<Cid, Vec<Cid>>,
+    batches: HashMap<Cid, Bytes>,
+}
+
+impl Parking for MemoryParking {
+    fn park(&mut self, cid: &Cid, bytes: &Bytes, missing: &[Cid]) {
+        self.blocks.insert(*cid, (bytes.clone(), missing.len()));
+        for dependency in missing {
+            self.waiting.entry(*dependency).or_default().push(*cid);
+        }
+    }
+
+    fn contains(&self, cid: &Cid) -> bool {
+        self.blocks.contains_key(cid)
+    }
+
+    fn resolve(&mut self, dependency: &Cid) -> Vec<Cid> {
+        let mut ready = Vec::new();
+        for child in self.waiting.remove(dependency).unwrap_or_default() {
+            if let Some((_, missing)) = self.blocks.get_mut(&child) {
+                *missing -= 1;
+                if *missing == 0 {
+                    ready.push(child);
+                }
+            }
+        }
+        ready
+    }
+
+    fn take(&mut self, cid: &Cid) -> Option<Bytes> {
+        self.blocks.remove(cid).map(|(bytes, _)| bytes)
+    }
+
+    fn discard(&mut self, dependency: &Cid) -> Vec<Cid> {
+        let children = self.waiting.remove(dependency).unwrap_or_default();
+        children
+            .into_iter()
+            .filter(|child| self.blocks.remove(child).is_some())
+            .collect()
+    }
+
+    fn len(&self) -> usize {
+        self.blocks.len()
+    }
+
+    fn put_batch(&mut self, cid: &Cid, bytes: &Bytes) {
+        self.batches.insert(*cid, bytes.clone());
+    }
+
+    fn batch(&self, cid: &Cid) -> Option<Bytes> {
+        self.batches.get(cid).cloned()
+    }
+
+    fn drop_batch(&mut self, cid: &Cid) {
+        self.batches.remove(cid);
+    }
+}
