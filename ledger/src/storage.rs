@@ -1,7 +1,7 @@
 //! RocksDB storage: accepted blocks and batches, the DAG index, the committed sequence, the state,
-//! the committed transactions by ID, and metadata, each in its own column family. A commit (its
-//! record, the accounts it changed, its transactions' positions, the new height and root) is one
-//! atomic write batch.
+//! the committed transactions by ID, metadata, and the blocks parked while they wait for ancestors
+//! ([`StoreParking`]), each in its own column family. A commit (its record, the accounts it
+//! changed, its transactions' positions, the new height and root) is one atomic write batch.
 //!
 //! On restart the node replays the stored blocks through the protocol core, which is deterministic:
 //! it re-derives the same commits, and [`Storage::commit`] checks each against the stored record,

@@ -2,7 +2,7 @@
 //! the blocks that carry them. In memory by default; a node with a store parks on disk, so that a
 //! node syncing a long history holds only the fetch frontier and the DAG above the floor.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 use comms::Cid;
@@ -51,8 +51,9 @@ pub trait Parking: Send + Sync {
 pub struct MemoryParking {
     /// Parked blocks and how many of their dependencies are still missing.
     blocks: HashMap<Cid, (Bytes, usize)>,
-    /// The parked blocks waiting for each dependency.
-    waiting: HashMap<Cid, Vec<Cid>>,
+    /// The parked blocks waiting for each dependency. A set: a block discarded (through another
+    /// dependency) leaves its links here, and must not be counted twice if it is parked again.
+    waiting: HashMap<Cid, HashSet<Cid>>,
     batches: HashMap<Cid, Bytes>,
 }
 
@@ -60,7 +61,7 @@ impl Parking for MemoryParking {
     fn park(&mut self, cid: &Cid, bytes: &Bytes, missing: &[Cid]) {
         self.blocks.insert(*cid, (bytes.clone(), missing.len()));
         for dependency in missing {
-            self.waiting.entry(*dependency).or_default().push(*cid);
+            self.waiting.entry(*dependency).or_default().insert(*cid);
         }
     }
 
@@ -72,7 +73,7 @@ impl Parking for MemoryParking {
         let mut ready = Vec::new();
         for child in self.waiting.remove(dependency).unwrap_or_default() {
             if let Some((_, missing)) = self.blocks.get_mut(&child) {
-                *missing -= 1;
+                *missing = missing.saturating_sub(1);
                 if *missing == 0 {
                     ready.push(child);
                 }
