@@ -6,7 +6,9 @@
 //!
 //! `cargo bench -p benches --bench sync_scale` runs the full size (10 validators, 100,000 blocks);
 //! `-- --quick` a small one (CI runs it so that it cannot rot); `--validators N --blocks N` any
-//! other; `--no-store` joins without a store (blocks wait for their ancestors in memory).
+//! other; `--no-store` joins without a store (blocks wait for their ancestors in memory);
+//! `--idle S` joins no one and lets the validators run S more simulated seconds: the growth of the
+//! rest of the process (the simulated network's content store, the validators) to subtract.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +19,7 @@ struct Args {
     validators: usize,
     blocks: u64,
     store: bool,
+    idle: Option<u64>,
 }
 
 fn args() -> Args {
@@ -24,6 +27,7 @@ fn args() -> Args {
         validators: 10,
         blocks: 100_000,
         store: true,
+        idle: None,
     };
     let mut words = std::env::args().skip(1);
     while let Some(word) = words.next() {
@@ -36,6 +40,7 @@ fn args() -> Args {
             "--validators" => args.validators = number().expect("--validators takes a number"),
             "--blocks" => args.blocks = number().expect("--blocks takes a number") as u64,
             "--no-store" => args.store = false,
+            "--idle" => args.idle = Some(number().expect("--idle takes seconds") as u64),
             _ => {} // cargo bench passes --bench; criterion-style filters do not apply here.
         }
     }
@@ -87,10 +92,11 @@ async fn run(args: Args) {
         validators,
         blocks,
         store,
+        idle,
     } = args;
     let seed = sim::seed_from_env(1);
     let genesis = devnet::genesis("sync-scale", seed, validators, 1, 1);
-    let (_sim, peers) = Sim::builder()
+    let (sim, peers) = Sim::builder()
         .seed(seed)
         .link(LinkModel::default())
         .peers(validators + 1)
@@ -123,9 +129,22 @@ async fn run(args: Args) {
     let dir = std::env::temp_dir().join(format!("sync-scale-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let storage = store.then(|| Storage::open(&dir).expect("an empty store"));
+    let stored_before = stored_bytes(&sim).await;
     let rss_before = memory("VmRSS:");
     let peak_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
     let (wall, virtual_start) = (Instant::now(), tokio::time::Instant::now());
+    if let Some(seconds) = idle {
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        print_phase(
+            "validators idle",
+            wall.elapsed(),
+            virtual_start.elapsed(),
+            "no one joined",
+        );
+        println!("  RSS growth idle      {}", growth(rss_before, peak_reset));
+        print_stored(stored_bytes(&sim).await - stored_before);
+        return;
+    }
     let fresh = ledger::spawn(&genesis, None, config(), peers[validators].clone(), storage)
         .await
         .expect("the fresh node starts");
@@ -151,16 +170,8 @@ async fn run(args: Args) {
          {most_parked} waiting for ancestors",
         if store { "a store" } else { "no store" }
     );
-    let growth = match (rss_before, memory("VmHWM:"), peak_reset) {
-        (Some(before), Some(peak), true) => format!(
-            "{} MB (peak {} MB, {} MB before)",
-            peak.saturating_sub(before) / 1024,
-            peak / 1024,
-            before / 1024
-        ),
-        _ => "unknown".into(),
-    };
-    println!("  RSS growth in sync   {growth}");
+    println!("  RSS growth in sync   {}", growth(rss_before, peak_reset));
+    print_stored(stored_bytes(&sim).await - stored_before);
     fresh.shutdown().await.expect("stops");
     for node in &nodes {
         node.shutdown().await.expect("stops");
@@ -174,6 +185,31 @@ fn print_phase(what: &str, wall: Duration, simulated: Duration, detail: &str) {
         simulated.as_secs_f64(),
         wall.as_secs_f64()
     );
+}
+
+/// The bytes the simulated peers' stores hold (the IPFS blockstores they stand for, in memory).
+async fn stored_bytes(sim: &Sim) -> u64 {
+    sim.stats().await.expect("running").counters.stored_bytes
+}
+
+fn print_stored(bytes: u64) {
+    println!(
+        "    of which stored    {} MB more in the simulated peers' blockstores (payload only)",
+        bytes >> 20
+    );
+}
+
+/// The peak resident memory since the peak was reset, against `before`.
+fn growth(before: Option<u64>, peak_reset: bool) -> String {
+    match (before, memory("VmHWM:"), peak_reset) {
+        (Some(before), Some(peak), true) => format!(
+            "{} MB (peak {} MB, {} MB before)",
+            peak.saturating_sub(before) / 1024,
+            peak / 1024,
+            before / 1024
+        ),
+        _ => "unknown".into(),
+    }
 }
 
 /// A `/proc/self/status` figure in KiB.

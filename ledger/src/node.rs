@@ -327,7 +327,9 @@ impl<C: Communication + Clone> Node<C> {
                     None => subscription = self.resubscribe().await,
                 },
                 _ = tick.tick() => self.core.tick(self.now_ms(), &mut out),
-                _ = std::future::ready(()), if self.core.has_backlog() => {
+                // Yields first, so that the writes and sends of the previous slice run before the
+                // next is taken: a history accepted at once must not pile up in spawned tasks.
+                _ = tokio::task::yield_now(), if self.core.has_backlog() => {
                     self.core.resume(self.now_ms(), &mut out)
                 }
             }

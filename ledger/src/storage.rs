@@ -40,6 +40,8 @@ const FAMILIES: [&str; 8] = [
     TRANSACTIONS,
     PARKING,
 ];
+/// What the memtables of all families may hold together.
+const MEMTABLES_BYTES: usize = 64 << 20;
 const HEIGHT: &[u8] = b"height";
 const STATE_ROOT: &[u8] = b"state_root";
 
@@ -67,6 +69,9 @@ impl Storage {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
+        // All families' memtables together: RocksDB's default is 64 MiB for each of them, which
+        // a node syncing a long history fills in every family at once.
+        options.set_db_write_buffer_size(MEMTABLES_BYTES);
         let families = FAMILIES
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
@@ -258,6 +263,19 @@ fn waiting_prefix(dependency: &Cid) -> Vec<u8> {
     [&[WAITING, bytes.len() as u8][..], &bytes].concat()
 }
 
+/// The first key after every key that starts with `prefix` (which starts with `WAITING`, so it is
+/// never all `0xff`).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while end.last() == Some(&u8::MAX) {
+        end.pop();
+    }
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    end
+}
+
 impl StoreParking {
     fn write(&self, write: WriteBatch) -> Result<(), Error> {
         let mut options = rocksdb::WriteOptions::default();
@@ -275,15 +293,17 @@ impl StoreParking {
         let family = self.storage.family(PARKING)?;
         let prefix = waiting_prefix(dependency);
         let mut children = Vec::new();
-        let items = self.storage.db.iterator_cf(
+        // Bounded to the prefix: the family is full of deleted links, which an unbounded seek
+        // would step over to find the next live key.
+        let mut options = rocksdb::ReadOptions::default();
+        options.set_iterate_upper_bound(prefix_end(&prefix));
+        let items = self.storage.db.iterator_cf_opt(
             family,
+            options,
             IteratorMode::From(&prefix, rocksdb::Direction::Forward),
         );
         for item in items {
             let (key, _) = item?;
-            if !key.starts_with(&prefix) {
-                break;
-            }
             write.delete_cf(family, &key);
             children.push(Cid::try_from(&key[prefix.len()..]).map_err(|_| {
                 Error::CorruptStore {
@@ -431,6 +451,17 @@ impl Parking for StoreParking {
     fn batch(&self, cid: &Cid) -> Option<Bytes> {
         let read = self.storage.batch(cid).map(|b| b.map(Bytes::from));
         logged("reading a batch", read, None)
+    }
+
+    fn has_batch(&self, cid: &Cid) -> bool {
+        let found = self.storage.family(BATCHES).and_then(|family| {
+            Ok(self
+                .storage
+                .db
+                .get_pinned_cf(family, cid.to_bytes())?
+                .is_some())
+        });
+        logged("reading a batch", found, false)
     }
 
     /// Batches stay in the store, which serves them.

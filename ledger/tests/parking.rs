@@ -103,6 +103,8 @@ proptest! {
         for i in 0..12 {
             let (kept, stored) = (memory.batch(&cid(100 + i)), disk.batch(&cid(100 + i)));
             prop_assert!(kept.is_none() || kept == stored);
+            prop_assert_eq!(disk.has_batch(&cid(100 + i)), stored.is_some());
+            prop_assert_eq!(memory.has_batch(&cid(100 + i)), kept.is_some());
         }
         drop((disk, storage));
         let reopened = Storage::open(&dir).expect("reopen").parking();

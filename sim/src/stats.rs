@@ -30,6 +30,8 @@ pub struct Counters {
     pub dropped_unsubscribed: u64,
     /// Blocks stored by `put`.
     pub puts: u64,
+    /// Bytes the peers' stores hold (a block stored by two peers counts twice).
+    pub stored_bytes: u64,
     /// Fetches started.
     pub fetches: u64,
     /// Fetches answered from the local store.

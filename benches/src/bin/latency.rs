@@ -65,6 +65,11 @@ struct Args {
     /// file, and measure the simulator with it: predicted and measured side by side.
     #[arg(long, value_name = "FILE.toml")]
     calibrate: Option<PathBuf>,
+    /// Also measure the two crossings of our layer and the raw baseline on the IPFS daemons: our
+    /// publisher with raw subscribers (`ipfs-pub`), raw publisher with our subscribers
+    /// (`ipfs-sub`), to tell which side a difference comes from.
+    #[arg(long)]
+    cross: bool,
     /// Write the cells as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -327,16 +332,35 @@ fn measure_ipfs(args: &Args, plan: Plan) -> anyhow::Result<Vec<Cell>> {
             ours.push(Arc::new(IpfsComms::connect(config).await?));
             raw.push(Arc::new(RawIpfs::connect(api).await?));
         }
-        let backends = [
+        let mut backends = Vec::new();
+        if args.cross {
+            // The publisher (and putter) is peer 0; the subscribers (and fetcher) the others.
+            let crossed = |first: &[Arc<dyn Communication>], rest: &[Arc<dyn Communication>]| {
+                [&first[..1], &rest[1..]].concat()
+            };
+            backends.push(Backend {
+                name: "ipfs-pub",
+                peers: crossed(&ours, &raw),
+            });
+            backends.push(Backend {
+                name: "ipfs-sub",
+                peers: crossed(&raw, &ours),
+            });
+        }
+        backends.insert(
+            0,
             Backend {
                 name: "ipfs",
                 peers: ours,
             },
+        );
+        backends.insert(
+            1,
             Backend {
                 name: "ipfs-raw",
                 peers: raw,
             },
-        ];
+        );
         measure(&backends, args, plan).await
     });
     drop(daemons);

@@ -193,7 +193,7 @@ impl Core {
             .map(|p| (*p, false))
             .collect();
         if let Payload::Batch { cid: batch, .. } = &block.block.payload {
-            if self.parking.batch(batch).is_none() {
+            if !self.parking.has_batch(batch) {
                 missing.push((*batch, true));
             }
         }

@@ -42,6 +42,9 @@ pub trait Parking: Send + Sync {
     /// A batch kept by [`Parking::put_batch`].
     fn batch(&self, cid: &Cid) -> Option<Bytes>;
 
+    /// Whether batch `cid` is kept (without reading it).
+    fn has_batch(&self, cid: &Cid) -> bool;
+
     /// The block that carried batch `cid` left memory: the batch is no longer needed here.
     fn drop_batch(&mut self, cid: &Cid);
 }
@@ -104,6 +107,10 @@ impl Parking for MemoryParking {
 
     fn batch(&self, cid: &Cid) -> Option<Bytes> {
         self.batches.get(cid).cloned()
+    }
+
+    fn has_batch(&self, cid: &Cid) -> bool {
+        self.batches.contains_key(cid)
     }
 
     fn drop_batch(&mut self, cid: &Cid) {

@@ -45,6 +45,7 @@ impl Engine {
     fn store(&mut self, peer: PeerIdx, cid: Cid, data: Bytes) {
         let size = data.len() as u64;
         if self.peers[peer as usize].store.insert(cid, data).is_none() {
+            self.counters.stored_bytes += size;
             self.holders.entry(cid).or_default().insert(peer);
             self.trace(TraceKind::Put, peer, NOBODY, 0, size);
         }
