@@ -37,6 +37,11 @@ pub enum Error {
     /// A batch whose count or size differs from what its block says.
     #[error("batch {cid} does not match its block")]
     BatchMismatch { cid: Box<Cid> },
+    /// A block whose missing ancestors would queue more fetches for its author than allowed
+    /// (`CoreConfig::queued_fetches_per_author`). Not remembered as refused: it is taken when it
+    /// comes again and the queue has room.
+    #[error("author {author} already has {queued} fetches queued")]
+    FetchQueueFull { author: u32, queued: usize },
     /// The on-disk store failed.
     #[error("storage: {0}")]
     Storage(#[from] rocksdb::Error),
@@ -79,6 +84,7 @@ impl Error {
             Error::BadParents(_) => "bad_parents",
             Error::TooLarge { .. } => "too_large",
             Error::BatchMismatch { .. } => "batch_mismatch",
+            Error::FetchQueueFull { .. } => "fetch_queue_full",
             Error::Storage(_) => "storage",
             Error::CorruptStore { .. } => "corrupt_store",
         }

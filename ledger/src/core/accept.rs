@@ -197,10 +197,26 @@ impl Core {
                 missing.push((*batch, true));
             }
         }
-        for &(dependency, batch) in &missing {
-            if !self.parking.contains(&dependency) {
-                self.want(dependency, batch, block.block.author, out);
-            }
+        // A parked dependency is here already, only waiting itself: nothing to fetch for it.
+        let author = block.block.author;
+        let to_fetch: Vec<(Cid, bool)> = missing
+            .iter()
+            .copied()
+            .filter(|(dependency, _)| !self.parking.contains(dependency))
+            .collect();
+        let new = to_fetch
+            .iter()
+            .filter(|(d, _)| !self.wanted.contains_key(d))
+            .count();
+        let slot = author as usize;
+        let room = (self.config.fetches_per_author.max(1)).saturating_sub(self.fetching[slot]);
+        let (queued, to_queue) = (self.queued[slot].len(), new.saturating_sub(room));
+        if to_queue > 0 && queued + to_queue > self.config.queued_fetches_per_author {
+            let error = Error::FetchQueueFull { author, queued };
+            return self.report(Some(cid), error, out);
+        }
+        for (dependency, batch) in to_fetch {
+            self.want(dependency, batch, author, out);
         }
         if missing.is_empty() {
             if self.insert(cid, block, bytes, out) {

@@ -74,6 +74,10 @@ pub struct CoreConfig {
     /// Fetches in flight on behalf of one author's blocks; more wait their turn. A faulty author
     /// referencing blocks that do not exist can thus slow only its own blocks' sync, not others'.
     pub fetches_per_author: usize,
+    /// Fetches waiting for their turn on behalf of one author's blocks, at most. A block that
+    /// would queue more is refused for now (and taken when it comes again), so blocks of a faulty
+    /// author that reference what does not exist cannot fill memory with wanted CIDs.
+    pub queued_fetches_per_author: usize,
 }
 
 impl Default for CoreConfig {
@@ -88,6 +92,7 @@ impl Default for CoreConfig {
             resubmit_after_rounds: 20,
             max_mempool: 100_000,
             fetches_per_author: 8,
+            queued_fetches_per_author: 4096,
         }
     }
 }
@@ -386,6 +391,11 @@ impl Core {
             }
             self.refused.insert(cid);
         }
+        self.report(cid, error, out);
+    }
+
+    /// Counts and reports a refusal without remembering it.
+    fn report(&mut self, cid: Option<Cid>, error: Error, out: &mut Vec<Output>) {
         *self
             .stats
             .rejected
