@@ -363,16 +363,18 @@ impl StoreParking {
         let Some(bytes) = self.get(&parking_key(PARKED, cid))? else {
             return Ok(None);
         };
-        self.remove(cid)?;
+        let mut write = WriteBatch::default();
+        self.remove(cid, &mut write)?;
+        self.write(write)?;
         Ok(Some(bytes.into()))
     }
 
-    fn remove(&self, cid: &Cid) -> Result<(), Error> {
+    /// Adds the removal of parked block `cid` to `write`.
+    fn remove(&self, cid: &Cid, write: &mut WriteBatch) -> Result<(), Error> {
         let family = self.storage.family(PARKING)?;
-        let mut write = WriteBatch::default();
         write.delete_cf(family, parking_key(PARKED, cid));
         write.delete_cf(family, parking_key(MISSING, cid));
-        self.write(write)
+        Ok(())
     }
 
     fn try_discard(&self, dependency: &Cid) -> Result<Vec<Cid>, Error> {
@@ -380,7 +382,7 @@ impl StoreParking {
         let mut discarded = Vec::new();
         for child in self.unlink(dependency, &mut write)? {
             if self.get(&parking_key(MISSING, &child))?.is_some() {
-                self.remove(&child)?;
+                self.remove(&child, &mut write)?;
                 discarded.push(child);
             }
         }
