@@ -71,7 +71,7 @@ fn main() {
     );
     println!(
         "  peak memory (VmHWM)  {}",
-        peak_memory().unwrap_or_else(|| "unknown".into())
+        benches::memory_kib("VmHWM:").map_or_else(|| "unknown".into(), |kib| format!("{kib} kB"))
     );
     println!(
         "  delivery latency     p50 {} us, p99 {} us, max {} us",
@@ -127,12 +127,4 @@ async fn publish(peer: SimPeer, topic: Topic, index: usize, peers: usize, second
             .await
             .expect("broadcast");
     }
-}
-
-fn peak_memory() -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .map(|l| l["VmHWM:".len()..].trim().to_string())
 }

@@ -12,6 +12,7 @@
 
 use std::time::{Duration, Instant};
 
+use benches::memory_kib;
 use ledger::{devnet, NodeConfig, NodeHandle, Status, Storage};
 use sim::{LinkModel, Sim};
 
@@ -130,7 +131,7 @@ async fn run(args: Args) {
     let _ = std::fs::remove_dir_all(&dir);
     let storage = store.then(|| Storage::open(&dir).expect("an empty store"));
     let stored_before = stored_bytes(&sim).await;
-    let rss_before = memory("VmRSS:");
+    let rss_before = memory_kib("VmRSS:");
     let peak_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
     let (wall, virtual_start) = (Instant::now(), tokio::time::Instant::now());
     if let Some(seconds) = idle {
@@ -201,7 +202,7 @@ fn print_stored(bytes: u64) {
 
 /// The peak resident memory since the peak was reset, against `before`.
 fn growth(before: Option<u64>, peak_reset: bool) -> String {
-    match (before, memory("VmHWM:"), peak_reset) {
+    match (before, memory_kib("VmHWM:"), peak_reset) {
         (Some(before), Some(peak), true) => format!(
             "{} MB (peak {} MB, {} MB before)",
             peak.saturating_sub(before) / 1024,
@@ -210,16 +211,4 @@ fn growth(before: Option<u64>, peak_reset: bool) -> String {
         ),
         _ => "unknown".into(),
     }
-}
-
-/// A `/proc/self/status` figure in KiB.
-fn memory(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    line[field.len()..]
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
 }
