@@ -42,6 +42,12 @@ pub enum Error {
     /// comes again and the queue has room.
     #[error("author {author} already has {queued} fetches queued")]
     FetchQueueFull { author: u32, queued: usize },
+    /// A block received by broadcast that would wait for missing ancestors while its author
+    /// already has `CoreConfig::parked_broadcasts_per_author` such blocks waiting. Not remembered
+    /// as refused: it is fetched when an accepted block references it, and taken when it comes
+    /// again and there is room.
+    #[error("author {author} already has {parked} broadcast blocks waiting for ancestors")]
+    ParkingFull { author: u32, parked: usize },
     /// The on-disk store failed.
     #[error("storage: {0}")]
     Storage(#[from] rocksdb::Error),
@@ -85,6 +91,7 @@ impl Error {
             Error::TooLarge { .. } => "too_large",
             Error::BatchMismatch { .. } => "batch_mismatch",
             Error::FetchQueueFull { .. } => "fetch_queue_full",
+            Error::ParkingFull { .. } => "parking_full",
             Error::Storage(_) => "storage",
             Error::CorruptStore { .. } => "corrupt_store",
         }

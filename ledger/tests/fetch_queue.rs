@@ -1,5 +1,5 @@
 //! A faulty validator's blocks that reference blocks nobody has cannot make a node queue fetches
-//! without bound, and do not hold up fetches for other validators' blocks.
+//! or park blocks without bound, and do not hold up other validators' blocks.
 
 use bytes::Bytes;
 use comms::Cid;
@@ -7,20 +7,31 @@ use ledger::{codec::cid_of, Block, Core, CoreConfig, Output, Payload, SignedBloc
 
 mod common;
 
-/// A block by validator `author` in round 5 whose three parents exist nowhere; `salt` makes each
-/// one different.
-fn junk(chain: &Cid, author: usize, salt: u64) -> Bytes {
+/// The three parents, which exist nowhere, of the blocks made with `salt`.
+fn missing_parents(salt: u64) -> Vec<Cid> {
     let mut parents: Vec<Cid> = (0..3u64)
         .map(|i| cid_of(&[salt.to_be_bytes(), i.to_be_bytes()].concat()))
         .collect();
     parents.sort();
+    parents
+}
+
+/// A block by validator `author` in round 5 whose three parents exist nowhere; `salt` makes each
+/// one different.
+fn junk(chain: &Cid, author: usize, salt: u64) -> Bytes {
+    equivocation(chain, author, salt, salt)
+}
+
+/// A block by validator `author` in round 5 with the missing parents of `salt`; blocks that
+/// differ only in `timestamp` share their parents (equivocations).
+fn equivocation(chain: &Cid, author: usize, salt: u64, timestamp: u64) -> Bytes {
     let block = Block {
         chain: *chain,
         author: author as u32,
         round: 5,
-        parents,
+        parents: missing_parents(salt),
         payload: Payload::Inline(Vec::new()),
-        timestamp_ms: salt,
+        timestamp_ms: timestamp,
     };
     Bytes::from(
         SignedBlock::sign(block, &common::validator_key(author))
@@ -79,10 +90,46 @@ fn one_authors_fetch_queue_is_bounded_and_others_still_fetch() {
     core.receive(0, junk(&chain, 0, 1), &mut out);
     core.receive(0, junk(&chain, 0, 2), &mut out);
     assert_eq!(core.pending_blocks(), 1, "the second would queue fetches");
-    for salt in 0..3u64 {
-        let parent = cid_of(&[1u64.to_be_bytes(), salt.to_be_bytes()].concat());
+    for parent in missing_parents(1) {
         core.fetch_failed(parent, &mut out);
     }
     core.receive(0, junk(&chain, 0, 2), &mut out);
     assert_eq!(core.pending_blocks(), 1, "taken when it came again");
+}
+
+#[test]
+fn one_authors_parked_broadcasts_are_bounded_and_others_still_park() {
+    let genesis = common::genesis(4, 1);
+    let chain = genesis.encode().1;
+    let config = CoreConfig {
+        parked_broadcasts_per_author: 10,
+        ..CoreConfig::default()
+    };
+    let mut core = Core::new(&genesis, None, config);
+    let mut out = Vec::new();
+    // Equivocations sharing their missing parents queue no new fetches: the fetch bounds do not
+    // see them, this one does.
+    for timestamp in 0..100 {
+        core.receive(0, equivocation(&chain, 0, 7, timestamp), &mut out);
+    }
+    assert_eq!(fetches(&out), 3, "the shared parents are asked for once");
+    assert_eq!(core.pending_blocks(), 10, "parked for validator 0");
+    let refused = core.stats().rejected.get("parking_full").copied();
+    assert_eq!(refused, Some(90));
+
+    // Another validator's broadcast block still parks.
+    core.receive(0, junk(&chain, 1, 1_000), &mut out);
+    assert_eq!(core.pending_blocks(), 11);
+
+    // Once validator 0's parked blocks are dropped (their parents will not come), it has room again,
+    // and a refused block is taken when it comes again.
+    for parent in missing_parents(7) {
+        core.fetch_failed(parent, &mut out);
+    }
+    assert_eq!(core.pending_blocks(), 1, "only validator 1's block is left");
+    for timestamp in 90..100 {
+        core.receive(0, equivocation(&chain, 0, 7, timestamp), &mut out);
+    }
+    assert_eq!(core.pending_blocks(), 11);
+    assert_eq!(core.stats().rejected.get("parking_full").copied(), Some(90));
 }

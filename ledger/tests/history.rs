@@ -86,7 +86,8 @@ async fn a_long_history_leaves_memory_and_a_fresh_node_syncs_all_of_it() {
     assert!(old.round() < status(&nodes[0]).await.dag_floor);
 
     // Restart validator 0 from its store; start two nodes with nothing, one with an empty store
-    // (its blocks wait for their ancestors on disk) and one without.
+    // (its blocks wait for their ancestors on disk) and one without, which parks at most one
+    // broadcast block per validator: the others are refused, and fetched once referenced.
     nodes[0].shutdown().await.expect("stops");
     nodes[0] = common::start_validator(&genesis, 0, peers[0].clone(), Some(&dir)).await;
     // The replay commits as it reads, so the history never fills memory: it is bounded as soon as
@@ -99,7 +100,10 @@ async fn a_long_history_leaves_memory_and_a_fresh_node_syncs_all_of_it() {
     let mut fresh = Vec::new();
     for (peer, store) in peers[VALIDATORS..].iter().zip([Some(&fresh_dir), None]) {
         let storage = store.map(|d| ledger::Storage::open(d).expect("open storage"));
-        let config = common::node_config();
+        let mut config = common::node_config();
+        if store.is_none() {
+            config.core.parked_broadcasts_per_author = 1;
+        }
         let node = ledger::spawn(&genesis, None, config, peer.clone(), storage)
             .await
             .expect("starts");
@@ -127,7 +131,10 @@ async fn a_long_history_leaves_memory_and_a_fresh_node_syncs_all_of_it() {
     for (i, ((node, log), most)) in fresh.into_iter().zip(most_parked).enumerate() {
         let who = format!("fresh node {i}");
         assert!(most.get() > VALIDATORS, "{who} fetched the history");
-        assert_bounded(&status(&node).await, &who);
+        let status = status(&node).await;
+        assert_bounded(&status, &who);
+        let refused = status.stats.rejected.get("parking_full").copied();
+        assert_eq!(refused.is_some(), i == 1, "{who}: refused {refused:?}");
         let balance = node.account(common::account(1)).await.expect("running");
         assert_eq!(
             balance.balance,

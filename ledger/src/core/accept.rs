@@ -150,7 +150,8 @@ impl Core {
                     Source::Fetch => self.stats.new_blocks_by_fetch += 1,
                     Source::Disk => {}
                 }
-                self.admit(cid, block, bytes, out)
+                let broadcast = matches!(source, Source::Broadcast);
+                self.admit(cid, block, bytes, broadcast, out)
             }
             Err(error) => self.reject(Some(cid), error, out),
         }
@@ -178,11 +179,13 @@ impl Core {
     }
 
     /// A valid block: accepted now if its dependencies are here, else parked until they are.
+    /// `broadcast`: it came unasked, so it counts against its author's parked broadcasts.
     pub(super) fn admit(
         &mut self,
         cid: Cid,
         block: SignedBlock,
         bytes: Bytes,
+        broadcast: bool,
         out: &mut Vec<Output>,
     ) {
         let mut missing: Vec<(Cid, bool)> = block
@@ -197,8 +200,13 @@ impl Core {
                 missing.push((*batch, true));
             }
         }
-        // A parked dependency is here already, only waiting itself: nothing to fetch for it.
         let author = block.block.author;
+        let slot = author as usize;
+        let parked = self.parked_broadcasts_by_author[slot];
+        if broadcast && !missing.is_empty() && parked >= self.config.parked_broadcasts_per_author {
+            return self.report(Some(cid), Error::ParkingFull { author, parked }, out);
+        }
+        // A parked dependency is here already, only waiting itself: nothing to fetch for it.
         let to_fetch: Vec<(Cid, bool)> = missing
             .iter()
             .copied()
@@ -208,7 +216,6 @@ impl Core {
             .iter()
             .filter(|(d, _)| !self.wanted.contains_key(d))
             .count();
-        let slot = author as usize;
         let room = (self.config.fetches_per_author.max(1)).saturating_sub(self.fetching[slot]);
         let (queued, to_queue) = (self.queued[slot].len(), new.saturating_sub(room));
         if to_queue > 0 && queued + to_queue > self.config.queued_fetches_per_author {
@@ -227,6 +234,19 @@ impl Core {
         } else {
             let missing: Vec<Cid> = missing.into_iter().map(|(cid, _)| cid).collect();
             self.parking.park(&cid, &bytes, &missing);
+            if broadcast {
+                self.parked_broadcasts.insert(cid, author);
+                self.parked_broadcasts_by_author[slot] += 1;
+            }
+        }
+    }
+
+    /// Block `cid` left the parking (accepted or discarded): if it came by broadcast, its
+    /// author has room for one more.
+    fn unparked(&mut self, cid: &Cid) {
+        if let Some(author) = self.parked_broadcasts.remove(cid) {
+            let count = &mut self.parked_broadcasts_by_author[author as usize];
+            *count = count.saturating_sub(1);
         }
     }
 
@@ -249,6 +269,7 @@ impl Core {
             let Some(bytes) = self.parking.take(&cid) else {
                 continue;
             };
+            self.unparked(&cid);
             budget -= 1;
             let inserted = match SignedBlock::decode(&bytes) {
                 Ok(block) => self.insert(cid, block, bytes, out),
@@ -361,7 +382,11 @@ impl Core {
     fn discard_descendants(&mut self, invalid: Cid) {
         let mut stack = vec![invalid];
         while let Some(cid) = stack.pop() {
-            stack.extend(self.parking.discard(&cid));
+            let discarded = self.parking.discard(&cid);
+            for child in &discarded {
+                self.unparked(child);
+            }
+            stack.extend(discarded);
         }
     }
 }

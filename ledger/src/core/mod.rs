@@ -78,6 +78,12 @@ pub struct CoreConfig {
     /// would queue more is refused for now (and taken when it comes again), so blocks of a faulty
     /// author that reference what does not exist cannot fill memory with wanted CIDs.
     pub queued_fetches_per_author: usize,
+    /// Blocks received by broadcast that wait for missing ancestors, per author, at most. Further
+    /// ones are refused for now: a faulty validator broadcasting many blocks that share missing
+    /// parents (equivocating, or for rounds far ahead) queues no new fetches, so only this bounds
+    /// what it parks. A block refused here is fetched like any other once an accepted block
+    /// references it, so a syncing node loses nothing by it.
+    pub parked_broadcasts_per_author: usize,
 }
 
 impl Default for CoreConfig {
@@ -93,6 +99,7 @@ impl Default for CoreConfig {
             max_mempool: 100_000,
             fetches_per_author: 8,
             queued_fetches_per_author: 4096,
+            parked_broadcasts_per_author: 1024,
         }
     }
 }
@@ -204,6 +211,9 @@ pub struct Core {
     parking: Box<dyn Parking>,
     /// Parked blocks whose dependencies all arrived, to accept next.
     ready: Vec<Cid>,
+    /// The parked blocks that arrived by broadcast, with their authors, and how many each author has.
+    parked_broadcasts: HashMap<Cid, u32>,
+    parked_broadcasts_by_author: Vec<usize>,
     wanted: HashMap<Cid, Want>,
     fetching: Vec<usize>,
     queued: Vec<VecDeque<Cid>>,
@@ -245,6 +255,8 @@ impl Core {
             archive: None,
             parking: Box::<MemoryParking>::default(),
             ready: Vec::new(),
+            parked_broadcasts: HashMap::new(),
+            parked_broadcasts_by_author: vec![0; committee.size()],
             wanted: HashMap::new(),
             fetching: vec![0; committee.size()],
             queued: vec![VecDeque::new(); committee.size()],
@@ -329,6 +341,8 @@ impl Core {
     pub fn set_parking(&mut self, parking: Box<dyn Parking>) {
         self.parking = parking;
         self.ready.clear();
+        self.parked_broadcasts.clear();
+        self.parked_broadcasts_by_author.fill(0);
     }
 
     /// Remembers the slot of an accepted block below the floor, unless the archive has it.

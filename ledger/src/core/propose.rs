@@ -162,7 +162,7 @@ impl Core {
         self.last_rebroadcast = now_ms;
         out.push(Output::Broadcast(bytes.clone()));
         tracing::debug!(round, %cid, "proposed");
-        self.admit(cid, signed, bytes, out);
+        self.admit(cid, signed, bytes, false, out);
     }
 
     /// Takes transactions from the mempool (re-queuing stale in-flight ones first) into a payload,
