@@ -1,63 +1,158 @@
-//! Fitting the simulator's link model to latencies measured on a real backend.
+//! Fitting the simulator to latencies measured on a real backend.
 //!
-//! The simulator delivers a broadcast after one link delay plus the payload's transfer time (size
-//! over bandwidth). So the smallest payload's broadcast latencies give the delay distribution, fitted
-//! as a log-normal (median from p50, shape from p99/p50), and the growth of the median with size
-//! gives the bandwidth. Fetch latency is not fitted: it is a prediction to compare.
+//! The simulator's broadcast copy waits for the publisher's uplink (a fixed cost per message plus
+//! size over bandwidth, copies one after another), then crosses a link with a delay drawn from a
+//! distribution. A fetch is a want and a response over the links, the response leaving after the
+//! holder's serve delay. So:
+//! - the **uplink** comes from the broadcast throughput at the highest concurrency measured, where
+//!   the publisher is saturated: the time per delivery at the smallest and largest sizes gives the
+//!   cost per message and per byte;
+//! - the **link delay** comes from the smallest broadcast at concurrency 1, less the average wait
+//!   for the uplink, fitted as a log-normal (median from p50, shape from p99/p50);
+//! - the **serve delay** comes from the smallest fetch at concurrency 1, less two link delays and
+//!   the uplink time of the want and the response, fitted the same way.
+//!
+//! Without cells above concurrency 1 there is no uplink, and the growth of the broadcast median
+//! with size gives the links a bandwidth instead. Everything else is a prediction to compare.
 
 use std::time::Duration;
 
-use sim::{Latency, LinkModel};
+use sim::{Latency, LinkModel, SimConfig, UplinkModel};
 
 use crate::{latency::Operation, report::Cell};
 
 /// z-score of the 99th percentile of a standard normal.
 const Z99: f64 = 2.326;
 
-/// The link model that reproduces `backend`'s broadcast latencies at concurrency 1, or `None`
-/// when the cells do not hold at least one size of them.
-pub fn fit_link(cells: &[Cell], backend: &str) -> Option<LinkModel> {
-    let mut broadcasts: Vec<&Cell> = cells
+/// The least delay a fit yields, in microseconds: a measured percentile never fits below it.
+const FLOOR_US: f64 = 50.0;
+
+/// Bytes a fetch's want is taken to be, as the simulator counts it.
+const WANT_BYTES: usize = 64;
+
+/// `base` with the link model, uplink and serve delay that reproduce `backend`'s latencies, each
+/// broadcast measured at `subscribers` subscribers; `None` when the cells hold no broadcast of
+/// `backend` at concurrency 1.
+pub fn fit(
+    cells: &[Cell],
+    backend: &str,
+    subscribers: usize,
+    base: SimConfig,
+) -> Option<SimConfig> {
+    let of = |operation: Operation, concurrency: usize| -> Vec<&Cell> {
+        let mut found: Vec<&Cell> = cells
+            .iter()
+            .filter(|c| {
+                c.backend == backend
+                    && c.operation == operation
+                    && c.concurrency == concurrency
+                    && c.samples > 0
+            })
+            .collect();
+        found.sort_by_key(|c| c.size);
+        found
+    };
+    let single = of(Operation::Broadcast, 1);
+    let (smallest, largest) = (*single.first()?, *single.last()?);
+    let busiest = cells
         .iter()
-        .filter(|c| {
-            c.backend == backend
-                && c.operation == Operation::Broadcast
-                && c.concurrency == 1
-                && c.samples > 0
-        })
-        .collect();
-    broadcasts.sort_by_key(|c| c.size);
-    let smallest = broadcasts.first()?;
-    let largest = broadcasts.last()?;
-    let median_us = smallest.p50_us.max(1) as f64;
-    let sigma = ((smallest.p99_us.max(1) as f64 / median_us).ln() / Z99).max(0.0);
-    let extra_us = largest.p50_us.saturating_sub(smallest.p50_us) as f64;
-    let bandwidth = match (largest.size > smallest.size, extra_us > 0.0) {
-        (true, true) => Some(((largest.size - smallest.size) as f64 / (extra_us / 1e6)) as u64),
+        .filter(|c| c.backend == backend && c.operation == Operation::Broadcast)
+        .map(|c| c.concurrency)
+        .max()?;
+    let uplink = match busiest > 1 {
+        true => fit_uplink(&of(Operation::Broadcast, busiest)),
+        false => UplinkModel::default(),
+    };
+    let micros = |size: usize| uplink.occupancy(size) as f64 / 1e3;
+    // The copies of one broadcast leave one after another: on average a delivery waits for half
+    // of them, its own included.
+    let queued = (subscribers.max(1) as f64 + 1.0) / 2.0 * micros(smallest.size);
+    let (delay, delay_us) = log_normal(smallest, queued);
+    let bandwidth = match uplink.bandwidth {
+        Some(_) => None,
+        None => link_bandwidth(smallest, largest),
+    };
+    let serve_delay = of(Operation::PutFetch, 1).first().map(|fetch| {
+        let fixed_us = 2.0 * delay_us + micros(WANT_BYTES) + micros(fetch.size);
+        log_normal(fetch, fixed_us).0
+    });
+    Some(SimConfig {
+        link: LinkModel {
+            latency: delay,
+            jitter: Duration::ZERO,
+            loss: 0.0,
+            bandwidth,
+        },
+        uplink,
+        serve_delay: serve_delay.unwrap_or(base.serve_delay),
+        ..base
+    })
+}
+
+/// The uplink that gives the measured throughputs of saturated broadcasts (`cells` by size).
+fn fit_uplink(cells: &[&Cell]) -> UplinkModel {
+    let per_delivery_us = |c: &Cell| match c.throughput > 0.0 {
+        true => 1e6 / c.throughput,
+        false => 0.0,
+    };
+    let (Some(small), Some(large)) = (cells.first(), cells.last()) else {
+        return UplinkModel::default();
+    };
+    let (small_us, large_us) = (per_delivery_us(small), per_delivery_us(large));
+    let bandwidth = match (large.size > small.size, large_us > small_us) {
+        (true, true) => {
+            Some(((large.size - small.size) as f64 / ((large_us - small_us) / 1e6)) as u64)
+        }
         _ => None,
     };
-    let median = Duration::from_micros(median_us as u64);
-    Some(LinkModel {
-        latency: match sigma > 0.0 {
-            true => Latency::LogNormal { median, sigma },
-            false => Latency::Constant { value: median },
-        },
-        jitter: Duration::ZERO,
-        loss: 0.0,
+    let per_byte_us = |size: usize| bandwidth.map_or(0.0, |b| size as f64 / b as f64 * 1e6);
+    let per_message_us = (small_us - per_byte_us(small.size)).max(0.0);
+    UplinkModel {
+        per_message: Duration::from_nanos((per_message_us * 1e3) as u64),
         bandwidth,
-    })
+    }
+}
+
+/// A log-normal fitted to `cell`'s p50 and p99 once `fixed_us` (the part the model adds on its
+/// own) is taken off both, or a constant when the spread is nil; with its median in microseconds.
+fn log_normal(cell: &Cell, fixed_us: f64) -> (Latency, f64) {
+    let p50 = (cell.p50_us as f64 - fixed_us).max(FLOOR_US);
+    let p99 = (cell.p99_us as f64 - fixed_us).max(p50);
+    let sigma = (p99 / p50).ln() / Z99;
+    let median = Duration::from_nanos((p50 * 1e3) as u64);
+    let latency = match sigma > 0.0 {
+        true => Latency::LogNormal { median, sigma },
+        false => Latency::Constant { value: median },
+    };
+    (latency, p50)
+}
+
+/// The link bandwidth that explains the growth of the broadcast median from `smallest` to
+/// `largest` at concurrency 1, if it grows.
+fn link_bandwidth(smallest: &Cell, largest: &Cell) -> Option<u64> {
+    let extra_us = largest.p50_us.saturating_sub(smallest.p50_us) as f64;
+    match (largest.size > smallest.size, extra_us > 0.0) {
+        (true, true) => Some(((largest.size - smallest.size) as f64 / (extra_us / 1e6)) as u64),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn cell(size: usize, p50_us: u64, p99_us: u64) -> Cell {
+    fn cell(
+        operation: Operation,
+        size: usize,
+        concurrency: usize,
+        p50_us: u64,
+        p99_us: u64,
+    ) -> Cell {
         Cell {
             backend: "real".into(),
-            operation: Operation::Broadcast,
+            operation,
             size,
-            concurrency: 1,
+            concurrency,
             samples: 100,
             p50_us,
             p95_us: p99_us,
@@ -68,26 +163,65 @@ mod tests {
         }
     }
 
+    fn median_and_sigma(latency: Latency) -> (Duration, f64) {
+        match latency {
+            Latency::LogNormal { median, sigma } => (median, sigma),
+            other => panic!("not log-normal: {other:?}"),
+        }
+    }
+
     #[test]
-    fn the_fit_recovers_delay_spread_and_bandwidth() {
+    fn at_concurrency_one_the_fit_recovers_delay_spread_and_link_bandwidth() {
         // 10 ms median, p99 at e^(0.5 z99) times it, and 1 MB/s: 1,000,000 bytes more take 1 s more.
         let p99 = (10_000.0 * (0.5 * Z99).exp()) as u64;
         let cells = [
-            cell(256, 10_000, p99),
-            cell(1_000_256, 1_010_000, 1_010_000 + p99),
+            cell(Operation::Broadcast, 256, 1, 10_000, p99),
+            cell(
+                Operation::Broadcast,
+                1_000_256,
+                1,
+                1_010_000,
+                1_010_000 + p99,
+            ),
         ];
-        let link = fit_link(&cells, "real").expect("fits");
-        match link.latency {
-            Latency::LogNormal { median, sigma } => {
-                assert_eq!(median, Duration::from_millis(10));
-                assert!((sigma - 0.5).abs() < 0.01, "sigma {sigma}");
-            }
-            other => panic!("not log-normal: {other:?}"),
-        }
-        assert_eq!(link.bandwidth, Some(1_000_000));
+        let config = fit(&cells, "real", 2, SimConfig::default()).expect("fits");
+        let (median, sigma) = median_and_sigma(config.link.latency);
+        assert_eq!(median, Duration::from_millis(10));
+        assert!((sigma - 0.5).abs() < 0.01, "sigma {sigma}");
+        assert_eq!(config.link.bandwidth, Some(1_000_000));
+        assert_eq!(config.uplink, UplinkModel::default(), "nothing saturated");
         assert!(
-            fit_link(&cells, "other").is_none(),
+            fit(&cells, "other", 2, SimConfig::default()).is_none(),
             "no cells of that backend"
         );
+    }
+
+    #[test]
+    fn saturated_cells_give_the_uplink_and_fetches_the_serve_delay() {
+        // The model to recover: 1 ms per message and 10 MB/s on the uplink, a 5 ms link, a 250 ms
+        // serve delay; two subscribers.
+        let occupancy_us = |size: usize| 1_000.0 + size as f64 / 10.0;
+        let saturated = |size: usize| {
+            let mut c = cell(Operation::Broadcast, size, 64, 1, 1);
+            c.throughput = 1e6 / occupancy_us(size);
+            c
+        };
+        let single = (5_000.0 + 1.5 * occupancy_us(256)) as u64;
+        let fetch = (250_000.0 + 2.0 * 5_000.0 + occupancy_us(64) + occupancy_us(256)) as u64;
+        let cells = [
+            cell(Operation::Broadcast, 256, 1, single, single * 2),
+            cell(Operation::PutFetch, 256, 1, fetch, fetch + 50_000),
+            saturated(256),
+            saturated(1 << 20),
+        ];
+        let config = fit(&cells, "real", 2, SimConfig::default()).expect("fits");
+        assert_eq!(config.uplink.bandwidth, Some(10_000_000));
+        let per_message = config.uplink.per_message.as_micros();
+        assert!(per_message.abs_diff(1_000) <= 1, "{per_message} us");
+        let (median, _) = median_and_sigma(config.link.latency);
+        assert!(median.as_micros().abs_diff(5_000) <= 2, "link {median:?}");
+        assert_eq!(config.link.bandwidth, None, "the uplink carries the bytes");
+        let (serve, _) = median_and_sigma(config.serve_delay);
+        assert!(serve.as_micros().abs_diff(250_000) <= 2, "serve {serve:?}");
     }
 }

@@ -26,6 +26,11 @@ pub struct SimConfig {
     pub want_retry: Duration,
     /// The most holders one want goes to, picked at random among the reachable ones.
     pub max_providers_per_want: usize,
+    /// How long a holder takes to answer a want, before its response leaves (a daemon's lookup
+    /// and scheduling: the fixed cost of a fetch). Zero by default.
+    pub serve_delay: Latency,
+    /// What each peer's sending side costs; everything a peer sends queues there. Free by default.
+    pub uplink: UplinkModel,
     /// Keep every trace event in memory for export (the digest is kept either way).
     pub record_trace: bool,
 }
@@ -39,9 +44,40 @@ impl Default for SimConfig {
             subscriber_queue: 65_536,
             want_retry: Duration::from_millis(500),
             max_providers_per_want: 8,
+            serve_delay: Latency::constant(Duration::ZERO),
+            uplink: UplinkModel::default(),
             record_trace: false,
         }
     }
+}
+
+/// A peer's sending side, shared by every message it sends on every link: each message occupies
+/// it for `per_message` plus its size over `bandwidth`, one after the other, so latency grows with
+/// load (the links themselves do not contend). A broadcast's copies queue behind one another.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UplinkModel {
+    /// The fixed cost of sending one message.
+    #[serde(with = "humantime_serde")]
+    pub per_message: Duration,
+    /// Bytes per second all of a peer's messages share. `None`: no cost per byte.
+    pub bandwidth: Option<u64>,
+}
+
+impl UplinkModel {
+    /// How long a message of `size` bytes occupies the uplink, in nanoseconds.
+    pub fn occupancy(&self, size: usize) -> u64 {
+        let per_byte = self
+            .bandwidth
+            .filter(|&b| b > 0)
+            .map_or(0, |b| transfer_nanos(size, b));
+        (self.per_message.as_nanos() as u64).saturating_add(per_byte)
+    }
+}
+
+/// Nanoseconds that `size` bytes take at `bandwidth` bytes per second.
+pub(crate) fn transfer_nanos(size: usize, bandwidth: u64) -> u64 {
+    (size as u128 * 1_000_000_000 / bandwidth as u128) as u64
 }
 
 /// One direction of a link between two peers.
@@ -86,6 +122,9 @@ mod tests {
             latency = { kind = "log-normal", median = "40ms", sigma = 0.6 }
             jitter = "2ms"
             loss = 0.01
+            [uplink]
+            per_message = "1ms"
+            bandwidth = 10000000
             [limits]
             max_message_bytes = 65536
         "#;
@@ -100,6 +139,8 @@ mod tests {
             }
         );
         assert_eq!(config.link.bandwidth, LinkModel::default().bandwidth);
+        assert_eq!(config.uplink.occupancy(10_000), 2_000_000, "1 ms + 1 ms");
+        assert_eq!(config.serve_delay, SimConfig::default().serve_delay);
         assert_eq!(config.limits.max_message_bytes, 65536);
         assert_eq!(config.limits.max_block_bytes, Limits::MIB);
         assert!(

@@ -1,11 +1,11 @@
-//! Fault injection and the link model: partitions, crashes, loss, bandwidth, corrupting and
-//! flooding peers. Everything runs in virtual time, so the delays asserted are simulated, exact.
+//! Fault injection and the link model: partitions, crashes, loss, bandwidth, uplink queues, serve
+//! delay, corrupting and flooding peers. Everything runs in virtual time, so the delays asserted are simulated, exact.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use comms::{conformance::recv_within, Codec, Communication, Error, Limits, Topic};
-use sim::{Fault, Latency, LinkModel, Sim, SimConfig, SimError, SimPeer};
+use sim::{Fault, Latency, LinkModel, Sim, SimConfig, SimError, SimPeer, UplinkModel};
 use tokio::time::Instant;
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -192,6 +192,70 @@ async fn bandwidth_delays_large_payloads() {
             "{size} bytes took {took:?}"
         );
     }
+}
+
+/// Whether `took` is `expected`, up to the millisecond granularity of tokio's timer.
+fn about(took: Duration, expected: Duration) -> bool {
+    took >= expected && took <= expected + Duration::from_millis(1)
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_uplink_sends_a_broadcasts_copies_one_after_another() {
+    // 1 ms per message and 1 MB/s: 100 kB occupy the publisher's uplink for 101 ms a copy.
+    let config = SimConfig {
+        link: fixed_link(0.0, None),
+        uplink: UplinkModel {
+            per_message: Duration::from_millis(1),
+            bandwidth: Some(1_000_000),
+        },
+        ..SimConfig::default()
+    };
+    let (_sim, peers) = Sim::builder().config(config).peers(3).build();
+    let mut subs = Vec::new();
+    for peer in &peers[1..] {
+        subs.push(peer.subscribe(&topic()).await.expect("subscribe"));
+    }
+    let sent = Instant::now();
+    for _ in 0..2 {
+        peers[0]
+            .broadcast(&topic(), Bytes::from(vec![1; 100_000]))
+            .await
+            .expect("broadcast");
+    }
+    // Four copies leave one after another, each 10 ms on the wire after it leaves.
+    let mut arrivals = Vec::new();
+    for round in 0..2 {
+        for (i, sub) in subs.iter_mut().enumerate() {
+            recv_within(sub, PATIENCE, "a copy").await;
+            arrivals.push((round * 2 + i, sent.elapsed()));
+        }
+    }
+    arrivals.sort_by_key(|(_, took)| *took);
+    for (position, (_, took)) in arrivals.iter().enumerate() {
+        let expected = Duration::from_millis(10 + 101 * (position as u64 + 1));
+        assert!(about(*took, expected), "copy {position} took {took:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_holder_answers_after_its_serve_delay() {
+    let config = SimConfig {
+        link: fixed_link(0.0, None),
+        serve_delay: Latency::constant(Duration::from_millis(250)),
+        ..SimConfig::default()
+    };
+    let (_sim, peers) = Sim::builder().config(config).peers(2).build();
+    let cid = peers[0]
+        .put(Codec::Raw, Bytes::from_static(b"block"))
+        .await
+        .expect("put");
+    let asked = Instant::now();
+    peers[1].fetch(&cid, PATIENCE).await.expect("fetched");
+    let took = asked.elapsed();
+    assert!(
+        about(took, Duration::from_millis(270)),
+        "want 10 ms, serve 250 ms, response 10 ms: took {took:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -61,8 +61,8 @@ struct Args {
     /// starting local ones. Repeat.
     #[arg(long = "ipfs-api", value_name = "URL")]
     ipfs_apis: Vec<String>,
-    /// Fit the simulator's link model to the IPFS broadcast latencies, write it to this scenario
-    /// file, and measure the simulator with it: predicted and measured side by side.
+    /// Fit the simulator (link delay, uplink, serve delay) to the IPFS latencies, write it to this
+    /// scenario file, and measure the simulator with it: predicted and measured side by side.
     #[arg(long, value_name = "FILE.toml")]
     calibrate: Option<PathBuf>,
     /// Also measure the two crossings of our layer and the raw baseline on the IPFS daemons: our
@@ -120,23 +120,28 @@ fn main() -> anyhow::Result<()> {
     );
     let mut calibration = None;
     if let Some(path) = &args.calibrate {
-        let link = calibrate::fit_link(&cells, "ipfs")
-            .context("--calibrate needs the ipfs backend's broadcast cells at concurrency 1")?;
-        let config = SimConfig {
+        let base = SimConfig {
             seed: sim::seed_from_env(1),
-            link,
             // The same limits, so that capped broadcast sizes match cell for cell.
             limits: IpfsConfig::default().limits,
             ..SimConfig::default()
         };
+        let config = calibrate::fit(&cells, "ipfs", args.peers - 1, base)
+            .context("--calibrate needs the ipfs backend's broadcast cells at concurrency 1")?;
         let text = format!(
-            "# Fitted by `latency --calibrate` to IPFS broadcast latencies on loopback.\n{}",
+            "# Fitted by `latency --calibrate` to IPFS latencies on loopback.\n{}",
             toml::to_string_pretty(&config)?
         );
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("fitted link model written to {}: {link:?}", path.display());
-        cells.extend(measure_sim("sim-fit", config, &args, plan)?);
-        calibration = Some(link);
+        eprintln!(
+            "fitted model written to {}: link {:?}, uplink {:?}, serve delay {:?}",
+            path.display(),
+            config.link,
+            config.uplink,
+            config.serve_delay
+        );
+        cells.extend(measure_sim("sim-fit", config.clone(), &args, plan)?);
+        calibration = Some(config);
     }
     report::print_table(&cells);
     if calibration.is_some() {
@@ -152,7 +157,7 @@ fn main() -> anyhow::Result<()> {
             "peers": args.peers,
             "cells": cells,
             "ipfs_over_raw": ratios,
-            "fitted_link": calibration,
+            "fitted": calibration,
         });
         let text = serde_json::to_string_pretty(&all)?;
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;

@@ -120,7 +120,7 @@ impl Engine {
             &mut self.counters.dropped_crashed
         } else if !self.reachable(from, to) {
             &mut self.counters.dropped_partition
-        } else if let Some(delay) = self.transit(from, to, size) {
+        } else if let Some(delay) = self.transit(from, to, size, 0) {
             self.schedule(
                 delay,
                 Event::Deliver {

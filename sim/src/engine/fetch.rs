@@ -6,7 +6,8 @@
 //! `want_retry` the want goes out again, which heals losses, partitions and blocks that appear
 //! later. A response that does not verify is counted and ignored while others are outstanding, and
 //! ends the fetch with `CidMismatch` when none is. At the deadline the fetch ends with `Timeout`.
-//! Each leg pays the link's latency and loss; the response also pays the transfer time of its bytes.
+//! Each leg pays the link's latency and loss and waits for its sender's uplink; the response leaves
+//! after the holder's `serve_delay` and also pays the transfer time of its bytes.
 
 use std::time::Duration;
 
@@ -126,11 +127,12 @@ impl Engine {
         if self.peers[holder as usize].corrupt {
             data = corrupt(&data);
         }
-        let Some(request) = self.transit(peer, holder, WANT_BYTES) else {
+        let Some(request) = self.transit(peer, holder, WANT_BYTES, 0) else {
             self.counters.blocks_lost += 1;
             return;
         };
-        let Some(response) = self.transit(holder, peer, data.len()) else {
+        let served = request.saturating_add(self.config.serve_delay.sample(&mut self.rng));
+        let Some(response) = self.transit(holder, peer, data.len(), served) else {
             self.counters.blocks_lost += 1;
             return;
         };
@@ -141,7 +143,7 @@ impl Engine {
             fetch.outstanding += 1;
         }
         self.schedule(
-            request.saturating_add(response),
+            response,
             Event::Response {
                 fetch: id,
                 from: holder,

@@ -17,7 +17,7 @@ use comms::{Cid, Error, Message, Operation, PeerId, Topic};
 use tokio::sync::mpsc;
 
 use crate::{
-    config::{Fault, LinkModel, SimConfig},
+    config::{transfer_nanos, Fault, LinkModel, SimConfig},
     dist::SimRng,
     stats::{Counters, LatencyHistogram, Stats, Trace, TraceEvent, TraceKind},
     SimError,
@@ -112,6 +112,8 @@ struct PeerState {
     corrupt: bool,
     flood: Option<Flood>,
     fault_epoch: u64,
+    /// When this peer's uplink has sent everything queued on it (simulated nanoseconds).
+    uplink_free_at: u64,
 }
 
 impl PeerState {
@@ -126,6 +128,7 @@ impl PeerState {
             corrupt: false,
             flood: None,
             fault_epoch: 0,
+            uplink_free_at: 0,
         }
     }
 }
@@ -233,8 +236,18 @@ impl Engine {
         });
     }
 
-    /// The delay of `size` bytes from `from` to `to`, or `None` when the link loses them.
-    fn transit(&mut self, from: PeerIdx, to: PeerIdx, size: usize) -> Option<u64> {
+    /// When `size` bytes that `from` sends to `to`, `after` nanoseconds from now, arrive (as a
+    /// delay from now), or `None` when the link loses them. The message first waits for `from`'s
+    /// uplink, which it occupies even if lost. Uplink time is booked in the order sends are
+    /// computed, which for a send in the future (a fetch response) is not quite the order they leave.
+    fn transit(&mut self, from: PeerIdx, to: PeerIdx, size: usize, after: u64) -> Option<u64> {
+        let mut leaves = self.now.saturating_add(after);
+        let occupancy = self.config.uplink.occupancy(size);
+        if occupancy > 0 {
+            let free_at = &mut self.peers[from as usize].uplink_free_at;
+            leaves = leaves.max(*free_at).saturating_add(occupancy);
+            *free_at = leaves;
+        }
         let link = match self.links.is_empty() {
             true => self.config.link,
             false => *self.links.get(&(from, to)).unwrap_or(&self.config.link),
@@ -247,8 +260,9 @@ impl Engine {
         let transfer = link
             .bandwidth
             .filter(|&b| b > 0)
-            .map_or(0, |b| (size as u128 * 1_000_000_000 / b as u128) as u64);
-        Some(latency.saturating_add(jitter).saturating_add(transfer))
+            .map_or(0, |b| transfer_nanos(size, b));
+        let wire = latency.saturating_add(jitter).saturating_add(transfer);
+        Some((leaves - self.now).saturating_add(wire))
     }
 
     fn reachable(&self, a: PeerIdx, b: PeerIdx) -> bool {
