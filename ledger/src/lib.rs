@@ -31,6 +31,7 @@ pub use crypto::{from_hex, HexError, Keypair, PublicKey, Signature};
 pub use error::{Error, ParentsError};
 pub use node::{
     hex, spawn, CommitLog, CommitLogError, NodeConfig, NodeError, NodeHandle, Status, TxStatus,
+    REPLAY_SLICE,
 };
 pub use state::{Account, Outcome, State};
 pub use storage::{Committed, Storage, StoreParking};

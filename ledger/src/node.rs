@@ -26,6 +26,9 @@ use crate::{
     Account, Error, Keypair, PublicKey,
 };
 
+/// Stored blocks replayed between two yields to the runtime at start.
+pub const REPLAY_SLICE: usize = 256;
+
 /// How a node runs; every field has a sensible default.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -238,7 +241,8 @@ pub fn blocks_topic(chain: &Cid) -> Topic {
     Topic::new(format!("ledger/{chain}/blocks")).expect("a CID-sized topic name is valid")
 }
 
-/// Starts a node on the current tokio runtime: replays `storage` (if any) and joins the network.
+/// Starts a node on the current tokio runtime: replays `storage` (if any; the runtime's other
+/// tasks run between slices of the replay) and joins the network.
 pub async fn spawn<C: Communication + Clone>(
     genesis: &Genesis,
     key: Option<Keypair>,
@@ -273,7 +277,7 @@ pub async fn spawn<C: Communication + Clone>(
         fetch_permits: permits,
         fetched_tx,
     };
-    span.in_scope(|| node.replay())?;
+    node.replay().instrument(span.clone()).await?;
     tokio::spawn(node.run(receiver, subscription, fetched).instrument(span));
     Ok(NodeHandle { commands })
 }
@@ -341,36 +345,48 @@ impl<C: Communication + Clone> Node<C> {
     /// Replays the store through the core, carrying out what it decides on the way, so that memory
     /// holds only what is above the floor by the end. Each re-derived commit must equal the stored
     /// one: a store that replays differently is corrupt, and the node does not start on it.
-    fn replay(&mut self) -> Result<(), Error> {
+    /// Replays the store through the core, [`REPLAY_SLICE`] blocks at a time, yielding between
+    /// slices so that a long store does not hold up the runtime's other tasks.
+    async fn replay(&mut self) -> Result<(), Error> {
         let Some(storage) = self.storage.clone() else {
             return Ok(());
         };
         let mut out = Vec::new();
-        let replay_out = |node: &mut Self, out: &mut Vec<Output>| -> Result<(), Error> {
-            let (commits, rest): (Vec<_>, Vec<_>) = std::mem::take(out)
-                .into_iter()
-                .partition(|o| matches!(o, Output::Committed(_)));
-            for commit in commits {
-                if let Output::Committed(commit) = commit {
-                    storage.commit(&commit)?;
+        let (mut from, mut count) = (Vec::new(), 0);
+        loop {
+            let (read, next) = storage.replay_slice(&from, REPLAY_SLICE, |bytes| {
+                self.core.restore(bytes, &mut out);
+                match out.len() >= 64 {
+                    true => self.replayed(&storage, &mut out),
+                    false => Ok(()),
                 }
-            }
-            node.dispatch(rest);
-            Ok(())
-        };
-        let count = storage.replay(|bytes| {
-            self.core.restore(bytes, &mut out);
-            match out.len() >= 64 {
-                true => replay_out(self, &mut out),
-                false => Ok(()),
-            }
-        })?;
-        replay_out(self, &mut out)?;
+            })?;
+            count += read;
+            let Some(next) = next else { break };
+            from = next;
+            tokio::task::yield_now().await;
+        }
+        self.replayed(&storage, &mut out)?;
         info!(
             blocks = count,
             height = self.core.height(),
             "replayed stored blocks"
         );
+        Ok(())
+    }
+
+    /// What the replay output: each commit is checked against the stored record (a mismatch
+    /// stops the start), the rest is dispatched.
+    fn replayed(&mut self, storage: &Storage, out: &mut Vec<Output>) -> Result<(), Error> {
+        let (commits, rest): (Vec<_>, Vec<_>) = std::mem::take(out)
+            .into_iter()
+            .partition(|o| matches!(o, Output::Committed(_)));
+        for commit in commits {
+            if let Output::Committed(commit) = commit {
+                storage.commit(&commit)?;
+            }
+        }
+        self.dispatch(rest);
         Ok(())
     }
 

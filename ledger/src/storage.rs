@@ -114,16 +114,30 @@ impl Storage {
         Ok(self.db.write(write)?)
     }
 
-    /// Hands every stored block in round order to `visit`, one at a time: what a restart replays
-    /// (the core reads batches from the store when it needs them). Returns how many there were.
-    /// Stops at the first error `visit` returns.
-    pub fn replay(&self, mut visit: impl FnMut(Bytes) -> Result<(), Error>) -> Result<u64, Error> {
+    /// Hands every stored block in round order to `visit`, one at a time (see
+    /// [`Storage::replay_slice`]). Returns how many there were.
+    pub fn replay(&self, visit: impl FnMut(Bytes) -> Result<(), Error>) -> Result<u64, Error> {
+        let (count, _) = self.replay_slice(&[], usize::MAX, visit)?;
+        Ok(count as u64)
+    }
+
+    /// Hands up to `limit` stored blocks to `visit`, one at a time, in round order from index key
+    /// `from` on (empty: from the start): what a restart replays, slice by slice (the core reads
+    /// batches from the store when it needs them). Returns how many there were and the key to go
+    /// on from, `None` at the end. Stops at the first error `visit` returns.
+    pub fn replay_slice(
+        &self,
+        from: &[u8],
+        limit: usize,
+        mut visit: impl FnMut(Bytes) -> Result<(), Error>,
+    ) -> Result<(usize, Option<Vec<u8>>), Error> {
         let mut count = 0;
-        for item in self
-            .db
-            .iterator_cf(self.family(DAG_INDEX)?, IteratorMode::Start)
-        {
+        let start = IteratorMode::From(from, rocksdb::Direction::Forward);
+        for item in self.db.iterator_cf(self.family(DAG_INDEX)?, start) {
             let (key, _) = item?;
+            if count == limit {
+                return Ok((count, Some(key.into_vec())));
+            }
             let cid = &key[12..];
             let bytes =
                 self.db
@@ -134,7 +148,7 @@ impl Storage {
             visit(Bytes::from(bytes))?;
             count += 1;
         }
-        Ok(count)
+        Ok((count, None))
     }
 
     /// The stored bytes of a block, if any.

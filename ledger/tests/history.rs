@@ -89,7 +89,41 @@ async fn a_long_history_leaves_memory_and_a_fresh_node_syncs_all_of_it() {
     // (its blocks wait for their ancestors on disk) and one without, which parks at most one
     // broadcast block per validator: the others are refused, and fetched once referenced.
     nodes[0].shutdown().await.expect("stops");
+    let stored = {
+        let storage = ledger::Storage::open(&dir).expect("reopens");
+        let mut slices = 0;
+        let (mut from, mut total) = (Vec::new(), 0);
+        loop {
+            let (read, next) = storage
+                .replay_slice(&from, ledger::REPLAY_SLICE, |_| Ok(()))
+                .expect("readable");
+            assert!(read <= ledger::REPLAY_SLICE);
+            (total, slices) = (total + read, slices + 1);
+            let Some(next) = next else { break };
+            from = next;
+        }
+        assert_eq!(total as u64, storage.replay(|_| Ok(())).expect("readable"));
+        assert!(slices > 3, "{total} stored blocks in {slices} slices");
+        slices
+    };
+    // Other tasks on the runtime go on while the store is replayed: one yield between slices.
+    let ticks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let ticker = tokio::spawn({
+        let ticks = ticks.clone();
+        async move {
+            loop {
+                ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        }
+    });
     nodes[0] = common::start_validator(&genesis, 0, peers[0].clone(), Some(&dir)).await;
+    ticker.abort();
+    let ticks = ticks.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        ticks >= stored - 1,
+        "{ticks} ticks during a replay of {stored} slices"
+    );
     // The replay commits as it reads, so the history never fills memory: it is bounded as soon as
     // the node starts, before it hears from anyone.
     let replayed = status(&nodes[0]).await;
