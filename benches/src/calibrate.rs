@@ -1,23 +1,25 @@
 //! Fitting the simulator to latencies measured on a real backend.
 //!
-//! The simulator's broadcast copy waits for the publisher's uplink (a fixed cost per message plus
-//! size over bandwidth, copies one after another), then crosses a link with a delay drawn from a
-//! distribution. A fetch is a want and a response over the links, the response leaving after the
-//! holder's serve delay. So:
-//! - the **uplink** comes from the broadcast throughput at the highest concurrency measured, where
-//!   the publisher is saturated: the time per delivery at the smallest and largest sizes gives the
-//!   cost per message and per byte;
-//! - the **link delay** comes from the smallest broadcast at concurrency 1, less the average wait
-//!   for the uplink, fitted as a log-normal (median from p50, shape from p99/p50);
+//! In the simulator a broadcast waits for its publisher's publishing path (a fixed cost per
+//! message plus size over bandwidth, one message after another; all copies leave together), then
+//! each copy crosses a link with a delay drawn from a distribution. A fetch is a want and a
+//! response over the links, the response leaving after the holder's serve delay and its serving
+//! path (a cost per message and per byte like the publishing path's). So:
+//! - the **publishing path** comes from the broadcast throughput at the highest concurrency
+//!   measured, where the publisher is saturated: the time per broadcast at the smallest and
+//!   largest sizes gives the cost per message and per byte; the **serving path** likewise from the
+//!   fetch throughput;
+//! - the **link delay** comes from the smallest broadcast at concurrency 1, less its publishing
+//!   time, fitted as a log-normal (median from p50, shape from p99/p50);
 //! - the **serve delay** comes from the smallest fetch at concurrency 1, less two link delays and
-//!   the uplink time of the want and the response, fitted the same way.
+//!   the response's serving time, fitted the same way.
 //!
-//! Without cells above concurrency 1 there is no uplink, and the growth of the broadcast median
+//! Without cells above concurrency 1 the paths are free, and the growth of the broadcast median
 //! with size gives the links a bandwidth instead. Everything else is a prediction to compare.
 
 use std::time::Duration;
 
-use sim::{Latency, LinkModel, SimConfig, UplinkModel};
+use sim::{Latency, LinkModel, SenderModel, SimConfig};
 
 use crate::{latency::Operation, report::Cell};
 
@@ -27,10 +29,7 @@ const Z99: f64 = 2.326;
 /// The least delay a fit yields, in microseconds: a measured percentile never fits below it.
 const FLOOR_US: f64 = 50.0;
 
-/// Bytes a fetch's want is taken to be, as the simulator counts it.
-const WANT_BYTES: usize = 64;
-
-/// `base` with the link model, uplink and serve delay that reproduce `backend`'s latencies, each
+/// `base` with the link model, sending paths and serve delay that reproduce `backend`'s latencies, each
 /// broadcast measured at `subscribers` subscribers; `None` when the cells hold no broadcast of
 /// `backend` at concurrency 1.
 pub fn fit(
@@ -54,26 +53,24 @@ pub fn fit(
     };
     let single = of(Operation::Broadcast, 1);
     let (smallest, largest) = (*single.first()?, *single.last()?);
-    let busiest = cells
-        .iter()
-        .filter(|c| c.backend == backend && c.operation == Operation::Broadcast)
-        .map(|c| c.concurrency)
-        .max()?;
-    let uplink = match busiest > 1 {
-        true => fit_uplink(&of(Operation::Broadcast, busiest)),
-        false => UplinkModel::default(),
+    let saturated = |operation: Operation, copies: usize| {
+        let busiest = cells
+            .iter()
+            .filter(|c| c.backend == backend && c.operation == operation)
+            .map(|c| c.concurrency)
+            .max()
+            .filter(|&c| c > 1)?;
+        Some(fit_path(&of(operation, busiest), copies))
     };
-    let micros = |size: usize| uplink.occupancy(size) as f64 / 1e3;
-    // The copies of one broadcast leave one after another: on average a delivery waits for half
-    // of them, its own included.
-    let queued = (subscribers.max(1) as f64 + 1.0) / 2.0 * micros(smallest.size);
-    let (delay, delay_us) = log_normal(smallest, queued);
-    let bandwidth = match uplink.bandwidth {
+    let publisher = saturated(Operation::Broadcast, subscribers).unwrap_or_default();
+    let server = saturated(Operation::PutFetch, 1).unwrap_or_default();
+    let (delay, delay_us) = log_normal(smallest, micros(&publisher, smallest.size));
+    let bandwidth = match publisher.bandwidth {
         Some(_) => None,
         None => link_bandwidth(smallest, largest),
     };
     let serve_delay = of(Operation::PutFetch, 1).first().map(|fetch| {
-        let fixed_us = 2.0 * delay_us + micros(WANT_BYTES) + micros(fetch.size);
+        let fixed_us = 2.0 * delay_us + micros(&server, fetch.size);
         log_normal(fetch, fixed_us).0
     });
     Some(SimConfig {
@@ -83,22 +80,29 @@ pub fn fit(
             loss: 0.0,
             bandwidth,
         },
-        uplink,
+        publisher,
+        server,
         serve_delay: serve_delay.unwrap_or(base.serve_delay),
         ..base
     })
 }
 
-/// The uplink that gives the measured throughputs of saturated broadcasts (`cells` by size).
-fn fit_uplink(cells: &[&Cell]) -> UplinkModel {
-    let per_delivery_us = |c: &Cell| match c.throughput > 0.0 {
-        true => 1e6 / c.throughput,
+/// Microseconds a message of `size` bytes occupies `path`.
+fn micros(path: &SenderModel, size: usize) -> f64 {
+    path.occupancy(size) as f64 / 1e3
+}
+
+/// The sending path that gives the measured throughputs of saturated operations (`cells` by size),
+/// each counted `copies` times (a broadcast once per subscriber).
+fn fit_path(cells: &[&Cell], copies: usize) -> SenderModel {
+    let per_operation_us = |c: &Cell| match c.throughput > 0.0 {
+        true => 1e6 * copies.max(1) as f64 / c.throughput,
         false => 0.0,
     };
     let (Some(small), Some(large)) = (cells.first(), cells.last()) else {
-        return UplinkModel::default();
+        return SenderModel::default();
     };
-    let (small_us, large_us) = (per_delivery_us(small), per_delivery_us(large));
+    let (small_us, large_us) = (per_operation_us(small), per_operation_us(large));
     let bandwidth = match (large.size > small.size, large_us > small_us) {
         (true, true) => {
             Some(((large.size - small.size) as f64 / ((large_us - small_us) / 1e6)) as u64)
@@ -107,7 +111,7 @@ fn fit_uplink(cells: &[&Cell]) -> UplinkModel {
     };
     let per_byte_us = |size: usize| bandwidth.map_or(0.0, |b| size as f64 / b as f64 * 1e6);
     let per_message_us = (small_us - per_byte_us(small.size)).max(0.0);
-    UplinkModel {
+    SenderModel {
         per_message: Duration::from_nanos((per_message_us * 1e3) as u64),
         bandwidth,
     }
@@ -189,7 +193,12 @@ mod tests {
         assert_eq!(median, Duration::from_millis(10));
         assert!((sigma - 0.5).abs() < 0.01, "sigma {sigma}");
         assert_eq!(config.link.bandwidth, Some(1_000_000));
-        assert_eq!(config.uplink, UplinkModel::default(), "nothing saturated");
+        assert_eq!(
+            config.publisher,
+            SenderModel::default(),
+            "nothing saturated"
+        );
+        assert_eq!(config.server, SenderModel::default());
         assert!(
             fit(&cells, "other", 2, SimConfig::default()).is_none(),
             "no cells of that backend"
@@ -197,30 +206,50 @@ mod tests {
     }
 
     #[test]
-    fn saturated_cells_give_the_uplink_and_fetches_the_serve_delay() {
-        // The model to recover: 1 ms per message and 10 MB/s on the uplink, a 5 ms link, a 250 ms
-        // serve delay; two subscribers.
-        let occupancy_us = |size: usize| 1_000.0 + size as f64 / 10.0;
-        let saturated = |size: usize| {
-            let mut c = cell(Operation::Broadcast, size, 64, 1, 1);
-            c.throughput = 1e6 / occupancy_us(size);
+    fn saturated_cells_give_the_paths_and_fetches_the_serve_delay() {
+        // The model to recover: publishing at 1 ms per message and 10 MB/s, serving at 5 ms and
+        // 40 MB/s, a 5 ms link, a 250 ms serve delay; two subscribers.
+        let publishing_us = |size: usize| 1_000.0 + size as f64 / 10.0;
+        let serving_us = |size: usize| 5_000.0 + size as f64 / 40.0;
+        let saturated = |operation, size: usize, per_operation_us: f64, copies: f64| {
+            let mut c = cell(operation, size, 64, 1, 1);
+            c.throughput = copies * 1e6 / per_operation_us;
             c
         };
-        let single = (5_000.0 + 1.5 * occupancy_us(256)) as u64;
-        let fetch = (250_000.0 + 2.0 * 5_000.0 + occupancy_us(64) + occupancy_us(256)) as u64;
+        let single = (5_000.0 + publishing_us(256)) as u64;
+        let fetch = (250_000.0 + 2.0 * 5_000.0 + serving_us(256)) as u64;
         let cells = [
             cell(Operation::Broadcast, 256, 1, single, single * 2),
             cell(Operation::PutFetch, 256, 1, fetch, fetch + 50_000),
-            saturated(256),
-            saturated(1 << 20),
+            saturated(Operation::Broadcast, 256, publishing_us(256), 2.0),
+            saturated(Operation::Broadcast, 1 << 20, publishing_us(1 << 20), 2.0),
+            saturated(Operation::PutFetch, 256, serving_us(256), 1.0),
+            saturated(Operation::PutFetch, 1 << 20, serving_us(1 << 20), 1.0),
         ];
         let config = fit(&cells, "real", 2, SimConfig::default()).expect("fits");
-        assert_eq!(config.uplink.bandwidth, Some(10_000_000));
-        let per_message = config.uplink.per_message.as_micros();
-        assert!(per_message.abs_diff(1_000) <= 1, "{per_message} us");
+        let close = |path: &SenderModel, micros: u128, bandwidth: u64| {
+            let per_message = path.per_message.as_micros();
+            per_message.abs_diff(micros) <= 1
+                && path
+                    .bandwidth
+                    .is_some_and(|b| b.abs_diff(bandwidth) <= bandwidth / 1000)
+        };
+        assert!(
+            close(&config.publisher, 1_000, 10_000_000),
+            "{:?}",
+            config.publisher
+        );
+        assert!(
+            close(&config.server, 5_000, 40_000_000),
+            "{:?}",
+            config.server
+        );
         let (median, _) = median_and_sigma(config.link.latency);
         assert!(median.as_micros().abs_diff(5_000) <= 2, "link {median:?}");
-        assert_eq!(config.link.bandwidth, None, "the uplink carries the bytes");
+        assert_eq!(
+            config.link.bandwidth, None,
+            "the publishing path carries the bytes"
+        );
         let (serve, _) = median_and_sigma(config.serve_delay);
         assert!(serve.as_micros().abs_diff(250_000) <= 2, "serve {serve:?}");
     }

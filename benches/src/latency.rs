@@ -15,11 +15,11 @@ use bytes::Bytes;
 use comms::{Codec, Communication, Topic};
 use futures::future::join_all;
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::{sync::mpsc, time::Instant};
 
 /// Which operation a measurement is of.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Operation {
     /// From `broadcast` on one peer to the message's arrival on each subscriber.

@@ -5,12 +5,12 @@ use std::path::Path;
 
 use anyhow::Context;
 use plotters::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::latency::{Measured, Operation};
 
 /// The figures of one cell.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Cell {
     pub backend: String,
     pub operation: Operation,

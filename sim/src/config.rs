@@ -29,8 +29,11 @@ pub struct SimConfig {
     /// How long a holder takes to answer a want, before its response leaves (a daemon's lookup
     /// and scheduling: the fixed cost of a fetch). Zero by default.
     pub serve_delay: Latency,
-    /// What each peer's sending side costs; everything a peer sends queues there. Free by default.
-    pub uplink: UplinkModel,
+    /// What publishing costs each peer: its broadcasts queue there. Free by default.
+    pub publisher: SenderModel,
+    /// What answering fetches costs each peer: its responses queue there (a daemon's block
+    /// exchange is a separate path from its pubsub router). Free by default.
+    pub server: SenderModel,
     /// Keep every trace event in memory for export (the digest is kept either way).
     pub record_trace: bool,
 }
@@ -45,18 +48,20 @@ impl Default for SimConfig {
             want_retry: Duration::from_millis(500),
             max_providers_per_want: 8,
             serve_delay: Latency::constant(Duration::ZERO),
-            uplink: UplinkModel::default(),
+            publisher: SenderModel::default(),
+            server: SenderModel::default(),
             record_trace: false,
         }
     }
 }
 
-/// A peer's sending side, shared by every message it sends on every link: each message occupies
-/// it for `per_message` plus its size over `bandwidth`, one after the other, so latency grows with
-/// load (the links themselves do not contend). A broadcast's copies queue behind one another.
+/// One of a peer's sending paths: each message sent on it occupies it for `per_message` plus its
+/// size over `bandwidth`, one message after another, so latency grows with load (the links
+/// themselves do not contend). A broadcast is one message however many copies it fans out to, as a
+/// pubsub router encodes and signs it once.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct UplinkModel {
+pub struct SenderModel {
     /// The fixed cost of sending one message.
     #[serde(with = "humantime_serde")]
     pub per_message: Duration,
@@ -64,8 +69,8 @@ pub struct UplinkModel {
     pub bandwidth: Option<u64>,
 }
 
-impl UplinkModel {
-    /// How long a message of `size` bytes occupies the uplink, in nanoseconds.
+impl SenderModel {
+    /// How long a message of `size` bytes occupies the sending side, in nanoseconds.
     pub fn occupancy(&self, size: usize) -> u64 {
         let per_byte = self
             .bandwidth
@@ -91,8 +96,29 @@ pub struct LinkModel {
     pub jitter: Duration,
     /// Probability that a message (or one leg of a fetch) is lost, from 0 to 1.
     pub loss: f64,
-    /// Bytes per second; a payload of `n` bytes takes `n / bandwidth` longer. `None`: unlimited.
+    /// Bytes per second; a payload of `n` bytes takes `n / bandwidth` longer. `None` (0 in a
+    /// scenario file, which has no null): unlimited.
+    #[serde(with = "zero_is_unlimited")]
     pub bandwidth: Option<u64>,
+}
+
+/// A bandwidth written as a number, 0 for unlimited: TOML has no null, and an absent key means the
+/// default link's bandwidth.
+mod zero_is_unlimited {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        bandwidth: &Option<u64>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(bandwidth.unwrap_or(0))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<u64>, D::Error> {
+        Ok(Some(u64::deserialize(deserializer)?).filter(|&b| b > 0))
+    }
 }
 
 impl Default for LinkModel {
@@ -122,7 +148,7 @@ mod tests {
             latency = { kind = "log-normal", median = "40ms", sigma = 0.6 }
             jitter = "2ms"
             loss = 0.01
-            [uplink]
+            [publisher]
             per_message = "1ms"
             bandwidth = 10000000
             [limits]
@@ -139,14 +165,35 @@ mod tests {
             }
         );
         assert_eq!(config.link.bandwidth, LinkModel::default().bandwidth);
-        assert_eq!(config.uplink.occupancy(10_000), 2_000_000, "1 ms + 1 ms");
+        assert_eq!(config.publisher.occupancy(10_000), 2_000_000, "1 ms + 1 ms");
         assert_eq!(config.serve_delay, SimConfig::default().serve_delay);
+        assert_eq!(config.server, SenderModel::default());
         assert_eq!(config.limits.max_message_bytes, 65536);
         assert_eq!(config.limits.max_block_bytes, Limits::MIB);
         assert!(
             toml::from_str::<SimConfig>("sede = 1").is_err(),
             "unknown keys are refused"
         );
+    }
+
+    #[test]
+    fn a_written_scenario_reads_back_the_same() {
+        let config = SimConfig {
+            link: LinkModel {
+                bandwidth: None,
+                ..LinkModel::default()
+            },
+            serve_delay: Latency::constant(Duration::from_millis(250)),
+            server: SenderModel {
+                per_message: Duration::from_millis(7),
+                bandwidth: Some(32_000_000),
+            },
+            ..SimConfig::default()
+        };
+        let text = toml::to_string_pretty(&config).expect("writes");
+        let read: SimConfig = toml::from_str(&text).expect("reads");
+        assert_eq!(read, config, "{text}");
+        assert_eq!(read.link.bandwidth, None, "unlimited stays unlimited");
     }
 }
 

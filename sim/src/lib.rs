@@ -16,9 +16,9 @@
 //!   uniform, log-normal, exponential, Pareto), uniform jitter, loss probability, and bandwidth (a
 //!   payload's transfer time is its size over the bandwidth; links do not contend with each other).
 //!   The default model and per-link overrides can change at any time.
-//! - **Uplinks** (optional, [`UplinkModel`]): each peer's sends queue on its sending side, each
-//!   occupying it for a fixed cost plus size over bandwidth, so latency grows with load and a
-//!   broadcast's copies leave one after another.
+//! - **Sending paths** (optional, [`SenderModel`]): each broadcast a peer publishes (once, however
+//!   many copies) and each fetch response it serves occupies the peer's publishing or serving path
+//!   for a fixed cost plus size over bandwidth, one after another, so latency grows with load.
 //! - **Broadcast**: full-mesh fan-out from the publisher to every subscribed peer, each copy with its
 //!   own loss and delay (no gossip relaying, so no duplicates). Subscriber queues are bounded
 //!   ([`SimConfig::subscriber_queue`]); overflow drops and counts, as a gossipsub router does.
@@ -27,8 +27,8 @@
 //! - **Faults**: partitions that split and heal, crashes and restarts (blocks survive, subscriptions
 //!   and pending fetches do not), and per-peer [`Fault`]s: a peer serving corrupted blocks, a peer
 //!   flooding a topic. Receivers enforce size limits themselves, since a faulty sender ignores its own.
-//! - **Not modelled**: CPU time of the peers (handlers run in zero simulated time) beyond the uplink
-//!   and serve delay, contention on the receiving side, gossip mesh maintenance, connection set-up,
+//! - **Not modelled**: CPU time of the peers (handlers run in zero simulated time) beyond the sending
+//!   paths and serve delay, contention on the receiving side, gossip mesh maintenance, connection set-up,
 //!   and garbage collection of blocks.
 //!
 //! # Figures
@@ -44,7 +44,7 @@ mod stats;
 
 use std::time::Duration;
 
-pub use config::{Fault, LinkModel, SimConfig, UplinkModel};
+pub use config::{Fault, LinkModel, SenderModel, SimConfig};
 pub use dist::{Latency, SimRng, MAX_DELAY};
 pub use peer::SimPeer;
 pub use stats::{Counters, LatencyHistogram, LatencySummary, Stats, TraceEvent, TraceKind};

@@ -1,11 +1,11 @@
-//! Fault injection and the link model: partitions, crashes, loss, bandwidth, uplink queues, serve
+//! Fault injection and the link model: partitions, crashes, loss, bandwidth, sender queues, serve
 //! delay, corrupting and flooding peers. Everything runs in virtual time, so the delays asserted are simulated, exact.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use comms::{conformance::recv_within, Codec, Communication, Error, Limits, Topic};
-use sim::{Fault, Latency, LinkModel, Sim, SimConfig, SimError, SimPeer, UplinkModel};
+use comms::{conformance::recv_within, Cid, Codec, Communication, Error, Limits, Topic};
+use sim::{Fault, Latency, LinkModel, SenderModel, Sim, SimConfig, SimError, SimPeer};
 use tokio::time::Instant;
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -200,11 +200,11 @@ fn about(took: Duration, expected: Duration) -> bool {
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_uplink_sends_a_broadcasts_copies_one_after_another() {
-    // 1 ms per message and 1 MB/s: 100 kB occupy the publisher's uplink for 101 ms a copy.
+async fn a_busy_sender_queues_its_broadcasts() {
+    // 1 ms per message and 1 MB/s: 100 kB occupy the publisher for 101 ms a broadcast.
     let config = SimConfig {
         link: fixed_link(0.0, None),
-        uplink: UplinkModel {
+        publisher: SenderModel {
             per_message: Duration::from_millis(1),
             bandwidth: Some(1_000_000),
         },
@@ -222,19 +222,27 @@ async fn an_uplink_sends_a_broadcasts_copies_one_after_another() {
             .await
             .expect("broadcast");
     }
-    // Four copies leave one after another, each 10 ms on the wire after it leaves.
-    let mut arrivals = Vec::new();
-    for round in 0..2 {
-        for (i, sub) in subs.iter_mut().enumerate() {
+    // Both copies of a broadcast leave together, 10 ms on the wire; the second broadcast waits
+    // for the first.
+    for queued in 1..=2u64 {
+        let expected = Duration::from_millis(10 + 101 * queued);
+        for sub in &mut subs {
             recv_within(sub, PATIENCE, "a copy").await;
-            arrivals.push((round * 2 + i, sent.elapsed()));
+            let took = sent.elapsed();
+            assert!(about(took, expected), "broadcast {queued}: {took:?}");
         }
     }
-    arrivals.sort_by_key(|(_, took)| *took);
-    for (position, (_, took)) in arrivals.iter().enumerate() {
-        let expected = Duration::from_millis(10 + 101 * (position as u64 + 1));
-        assert!(about(*took, expected), "copy {position} took {took:?}");
+}
+
+/// Two peers under `config`, peer 0 holding `blocks`; with their CIDs.
+async fn holding(config: SimConfig, blocks: &[&'static [u8]]) -> (Sim, Vec<SimPeer>, Vec<Cid>) {
+    let (sim, peers) = Sim::builder().config(config).peers(2).build();
+    let mut cids = Vec::new();
+    for block in blocks {
+        let data = Bytes::from_static(block);
+        cids.push(peers[0].put(Codec::Raw, data).await.expect("put"));
     }
+    (sim, peers, cids)
 }
 
 #[tokio::test(start_paused = true)]
@@ -244,18 +252,53 @@ async fn a_holder_answers_after_its_serve_delay() {
         serve_delay: Latency::constant(Duration::from_millis(250)),
         ..SimConfig::default()
     };
-    let (_sim, peers) = Sim::builder().config(config).peers(2).build();
-    let cid = peers[0]
-        .put(Codec::Raw, Bytes::from_static(b"block"))
-        .await
-        .expect("put");
+    let (_sim, peers, cids) = holding(config, &[b"block"]).await;
     let asked = Instant::now();
-    peers[1].fetch(&cid, PATIENCE).await.expect("fetched");
+    peers[1].fetch(&cids[0], PATIENCE).await.expect("fetched");
     let took = asked.elapsed();
     assert!(
         about(took, Duration::from_millis(270)),
         "want 10 ms, serve 250 ms, response 10 ms: took {took:?}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_holder_serves_one_fetch_after_another() {
+    let config = SimConfig {
+        link: fixed_link(0.0, None),
+        server: SenderModel {
+            per_message: Duration::from_millis(100),
+            bandwidth: None,
+        },
+        ..SimConfig::default()
+    };
+    let (_sim, peers, cids) = holding(config, &[b"one", b"two"]).await;
+    let asked = Instant::now();
+    let fetches = cids.iter().map(|cid| async {
+        peers[1].fetch(cid, PATIENCE).await.expect("fetched");
+        asked.elapsed()
+    });
+    let took = futures::future::join_all(fetches).await;
+    // Both wants arrive after 10 ms; the responses leave 100 ms apart and cross in 10 ms.
+    for (i, took) in took.into_iter().enumerate() {
+        let expected = Duration::from_millis(120 + 100 * i as u64);
+        assert!(about(took, expected), "fetch {i} took {took:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_holder_answers_a_repeated_want_once() {
+    // Served after 1.2 s, while the want is repeated every 500 ms.
+    let config = SimConfig {
+        link: fixed_link(0.0, None),
+        serve_delay: Latency::constant(Duration::from_millis(1200)),
+        want_retry: Duration::from_millis(500),
+        ..SimConfig::default()
+    };
+    let (sim, peers, cids) = holding(config, &[b"block"]).await;
+    peers[1].fetch(&cids[0], PATIENCE).await.expect("fetched");
+    let counters = sim.stats().await.expect("running").counters;
+    assert_eq!(counters.blocks_served, 1, "{counters:?}");
 }
 
 #[tokio::test(start_paused = true)]

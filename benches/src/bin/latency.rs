@@ -61,7 +61,11 @@ struct Args {
     /// starting local ones. Repeat.
     #[arg(long = "ipfs-api", value_name = "URL")]
     ipfs_apis: Vec<String>,
-    /// Fit the simulator (link delay, uplink, serve delay) to the IPFS latencies, write it to this
+    /// Use the running IPFS daemons listed in this file, one `API_URL SWARM_MULTIADDR` per line
+    /// (what `ipfs-testnet --out` writes), connecting them to each other.
+    #[arg(long, value_name = "FILE", conflicts_with = "ipfs_apis")]
+    ipfs_daemons: Option<PathBuf>,
+    /// Fit the simulator (link delay, publishing and serving paths, serve delay) to the IPFS latencies, write it to this
     /// scenario file, and measure the simulator with it: predicted and measured side by side.
     #[arg(long, value_name = "FILE.toml")]
     calibrate: Option<PathBuf>,
@@ -70,6 +74,11 @@ struct Args {
     /// (`ipfs-sub`), to tell which side a difference comes from.
     #[arg(long)]
     cross: bool,
+    /// Start from the cells of an earlier run (its `--json` file) instead of measuring its
+    /// backends again: with `--calibrate`, fits the simulator to them, without daemons. Its peer
+    /// count replaces `--peers`; the backends given are measured as well (none by default).
+    #[arg(long, value_name = "FILE.json")]
+    cells: Option<PathBuf>,
     /// Write the cells as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -93,7 +102,19 @@ fn main() -> anyhow::Result<()> {
         args.samples = 20;
         args.warmup = 2;
     }
-    if args.backends.is_empty() {
+    let mut cells = Vec::new();
+    if let Some(path) = &args.cells {
+        let earlier: EarlierRun = serde_json::from_str(
+            &std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?,
+        )
+        .with_context(|| format!("parsing {}", path.display()))?;
+        (args.peers, cells) = (earlier.peers, earlier.cells);
+        // A new fit replaces the earlier one's predictions.
+        if args.calibrate.is_some() {
+            cells.retain(|c| c.backend != "sim-fit");
+        }
+    } else if args.backends.is_empty() {
         args.backends = vec!["sim".into(), "ipfs".into()];
     }
     anyhow::ensure!(
@@ -105,7 +126,6 @@ fn main() -> anyhow::Result<()> {
         warmup: args.warmup,
         bound: args.bound,
     };
-    let mut cells = Vec::new();
     for backend in &args.backends {
         let measured = match backend.as_str() {
             "sim" => measure_sim("sim", sim_config(&args)?, &args, plan)?,
@@ -134,10 +154,11 @@ fn main() -> anyhow::Result<()> {
         );
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
         eprintln!(
-            "fitted model written to {}: link {:?}, uplink {:?}, serve delay {:?}",
+            "fitted model written to {}: link {:?}, publisher {:?}, server {:?}, serve delay {:?}",
             path.display(),
             config.link,
-            config.uplink,
+            config.publisher,
+            config.server,
             config.serve_delay
         );
         cells.extend(measure_sim("sim-fit", config.clone(), &args, plan)?);
@@ -169,6 +190,13 @@ fn main() -> anyhow::Result<()> {
         println!("chart written to {}", path.display());
     }
     Ok(())
+}
+
+/// What `--cells` reads of an earlier run's `--json` file.
+#[derive(serde::Deserialize)]
+struct EarlierRun {
+    peers: usize,
+    cells: Vec<Cell>,
 }
 
 /// A backend under measurement: its name and its peers.
@@ -299,7 +327,23 @@ fn measure_sim(
 }
 
 fn measure_ipfs(args: &Args, plan: Plan) -> anyhow::Result<Vec<Cell>> {
-    let (daemons, apis) = match args.ipfs_apis.len() {
+    let listed = match &args.ipfs_daemons {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .lines()
+            .filter_map(|line| {
+                let mut words = line.split_whitespace();
+                let api = words.next()?.to_string();
+                Some((api, words.next().unwrap_or_default().to_string()))
+            })
+            .collect(),
+        None => args
+            .ipfs_apis
+            .iter()
+            .map(|a| (a.clone(), String::new()))
+            .collect::<Vec<_>>(),
+    };
+    let (daemons, apis) = match listed.len() {
         0 => {
             eprintln!("starting {} local IPFS daemons", args.peers);
             let daemons = testnet::start_daemons(args.peers);
@@ -309,14 +353,8 @@ fn measure_ipfs(args: &Args, plan: Plan) -> anyhow::Result<Vec<Cell>> {
                 .collect();
             (daemons, apis)
         }
-        n if n >= 2 => (
-            Vec::new(),
-            args.ipfs_apis
-                .iter()
-                .map(|a| (a.clone(), String::new()))
-                .collect::<Vec<_>>(),
-        ),
-        _ => anyhow::bail!("--ipfs-api: at least two daemons"),
+        n if n >= 2 => (Vec::new(), listed),
+        _ => anyhow::bail!("--ipfs-api, --ipfs-daemons: at least two daemons"),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use comms::{Error, Message, Operation, PeerId, Topic};
 use tokio::sync::mpsc::{self, error::TrySendError};
 
-use super::{Engine, Envelope, Event, PeerIdx, Sub, NOBODY};
+use super::{Engine, Envelope, Event, Path, PeerIdx, Sub, NOBODY};
 use crate::stats::TraceKind;
 
 impl Engine {
@@ -109,18 +109,20 @@ impl Engine {
             sent_at: self.now,
             message,
         });
+        let left = self.occupy(from, Path::Publish, size, 0);
         for to in targets {
-            self.send_copy(to, &envelope);
+            self.send_copy(to, &envelope, left);
         }
     }
 
-    fn send_copy(&mut self, to: PeerIdx, envelope: &Arc<Envelope>) {
+    /// One copy of a message that left its publisher at `left`.
+    fn send_copy(&mut self, to: PeerIdx, envelope: &Arc<Envelope>, left: u64) {
         let (from, id, size) = (envelope.from, envelope.id, envelope.message.data.len());
         let dropped = if !self.peers[to as usize].up {
             &mut self.counters.dropped_crashed
         } else if !self.reachable(from, to) {
             &mut self.counters.dropped_partition
-        } else if let Some(delay) = self.transit(from, to, size, 0) {
+        } else if let Some(delay) = self.transit(from, to, size, left) {
             self.schedule(
                 delay,
                 Event::Deliver {

@@ -4,18 +4,19 @@
 //! `max_providers_per_want`, picked at random), each holder answers, and the first response whose
 //! bytes verify wins; the fetched block is then kept, so the fetcher serves it too. Every
 //! `want_retry` the want goes out again, which heals losses, partitions and blocks that appear
-//! later. A response that does not verify is counted and ignored while others are outstanding, and
-//! ends the fetch with `CidMismatch` when none is. At the deadline the fetch ends with `Timeout`.
-//! Each leg pays the link's latency and loss and waits for its sender's uplink; the response leaves
-//! after the holder's `serve_delay` and also pays the transfer time of its bytes.
+//! later; a holder whose response is on its way is not asked again. A response that does not
+//! verify is counted and ignored while others are outstanding, and ends the fetch with
+//! `CidMismatch` when none is. At the deadline the fetch ends with `Timeout`. Each leg pays the
+//! link's latency and loss; the response leaves after the holder's `serve_delay` and its serving
+//! path (see `SenderModel`), and also pays the transfer time of its bytes.
 
-use std::time::Duration;
+use std::{collections::BTreeSet, time::Duration};
 
 use bytes::Bytes;
 use comms::{check_supported, cid_for, verify, Cid, Codec, Error, Operation};
 use tokio::sync::oneshot;
 
-use super::{Engine, Event, PeerIdx, NOBODY};
+use super::{Engine, Event, Path, PeerIdx, NOBODY};
 use crate::stats::TraceKind;
 
 /// Bytes a want costs on the wire (a CID and framing).
@@ -28,7 +29,9 @@ pub(crate) struct PendingFetch {
     started: u64,
     deadline: u64,
     timeout: Duration,
-    outstanding: u32,
+    /// The holders whose response is on its way: a holder answers a want once, however often
+    /// the want is repeated meanwhile (as a bitswap peer's want list is a set).
+    answering: BTreeSet<PeerIdx>,
     reply: oneshot::Sender<Result<Bytes, Error>>,
 }
 
@@ -80,7 +83,7 @@ impl Engine {
             started: self.now,
             deadline,
             timeout,
-            outstanding: 0,
+            answering: BTreeSet::new(),
             reply,
         };
         self.fetches.insert(id, pending);
@@ -102,7 +105,7 @@ impl Engine {
             .into_iter()
             .flatten()
             .copied()
-            .filter(|&h| h != peer && self.reachable(peer, h))
+            .filter(|&h| h != peer && self.reachable(peer, h) && !fetch.answering.contains(&h))
             .collect();
         let keep = self.config.max_providers_per_want.max(1);
         if holders.len() > keep {
@@ -127,12 +130,13 @@ impl Engine {
         if self.peers[holder as usize].corrupt {
             data = corrupt(&data);
         }
-        let Some(request) = self.transit(peer, holder, WANT_BYTES, 0) else {
+        let Some(request) = self.transit(peer, holder, WANT_BYTES, self.now) else {
             self.counters.blocks_lost += 1;
             return;
         };
         let served = request.saturating_add(self.config.serve_delay.sample(&mut self.rng));
-        let Some(response) = self.transit(holder, peer, data.len(), served) else {
+        let answered = self.occupy(holder, Path::Serve, data.len(), served);
+        let Some(response) = self.transit(holder, peer, data.len(), answered) else {
             self.counters.blocks_lost += 1;
             return;
         };
@@ -140,7 +144,7 @@ impl Engine {
         self.counters.blocks_served_bytes += data.len() as u64;
         self.trace(TraceKind::Serve, holder, peer, id, data.len() as u64);
         if let Some(fetch) = self.fetches.get_mut(&id) {
-            fetch.outstanding += 1;
+            fetch.answering.insert(holder);
         }
         self.schedule(
             response,
@@ -175,8 +179,8 @@ impl Engine {
         let Some(fetch) = self.fetches.get_mut(&id) else {
             return;
         };
-        fetch.outstanding -= 1;
-        let (peer, cid, outstanding) = (fetch.peer, fetch.cid, fetch.outstanding);
+        fetch.answering.remove(&from);
+        let (peer, cid, outstanding) = (fetch.peer, fetch.cid, fetch.answering.len());
         if !self.reachable(peer, from) || data.len() > self.config.limits.max_block_bytes {
             self.counters.blocks_lost += 1;
             return;

@@ -39,6 +39,13 @@ pub(crate) struct Envelope {
     message: Message,
 }
 
+/// A peer's sending paths (see [`crate::SenderModel`]).
+#[derive(Clone, Copy)]
+enum Path {
+    Publish,
+    Serve,
+}
+
 /// Something that will happen at a simulated time.
 enum Event {
     Deliver {
@@ -112,8 +119,9 @@ struct PeerState {
     corrupt: bool,
     flood: Option<Flood>,
     fault_epoch: u64,
-    /// When this peer's uplink has sent everything queued on it (simulated nanoseconds).
-    uplink_free_at: u64,
+    /// When this peer has sent everything queued on each sending path (simulated nanoseconds).
+    publisher_free_at: u64,
+    server_free_at: u64,
 }
 
 impl PeerState {
@@ -128,7 +136,8 @@ impl PeerState {
             corrupt: false,
             flood: None,
             fault_epoch: 0,
-            uplink_free_at: 0,
+            publisher_free_at: 0,
+            server_free_at: 0,
         }
     }
 }
@@ -236,18 +245,28 @@ impl Engine {
         });
     }
 
-    /// When `size` bytes that `from` sends to `to`, `after` nanoseconds from now, arrive (as a
-    /// delay from now), or `None` when the link loses them. The message first waits for `from`'s
-    /// uplink, which it occupies even if lost. Uplink time is booked in the order sends are
-    /// computed, which for a send in the future (a fetch response) is not quite the order they leave.
-    fn transit(&mut self, from: PeerIdx, to: PeerIdx, size: usize, after: u64) -> Option<u64> {
-        let mut leaves = self.now.saturating_add(after);
-        let occupancy = self.config.uplink.occupancy(size);
-        if occupancy > 0 {
-            let free_at = &mut self.peers[from as usize].uplink_free_at;
-            leaves = leaves.max(*free_at).saturating_add(occupancy);
-            *free_at = leaves;
+    /// When a message of `size` bytes that `peer` sends on `path`, `after` nanoseconds from now,
+    /// leaves it, in absolute simulated nanoseconds: it waits for the messages queued before it.
+    /// Booked in the order sends are computed, which for a send in the future (a fetch response)
+    /// is not quite the order they leave.
+    fn occupy(&mut self, peer: PeerIdx, path: Path, size: usize, after: u64) -> u64 {
+        let ready = self.now.saturating_add(after);
+        let state = &mut self.peers[peer as usize];
+        let (model, free_at) = match path {
+            Path::Publish => (&self.config.publisher, &mut state.publisher_free_at),
+            Path::Serve => (&self.config.server, &mut state.server_free_at),
+        };
+        let occupancy = model.occupancy(size);
+        if occupancy == 0 {
+            return ready;
         }
+        *free_at = ready.max(*free_at).saturating_add(occupancy);
+        *free_at
+    }
+
+    /// When `size` bytes that left `from` at `left` (absolute) arrive at `to`, as a delay from
+    /// now, or `None` when the link loses them.
+    fn transit(&mut self, from: PeerIdx, to: PeerIdx, size: usize, left: u64) -> Option<u64> {
         let link = match self.links.is_empty() {
             true => self.config.link,
             false => *self.links.get(&(from, to)).unwrap_or(&self.config.link),
@@ -262,7 +281,7 @@ impl Engine {
             .filter(|&b| b > 0)
             .map_or(0, |b| transfer_nanos(size, b));
         let wire = latency.saturating_add(jitter).saturating_add(transfer);
-        Some((leaves - self.now).saturating_add(wire))
+        Some((left.saturating_sub(self.now)).saturating_add(wire))
     }
 
     fn reachable(&self, a: PeerIdx, b: PeerIdx) -> bool {
