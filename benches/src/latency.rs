@@ -3,10 +3,12 @@
 //!
 //! At concurrency `c`, `c` operations start together and the next `c` start when all of them are
 //! done (or their bound ran out: those count as lost). The first `warmup` operations are not
-//! recorded. Times are the tokio clock's, so under a simulator's paused clock they are virtual.
+//! recorded. A cell advances a batch at a time ([`Batches`]), so that backends can take turns.
+//! Times are the tokio clock's, so under a simulator's paused clock they are virtual.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
+    ops::Range,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -19,7 +21,19 @@ use serde::{Deserialize, Serialize};
 use tokio::{sync::mpsc, time::Instant};
 
 /// Which operation a measurement is of.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Operation {
     /// From `broadcast` on one peer to the message's arrival on each subscriber.
@@ -132,137 +146,148 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Broadcast-to-delivery latency from `publisher` to every subscriber of `listeners` on `topic`,
-/// for messages numbered from `first_id` (unique across calls). The publisher's backend must
-/// already know the subscribers.
-pub async fn broadcast<C: Communication + ?Sized>(
+/// A cell's operations in batches of `concurrency`: warm-up batches first, then recorded ones.
+/// Advanced one batch at a time ([`broadcast_batch`], [`put_fetch_batch`]), so that several
+/// backends' cells can take turns batch by batch and a drift of the machine or the daemons (js-ipfs
+/// gets twice as fast over its first few thousand messages) affects them alike.
+pub struct Batches {
+    warmup: usize,
+    record: usize,
+    concurrency: usize,
+    next_id: u64,
+    measured: Measured,
+}
+
+impl Batches {
+    /// The batches of a cell under `plan`, where one operation yields `samples_per_operation`
+    /// samples (a broadcast one per subscriber), numbering operations from `first_id`. Uses fewer
+    /// than `plan.samples + plan.warmup + 2 * concurrency` ids.
+    pub fn new(
+        plan: Plan,
+        samples_per_operation: usize,
+        concurrency: usize,
+        first_id: u64,
+    ) -> Batches {
+        let per = samples_per_operation.max(1);
+        Batches {
+            warmup: plan.warmup.div_ceil(per),
+            record: plan.samples.div_ceil(per),
+            concurrency: concurrency.max(1),
+            next_id: first_id,
+            measured: Measured::new(),
+        }
+    }
+
+    /// The next batch's operation ids and whether it is recorded; `None` when done.
+    fn next(&mut self) -> Option<(Range<u64>, bool)> {
+        let recording = if self.warmup > 0 {
+            self.warmup = self.warmup.saturating_sub(self.concurrency);
+            false
+        } else if self.record > 0 {
+            self.record = self.record.saturating_sub(self.concurrency);
+            true
+        } else {
+            return None;
+        };
+        let ids = self.next_id..self.next_id + self.concurrency as u64;
+        self.next_id = ids.end;
+        Some((ids, recording))
+    }
+
+    /// What the recorded batches measured; the elapsed time is the sum of theirs alone.
+    pub fn into_measured(self) -> Measured {
+        self.measured
+    }
+}
+
+/// Runs the next batch of `batches`: broadcasts of `size` bytes from `publisher`, each measured
+/// until its delivery at every subscriber of `listeners` on `topic`, for at most `bound`. False
+/// when the cell is done. The publisher's backend must already know the subscribers.
+pub async fn broadcast_batch<C: Communication + ?Sized>(
     publisher: &C,
     listeners: &mut Listeners,
     topic: &Topic,
     size: usize,
-    concurrency: usize,
-    plan: Plan,
-    first_id: u64,
-) -> anyhow::Result<Measured> {
-    let subscribers = listeners.readers.len().max(1);
-    let mut measured = Measured::new();
-    let mut phases = Phases::new(
-        plan.warmup.div_ceil(subscribers),
-        plan.samples.div_ceil(subscribers),
-    );
-    let mut next = first_id;
-    while let Some(recording) = phases.next_batch(concurrency) {
-        let batch: Vec<u64> = (next..next + concurrency as u64).collect();
-        next += concurrency as u64;
-        let sends = batch.iter().map(|&id| {
-            let data = payload(id, size);
-            let sent = listeners.sent.clone();
-            async move {
-                lock(&sent).insert(id, Instant::now());
-                publisher.broadcast(topic, data).await
-            }
-        });
-        for result in join_all(sends).await {
-            result?;
+    bound: Duration,
+    batches: &mut Batches,
+) -> anyhow::Result<bool> {
+    let Some((ids, recording)) = batches.next() else {
+        return Ok(false);
+    };
+    let started = Instant::now();
+    let sends = ids.clone().map(|id| {
+        let data = payload(id, size);
+        let sent = listeners.sent.clone();
+        async move {
+            lock(&sent).insert(id, Instant::now());
+            publisher.broadcast(topic, data).await
         }
-        let wanted: HashSet<u64> = batch.iter().copied().collect();
-        let expected = batch.len() * subscribers;
-        let mut got = 0;
-        let deadline = Instant::now() + plan.bound;
-        while got < expected {
-            match tokio::time::timeout_at(deadline, listeners.arrived.recv()).await {
-                Ok(Some((id, latency))) if wanted.contains(&id) => {
-                    got += 1;
-                    if recording {
-                        measured.record(latency);
-                    }
+    });
+    for result in join_all(sends).await {
+        result?;
+    }
+    let expected = ids.clone().count() * listeners.readers.len();
+    let mut got = 0;
+    let deadline = Instant::now() + bound;
+    let measured = &mut batches.measured;
+    while got < expected {
+        match tokio::time::timeout_at(deadline, listeners.arrived.recv()).await {
+            Ok(Some((id, latency))) if ids.contains(&id) => {
+                got += 1;
+                if recording {
+                    measured.record(latency);
                 }
-                Ok(Some(_)) => {} // late from an earlier batch, already counted as lost
-                Ok(None) | Err(_) => break,
             }
+            Ok(Some(_)) => {} // late from an earlier batch, already counted as lost
+            Ok(None) | Err(_) => break,
         }
-        if recording {
-            measured.lost += (expected - got) as u64;
-        }
-        let mut sent = lock(&listeners.sent);
-        batch.iter().for_each(|id| {
-            sent.remove(id);
-        });
     }
-    measured.elapsed = phases.recorded_for();
-    Ok(measured)
+    if recording {
+        measured.lost += (expected - got) as u64;
+        measured.elapsed += started.elapsed();
+    }
+    let mut sent = lock(&listeners.sent);
+    ids.for_each(|id| {
+        sent.remove(&id);
+    });
+    Ok(true)
 }
 
-/// Warm-up batches, then recorded ones, until each phase has at least its count of operations.
-struct Phases {
-    warmup: usize,
-    record: usize,
-    started: Option<Instant>,
-}
-
-impl Phases {
-    fn new(warmup: usize, record: usize) -> Phases {
-        Phases {
-            warmup,
-            record,
-            started: None,
-        }
-    }
-
-    /// Whether the next batch of `size` is recorded; `None` when done.
-    fn next_batch(&mut self, size: usize) -> Option<bool> {
-        if self.warmup > 0 {
-            self.warmup = self.warmup.saturating_sub(size);
-            return Some(false);
-        }
-        if self.record == 0 {
-            return None;
-        }
-        self.record = self.record.saturating_sub(size);
-        self.started.get_or_insert_with(Instant::now);
-        Some(true)
-    }
-
-    /// How long the recorded batches took.
-    fn recorded_for(&self) -> Duration {
-        self.started.map_or(Duration::ZERO, |s| s.elapsed())
-    }
-}
-
-/// Put-on-`putter` to fetched-on-`fetcher` latency of fresh `size`-byte raw blocks.
-pub async fn put_fetch<C: Communication + ?Sized>(
+/// Runs the next batch of `batches`: fresh raw blocks of `size` bytes put on `putter` and fetched
+/// on `fetcher`, each measured from the put to the end of the fetch (bounded by `bound`). False
+/// when the cell is done.
+pub async fn put_fetch_batch<C: Communication + ?Sized>(
     putter: &C,
     fetcher: &C,
     size: usize,
-    concurrency: usize,
-    plan: Plan,
-    first_id: u64,
-) -> anyhow::Result<Measured> {
-    let mut measured = Measured::new();
-    let mut phases = Phases::new(plan.warmup, plan.samples);
-    let mut next = first_id;
-    while let Some(recording) = phases.next_batch(concurrency) {
-        let batch = next..next + concurrency as u64;
-        next += concurrency as u64;
-        let operations = batch.map(|id| async move {
-            let data = payload(id, size);
-            let begun = Instant::now();
-            let cid = putter.put(Codec::Raw, data).await?;
-            fetcher.fetch(&cid, plan.bound).await?;
-            anyhow::Ok(begun.elapsed())
-        });
-        for result in join_all(operations).await {
-            match result {
-                Ok(latency) if recording => measured.record(latency),
-                Ok(_) => {}
-                Err(error) if recording => {
-                    tracing::debug!(%error, "a put-fetch failed");
-                    measured.lost += 1;
-                }
-                Err(_) => {}
+    bound: Duration,
+    batches: &mut Batches,
+) -> anyhow::Result<bool> {
+    let Some((ids, recording)) = batches.next() else {
+        return Ok(false);
+    };
+    let started = Instant::now();
+    let operations = ids.map(|id| async move {
+        let data = payload(id, size);
+        let begun = Instant::now();
+        let cid = putter.put(Codec::Raw, data).await?;
+        fetcher.fetch(&cid, bound).await?;
+        anyhow::Ok(begun.elapsed())
+    });
+    let results = join_all(operations).await;
+    if !recording {
+        return Ok(true);
+    }
+    let measured = &mut batches.measured;
+    for result in results {
+        match result {
+            Ok(latency) => measured.record(latency),
+            Err(error) => {
+                tracing::debug!(%error, "a put-fetch failed");
+                measured.lost += 1;
             }
         }
     }
-    measured.elapsed = phases.recorded_for();
-    Ok(measured)
+    measured.elapsed += started.elapsed();
+    Ok(true)
 }

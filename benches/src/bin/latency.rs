@@ -11,7 +11,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use anyhow::Context;
 use benches::{
     calibrate,
-    latency::{self, Listeners, Operation, Plan},
+    latency::{self, Batches, Listeners, Operation, Plan},
     raw::RawIpfs,
     report::{self, Cell},
 };
@@ -27,6 +27,13 @@ struct Args {
     /// Backends to measure: `sim`, `ipfs`. Repeat; default both.
     #[arg(long = "backend", value_name = "NAME")]
     backends: Vec<String>,
+    /// Operations to measure: `broadcast`, `put-fetch`. Repeat; default both.
+    #[arg(long = "operation", value_name = "NAME")]
+    operations: Vec<Operation>,
+    /// Broadcasts of the smallest size each backend sends first, unrecorded, to bring the daemons up
+    /// to speed (js-ipfs gets about twice as fast over its first few thousand messages).
+    #[arg(long, default_value_t = 3000)]
+    settle: usize,
     /// Peers per backend: one publisher, the rest subscribers (at least 2).
     #[arg(long, default_value_t = 3)]
     peers: usize,
@@ -101,6 +108,7 @@ fn main() -> anyhow::Result<()> {
         args.concurrency = vec![1, 8];
         args.samples = 20;
         args.warmup = 2;
+        args.settle = 20;
     }
     let mut cells = Vec::new();
     if let Some(path) = &args.cells {
@@ -116,6 +124,9 @@ fn main() -> anyhow::Result<()> {
         }
     } else if args.backends.is_empty() {
         args.backends = vec!["sim".into(), "ipfs".into()];
+    }
+    if args.operations.is_empty() {
+        args.operations = vec![Operation::Broadcast, Operation::PutFetch];
     }
     anyhow::ensure!(
         args.peers >= 2,
@@ -205,10 +216,9 @@ struct Backend {
     peers: Vec<Arc<dyn Communication>>,
 }
 
-/// Every cell of the `backends`, interleaved cell by cell so that a drift of the machine's load
-/// affects them alike, the first one alternating from cell to cell so that none always runs right
-/// after the daemons served another. Peer 0 publishes and puts; the others subscribe, and peer 1
-/// fetches.
+/// Every cell of the `backends`, which take turns batch by batch within each cell (see
+/// [`measure_cell`]), after `--settle` broadcasts that are not recorded. Peer 0 publishes and puts;
+/// the others subscribe, and peer 1 fetches.
 async fn measure(backends: &[Backend], args: &Args, plan: Plan) -> anyhow::Result<Vec<Cell>> {
     let mut listeners = Vec::new();
     for backend in backends {
@@ -222,62 +232,96 @@ async fn measure(backends: &[Backend], args: &Args, plan: Plan) -> anyhow::Resul
         wait_for_subscribers(&**publisher, &topic, &ids, Duration::from_secs(60)).await;
         listeners.push((topic, Listeners::new(subscriptions)));
     }
-    let mut cells = Vec::new();
     let mut next_id = 0;
-    for (round, (&size, &concurrency)) in args
-        .sizes
-        .iter()
-        .flat_map(|size| args.concurrency.iter().map(move |c| (size, c)))
-        .enumerate()
-    {
-        let concurrency = concurrency.max(1);
-        let mut order: Vec<usize> = (0..backends.len()).collect();
-        if round % 2 == 1 {
-            order.reverse();
+    let smallest = args.sizes.iter().copied().min();
+    if let (Some(size), true) = (smallest, args.settle > 0) {
+        let settle = Plan {
+            samples: 0,
+            warmup: args.settle * (args.peers - 1),
+            ..plan
+        };
+        let cell = (Operation::Broadcast, size, 1);
+        measure_cell(backends, &mut listeners, cell, settle, &mut next_id).await?;
+    }
+    let mut cells = Vec::new();
+    for &size in &args.sizes {
+        for &concurrency in &args.concurrency {
+            for &operation in &args.operations {
+                let cell = (operation, size, concurrency.max(1));
+                cells.extend(
+                    measure_cell(backends, &mut listeners, cell, plan, &mut next_id).await?,
+                );
+            }
+            eprintln!(
+                "{} at concurrency {concurrency} done",
+                report::size_name(size)
+            );
         }
-        let first = cells.len();
-        for index in order {
-            let (backend, (topic, listeners)) = (&backends[index], &mut listeners[index]);
-            let (publisher, fetcher) = (&*backend.peers[0], &*backend.peers[1]);
-            let capped = size.min(publisher.limits().max_message_bytes);
-            let measured = latency::broadcast(
-                publisher,
-                listeners,
-                topic,
-                capped,
-                concurrency,
-                plan,
-                next_id,
-            )
-            .await?;
-            next_id += (plan.samples + plan.warmup + 2 * concurrency) as u64;
-            cells.push(Cell::new(
-                backend.name,
-                Operation::Broadcast,
-                capped,
-                concurrency,
-                &measured,
-            ));
-            let measured =
-                latency::put_fetch(publisher, fetcher, size, concurrency, plan, next_id).await?;
-            next_id += (plan.samples + plan.warmup + 2 * concurrency) as u64;
-            cells.push(Cell::new(
-                backend.name,
-                Operation::PutFetch,
-                size,
-                concurrency,
-                &measured,
-            ));
-        }
-        // The table lists the backends in their given order.
-        let rank = |cell: &Cell| backends.iter().position(|b| b.name == cell.backend);
-        cells[first..].sort_by_key(rank);
-        eprintln!(
-            "{} at concurrency {concurrency} done",
-            report::size_name(size)
-        );
     }
     Ok(cells)
+}
+
+/// One cell (operation, size, concurrency) on every backend. The backends take turns batch by
+/// batch, the first alternating, so that a drift of the machine's load or of the daemons' speed
+/// affects them alike and their ratio stays fair. Operation ids are taken from `next_id` on.
+async fn measure_cell(
+    backends: &[Backend],
+    listeners: &mut [(Topic, Listeners)],
+    (operation, size, concurrency): (Operation, usize, usize),
+    plan: Plan,
+    next_id: &mut u64,
+) -> anyhow::Result<Vec<Cell>> {
+    // A broadcast is capped at its backend's message limit.
+    let sizes: Vec<usize> = backends
+        .iter()
+        .map(|backend| match operation {
+            Operation::Broadcast => size.min(backend.peers[0].limits().max_message_bytes),
+            Operation::PutFetch => size,
+        })
+        .collect();
+    let mut batches: Vec<Batches> = backends
+        .iter()
+        .map(|backend| {
+            let samples_per_operation = match operation {
+                Operation::Broadcast => backend.peers.len() - 1,
+                Operation::PutFetch => 1,
+            };
+            let batches = Batches::new(plan, samples_per_operation, concurrency, *next_id);
+            *next_id += (plan.samples + plan.warmup + 2 * concurrency) as u64;
+            batches
+        })
+        .collect();
+    for turn in 0.. {
+        let mut order: Vec<usize> = (0..backends.len()).collect();
+        if turn % 2 == 1 {
+            order.reverse();
+        }
+        let mut ran = false;
+        for index in order {
+            let (publisher, fetcher) = (&*backends[index].peers[0], &*backends[index].peers[1]);
+            let (topic, listeners) = &mut listeners[index];
+            let (size, batches) = (sizes[index], &mut batches[index]);
+            ran |= match operation {
+                Operation::Broadcast => {
+                    latency::broadcast_batch(publisher, listeners, topic, size, plan.bound, batches)
+                        .await?
+                }
+                Operation::PutFetch => {
+                    latency::put_fetch_batch(publisher, fetcher, size, plan.bound, batches).await?
+                }
+            };
+        }
+        if !ran {
+            break;
+        }
+    }
+    let cells = backends.iter().zip(sizes).zip(batches);
+    Ok(cells
+        .map(|((backend, size), batches)| {
+            let measured = batches.into_measured();
+            Cell::new(backend.name, operation, size, concurrency, &measured)
+        })
+        .collect())
 }
 
 /// The simulator's config: the scenario file's, or the `--sim-*` flags'.
