@@ -8,6 +8,7 @@
 
 use std::{
     collections::HashMap,
+    future::Future,
     ops::Range,
     sync::{Arc, Mutex},
     time::Duration,
@@ -147,7 +148,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// A cell's operations in batches of `concurrency`: warm-up batches first, then recorded ones.
-/// Advanced one batch at a time ([`broadcast_batch`], [`put_fetch_batch`]), so that several
+/// Advanced one batch at a time ([`Batches::broadcast`], [`Batches::put_fetch`]), so that several
 /// backends' cells can take turns batch by batch and a drift of the machine or the daemons (js-ipfs
 /// gets twice as fast over its first few thousand messages) affects them alike.
 pub struct Batches {
@@ -156,6 +157,13 @@ pub struct Batches {
     concurrency: usize,
     next_id: u64,
     measured: Measured,
+}
+
+/// What one batch measured: the latency of each result that arrived in time, and how many did not.
+#[derive(Default)]
+struct Outcome {
+    latencies: Vec<Duration>,
+    lost: u64,
 }
 
 impl Batches {
@@ -178,8 +186,94 @@ impl Batches {
         }
     }
 
-    /// The next batch's operation ids and whether it is recorded; `None` when done.
-    fn next(&mut self) -> Option<(Range<u64>, bool)> {
+    /// What the recorded batches measured; the elapsed time is the sum of theirs alone.
+    pub fn into_measured(self) -> Measured {
+        self.measured
+    }
+
+    /// Runs the next batch: broadcasts of `size` bytes from `publisher`, each measured until its
+    /// delivery at every subscriber of `listeners` on `topic`, for at most `bound`. False when the
+    /// cell is done. The publisher's backend must already know the subscribers.
+    pub async fn broadcast<C: Communication + ?Sized>(
+        &mut self,
+        publisher: &C,
+        listeners: &mut Listeners,
+        topic: &Topic,
+        size: usize,
+        bound: Duration,
+    ) -> anyhow::Result<bool> {
+        self.run(|ids| async move {
+            let sends = ids.clone().map(|id| {
+                let data = payload(id, size);
+                let sent = listeners.sent.clone();
+                async move {
+                    lock(&sent).insert(id, Instant::now());
+                    publisher.broadcast(topic, data).await
+                }
+            });
+            for result in join_all(sends).await {
+                result?;
+            }
+            let expected = ids.clone().count() * listeners.readers.len();
+            let mut outcome = Outcome::default();
+            let deadline = Instant::now() + bound;
+            while outcome.latencies.len() < expected {
+                match tokio::time::timeout_at(deadline, listeners.arrived.recv()).await {
+                    Ok(Some((id, latency))) if ids.contains(&id) => outcome.latencies.push(latency),
+                    Ok(Some(_)) => {} // late from an earlier batch, already counted as lost
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            outcome.lost = (expected - outcome.latencies.len()) as u64;
+            let mut sent = lock(&listeners.sent);
+            ids.for_each(|id| {
+                sent.remove(&id);
+            });
+            Ok(outcome)
+        })
+        .await
+    }
+
+    /// Runs the next batch: fresh raw blocks of `size` bytes put on `putter` and fetched on
+    /// `fetcher`, each measured from the put to the end of the fetch (bounded by `bound`). False
+    /// when the cell is done.
+    pub async fn put_fetch<C: Communication + ?Sized>(
+        &mut self,
+        putter: &C,
+        fetcher: &C,
+        size: usize,
+        bound: Duration,
+    ) -> anyhow::Result<bool> {
+        self.run(|ids| async move {
+            let operations = ids.map(|id| async move {
+                let data = payload(id, size);
+                let begun = Instant::now();
+                let cid = putter.put(Codec::Raw, data).await?;
+                fetcher.fetch(&cid, bound).await?;
+                anyhow::Ok(begun.elapsed())
+            });
+            let mut outcome = Outcome::default();
+            for result in join_all(operations).await {
+                match result {
+                    Ok(latency) => outcome.latencies.push(latency),
+                    Err(error) => {
+                        tracing::debug!(%error, "a put-fetch failed");
+                        outcome.lost += 1;
+                    }
+                }
+            }
+            Ok(outcome)
+        })
+        .await
+    }
+
+    /// Runs the next batch with `batch`, given its operation ids, and records what it measured
+    /// unless it is a warm-up batch; false when the cell is done.
+    async fn run<F, Fut>(&mut self, batch: F) -> anyhow::Result<bool>
+    where
+        F: FnOnce(Range<u64>) -> Fut,
+        Fut: Future<Output = anyhow::Result<Outcome>>,
+    {
         let recording = if self.warmup > 0 {
             self.warmup = self.warmup.saturating_sub(self.concurrency);
             false
@@ -187,107 +281,20 @@ impl Batches {
             self.record = self.record.saturating_sub(self.concurrency);
             true
         } else {
-            return None;
+            return Ok(false);
         };
         let ids = self.next_id..self.next_id + self.concurrency as u64;
         self.next_id = ids.end;
-        Some((ids, recording))
-    }
-
-    /// What the recorded batches measured; the elapsed time is the sum of theirs alone.
-    pub fn into_measured(self) -> Measured {
-        self.measured
-    }
-}
-
-/// Runs the next batch of `batches`: broadcasts of `size` bytes from `publisher`, each measured
-/// until its delivery at every subscriber of `listeners` on `topic`, for at most `bound`. False
-/// when the cell is done. The publisher's backend must already know the subscribers.
-pub async fn broadcast_batch<C: Communication + ?Sized>(
-    publisher: &C,
-    listeners: &mut Listeners,
-    topic: &Topic,
-    size: usize,
-    bound: Duration,
-    batches: &mut Batches,
-) -> anyhow::Result<bool> {
-    let Some((ids, recording)) = batches.next() else {
-        return Ok(false);
-    };
-    let started = Instant::now();
-    let sends = ids.clone().map(|id| {
-        let data = payload(id, size);
-        let sent = listeners.sent.clone();
-        async move {
-            lock(&sent).insert(id, Instant::now());
-            publisher.broadcast(topic, data).await
+        let started = Instant::now();
+        let outcome = batch(ids).await?;
+        if recording {
+            outcome
+                .latencies
+                .into_iter()
+                .for_each(|latency| self.measured.record(latency));
+            self.measured.lost += outcome.lost;
+            self.measured.elapsed += started.elapsed();
         }
-    });
-    for result in join_all(sends).await {
-        result?;
+        Ok(true)
     }
-    let expected = ids.clone().count() * listeners.readers.len();
-    let mut got = 0;
-    let deadline = Instant::now() + bound;
-    let measured = &mut batches.measured;
-    while got < expected {
-        match tokio::time::timeout_at(deadline, listeners.arrived.recv()).await {
-            Ok(Some((id, latency))) if ids.contains(&id) => {
-                got += 1;
-                if recording {
-                    measured.record(latency);
-                }
-            }
-            Ok(Some(_)) => {} // late from an earlier batch, already counted as lost
-            Ok(None) | Err(_) => break,
-        }
-    }
-    if recording {
-        measured.lost += (expected - got) as u64;
-        measured.elapsed += started.elapsed();
-    }
-    let mut sent = lock(&listeners.sent);
-    ids.for_each(|id| {
-        sent.remove(&id);
-    });
-    Ok(true)
-}
-
-/// Runs the next batch of `batches`: fresh raw blocks of `size` bytes put on `putter` and fetched
-/// on `fetcher`, each measured from the put to the end of the fetch (bounded by `bound`). False
-/// when the cell is done.
-pub async fn put_fetch_batch<C: Communication + ?Sized>(
-    putter: &C,
-    fetcher: &C,
-    size: usize,
-    bound: Duration,
-    batches: &mut Batches,
-) -> anyhow::Result<bool> {
-    let Some((ids, recording)) = batches.next() else {
-        return Ok(false);
-    };
-    let started = Instant::now();
-    let operations = ids.map(|id| async move {
-        let data = payload(id, size);
-        let begun = Instant::now();
-        let cid = putter.put(Codec::Raw, data).await?;
-        fetcher.fetch(&cid, bound).await?;
-        anyhow::Ok(begun.elapsed())
-    });
-    let results = join_all(operations).await;
-    if !recording {
-        return Ok(true);
-    }
-    let measured = &mut batches.measured;
-    for result in results {
-        match result {
-            Ok(latency) => measured.record(latency),
-            Err(error) => {
-                tracing::debug!(%error, "a put-fetch failed");
-                measured.lost += 1;
-            }
-        }
-    }
-    measured.elapsed += started.elapsed();
-    Ok(true)
 }

@@ -11,7 +11,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use anyhow::Context;
 use benches::{
     calibrate,
-    latency::{self, Batches, Listeners, Operation, Plan},
+    latency::{Batches, Listeners, Operation, Plan},
     raw::RawIpfs,
     report::{self, Cell},
 };
@@ -299,15 +299,18 @@ async fn measure_cell(
         let mut ran = false;
         for index in order {
             let (publisher, fetcher) = (&*backends[index].peers[0], &*backends[index].peers[1]);
-            let (topic, listeners) = &mut listeners[index];
             let (size, batches) = (sizes[index], &mut batches[index]);
             ran |= match operation {
                 Operation::Broadcast => {
-                    latency::broadcast_batch(publisher, listeners, topic, size, plan.bound, batches)
+                    let (topic, listeners) = &mut listeners[index];
+                    batches
+                        .broadcast(publisher, listeners, topic, size, plan.bound)
                         .await?
                 }
                 Operation::PutFetch => {
-                    latency::put_fetch_batch(publisher, fetcher, size, plan.bound, batches).await?
+                    batches
+                        .put_fetch(publisher, fetcher, size, plan.bound)
+                        .await?
                 }
             };
         }
