@@ -9,8 +9,11 @@
 //!   measured, where the publisher is saturated: the time per broadcast at the smallest and
 //!   largest sizes gives the cost per message and per byte; the **serving path** likewise from the
 //!   fetch throughput;
-//! - the **link delay** comes from the smallest broadcast at concurrency 1, less its publishing
-//!   time, fitted as a log-normal (median from p50, shape from p99/p50);
+//! - the smallest broadcast at concurrency 1, which waits for nothing but its own publishing and
+//!   the link, gives the **link delay** (a constant: its p50 less the publishing time) and the
+//!   publishing path's **spread** (the cost per message becomes log-normal, its shape from the p99,
+//!   its median keeping the mean cost the throughput gave). Without a saturated publisher the link
+//!   delay is a log-normal instead (median from the p50, shape from the p99);
 //! - the **serve delay** comes from the smallest fetch at concurrency 1, less two link delays and
 //!   the response's serving time, fitted the same way.
 //!
@@ -62,9 +65,15 @@ pub fn fit(
             .filter(|&c| c > 1)?;
         Some(fit_path(&of(operation, busiest), copies))
     };
-    let publisher = saturated(Operation::Broadcast, subscribers).unwrap_or_default();
     let server = saturated(Operation::PutFetch, 1).unwrap_or_default();
-    let (delay, delay_us) = log_normal(smallest, micros(&publisher, smallest.size));
+    let publisher = saturated(Operation::Broadcast, subscribers).unwrap_or_default();
+    let (publisher, delay, delay_us) = match publisher.per_message.is_zero() {
+        true => {
+            let (delay, delay_us) = log_normal(smallest, micros(&publisher, smallest.size));
+            (publisher, delay, delay_us)
+        }
+        false => spread_on_publisher(publisher, smallest),
+    };
     let bandwidth = match publisher.bandwidth {
         Some(_) => None,
         None => link_bandwidth(smallest, largest),
@@ -114,7 +123,39 @@ fn fit_path(cells: &[&Cell], copies: usize) -> SenderModel {
     SenderModel {
         per_message: Duration::from_nanos((per_message_us * 1e3) as u64),
         bandwidth,
+        sigma: 0.0,
     }
+}
+
+/// The widest spread a fit gives a sending path's cost per message.
+const MAX_SIGMA: f64 = 1.5;
+
+/// Gives the publishing path, whose `per_message` is the mean cost measured at saturation, the
+/// spread of `cell` (the smallest broadcast at concurrency 1): its cost per message becomes
+/// log-normal, with the shape that gives the cell's p99 and the median that keeps the mean, and the
+/// link a constant delay that gives its p50. Returns the path, the link delay, and that delay in
+/// microseconds.
+fn spread_on_publisher(mean: SenderModel, cell: &Cell) -> (SenderModel, Latency, f64) {
+    let mean_us = mean.per_message.as_nanos() as f64 / 1e3;
+    let per_byte_us = micros(&mean, cell.size) - mean_us;
+    let p50 = cell.p50_us as f64 - per_byte_us;
+    let p99 = (cell.p99_us as f64 - per_byte_us).max(p50);
+    // The median depends on the shape, the shape on the link's share of the p50, and that on the
+    // median: a few rounds settle them (at the cap, for a spread no shape keeps the mean of).
+    let (mut median_us, mut sigma, mut link_us) = (mean_us, 0.0, FLOOR_US);
+    for _ in 0..32 {
+        link_us = (p50 - median_us).max(FLOOR_US);
+        let tail_us = (p99 - link_us).max(median_us);
+        sigma = ((tail_us / median_us).ln() / Z99).min(MAX_SIGMA);
+        median_us = mean_us * (-sigma * sigma / 2.0).exp();
+    }
+    let path = SenderModel {
+        per_message: Duration::from_nanos((median_us * 1e3) as u64),
+        sigma,
+        ..mean
+    };
+    let link = Latency::constant(Duration::from_nanos((link_us * 1e3) as u64));
+    (path, link, link_us)
 }
 
 /// A log-normal fitted to `cell`'s p50 and p99 once `fixed_us` (the part the model adds on its
@@ -207,19 +248,29 @@ mod tests {
 
     #[test]
     fn saturated_cells_give_the_paths_and_fetches_the_serve_delay() {
-        // The model to recover: publishing at 1 ms per message and 10 MB/s, serving at 5 ms and
-        // 40 MB/s, a 5 ms link, a 250 ms serve delay; two subscribers.
+        // The model to recover: publishing at 1 ms per message on average (log-normal, shape 0.5)
+        // and 10 MB/s, serving at 5 ms and 40 MB/s, a 5 ms link, a 250 ms serve delay; two
+        // subscribers.
         let publishing_us = |size: usize| 1_000.0 + size as f64 / 10.0;
+        let median_us = 1_000.0 * (-0.5f64 * 0.5 / 2.0).exp();
+        let spread = (0.5 * Z99).exp();
         let serving_us = |size: usize| 5_000.0 + size as f64 / 40.0;
         let saturated = |operation, size: usize, per_operation_us: f64, copies: f64| {
             let mut c = cell(operation, size, 64, 1, 1);
             c.throughput = copies * 1e6 / per_operation_us;
             c
         };
-        let single = (5_000.0 + publishing_us(256)) as u64;
+        let per_byte_us = 256.0 / 10.0;
+        let single = |cost_us: f64| (5_000.0 + cost_us + per_byte_us) as u64;
         let fetch = (250_000.0 + 2.0 * 5_000.0 + serving_us(256)) as u64;
         let cells = [
-            cell(Operation::Broadcast, 256, 1, single, single * 2),
+            cell(
+                Operation::Broadcast,
+                256,
+                1,
+                single(median_us),
+                single(median_us * spread),
+            ),
             cell(Operation::PutFetch, 256, 1, fetch, fetch + 50_000),
             saturated(Operation::Broadcast, 256, publishing_us(256), 2.0),
             saturated(Operation::Broadcast, 1 << 20, publishing_us(1 << 20), 2.0),
@@ -235,7 +286,12 @@ mod tests {
                     .is_some_and(|b| b.abs_diff(bandwidth) <= bandwidth / 1000)
         };
         assert!(
-            close(&config.publisher, 1_000, 10_000_000),
+            close(&config.publisher, median_us as u128, 10_000_000),
+            "{:?}",
+            config.publisher
+        );
+        assert!(
+            (config.publisher.sigma - 0.5).abs() < 0.01,
             "{:?}",
             config.publisher
         );
@@ -244,8 +300,10 @@ mod tests {
             "{:?}",
             config.server
         );
-        let (median, _) = median_and_sigma(config.link.latency);
-        assert!(median.as_micros().abs_diff(5_000) <= 2, "link {median:?}");
+        let Latency::Constant { value: link } = config.link.latency else {
+            panic!("the spread is the publisher's: {:?}", config.link.latency);
+        };
+        assert!(link.as_micros().abs_diff(5_000) <= 2, "link {link:?}");
         assert_eq!(
             config.link.bandwidth, None,
             "the publishing path carries the bytes"

@@ -6,7 +6,7 @@ use std::time::Duration;
 use comms::Limits;
 use serde::{Deserialize, Serialize};
 
-use crate::dist::Latency;
+use crate::dist::{Latency, SimRng};
 
 /// The network-wide settings of a simulation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -62,21 +62,41 @@ impl Default for SimConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SenderModel {
-    /// The fixed cost of sending one message.
+    /// The cost of sending one message: always this, or the median when `sigma` is set.
     #[serde(with = "humantime_serde")]
     pub per_message: Duration,
     /// Bytes per second all of a peer's messages share. `None`: no cost per byte.
     pub bandwidth: Option<u64>,
+    /// Makes the cost per message log-normal with this shape (a daemon's handling of a message
+    /// varies); 0, the default, makes it constant.
+    pub sigma: f64,
 }
 
 impl SenderModel {
-    /// How long a message of `size` bytes occupies the sending side, in nanoseconds.
+    /// How long a message of `size` bytes occupies the sending side, in nanoseconds, at the median
+    /// cost per message.
     pub fn occupancy(&self, size: usize) -> u64 {
-        let per_byte = self
-            .bandwidth
+        (self.per_message.as_nanos() as u64).saturating_add(self.per_byte(size))
+    }
+
+    /// How long one message of `size` bytes occupies the sending side, its cost per message drawn
+    /// from `rng` when it varies (and nothing drawn when it does not).
+    pub(crate) fn sample(&self, size: usize, rng: &mut SimRng) -> u64 {
+        let per_message = match self.sigma > 0.0 {
+            true => Latency::LogNormal {
+                median: self.per_message,
+                sigma: self.sigma,
+            }
+            .sample(rng),
+            false => self.per_message.as_nanos() as u64,
+        };
+        per_message.saturating_add(self.per_byte(size))
+    }
+
+    fn per_byte(&self, size: usize) -> u64 {
+        self.bandwidth
             .filter(|&b| b > 0)
-            .map_or(0, |b| transfer_nanos(size, b));
-        (self.per_message.as_nanos() as u64).saturating_add(per_byte)
+            .map_or(0, |b| transfer_nanos(size, b))
     }
 }
 
@@ -187,6 +207,7 @@ mod tests {
             server: SenderModel {
                 per_message: Duration::from_millis(7),
                 bandwidth: Some(32_000_000),
+                sigma: 0.4,
             },
             ..SimConfig::default()
         };

@@ -18,7 +18,8 @@
 //!   The default model and per-link overrides can change at any time.
 //! - **Sending paths** (optional, [`SenderModel`]): each broadcast a peer publishes (once, however
 //!   many copies) and each fetch response it serves occupies the peer's publishing or serving path
-//!   for a fixed cost plus size over bandwidth, one after another, so latency grows with load.
+//!   for a cost per message (fixed, or log-normal) plus size over bandwidth, one after another, so
+//!   latency grows with load.
 //! - **Broadcast**: full-mesh fan-out from the publisher to every subscribed peer, each copy with its
 //!   own loss and delay (no gossip relaying, so no duplicates). Subscriber queues are bounded
 //!   ([`SimConfig::subscriber_queue`]); overflow drops and counts, as a gossipsub router does.

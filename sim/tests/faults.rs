@@ -207,6 +207,7 @@ async fn a_busy_sender_queues_its_broadcasts() {
         publisher: SenderModel {
             per_message: Duration::from_millis(1),
             bandwidth: Some(1_000_000),
+            sigma: 0.0,
         },
         ..SimConfig::default()
     };
@@ -232,6 +233,40 @@ async fn a_busy_sender_queues_its_broadcasts() {
             assert!(about(took, expected), "broadcast {queued}: {took:?}");
         }
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_varying_sender_cost_has_its_median_and_a_spread() {
+    // A median of 20 ms per message, log-normal with shape 0.5: its p99 is 3.2 times its median.
+    let config = SimConfig {
+        link: fixed_link(0.0, None),
+        publisher: SenderModel {
+            per_message: Duration::from_millis(20),
+            bandwidth: None,
+            sigma: 0.5,
+        },
+        ..SimConfig::default()
+    };
+    let (_sim, peers) = Sim::builder().config(config).peers(2).build();
+    let mut sub = peers[1].subscribe(&topic()).await.expect("subscribe");
+    let mut costs = Vec::new();
+    for _ in 0..400 {
+        // One at a time, so that none waits for another: each latency is its own cost and the link.
+        let sent = Instant::now();
+        peers[0]
+            .broadcast(&topic(), Bytes::from_static(b"x"))
+            .await
+            .expect("broadcast");
+        recv_within(&mut sub, PATIENCE, "the message").await;
+        costs.push(sent.elapsed() - Duration::from_millis(10));
+    }
+    costs.sort();
+    let (p50, p99) = (costs[200].as_secs_f64(), costs[396].as_secs_f64());
+    assert!((0.018..=0.022).contains(&p50), "median cost {p50}");
+    assert!(
+        p99 / p50 > 2.5 && p99 / p50 < 4.0,
+        "p99 {p99} against p50 {p50}"
+    );
 }
 
 /// Two peers under `config`, peer 0 holding `blocks`; with their CIDs.
@@ -269,6 +304,7 @@ async fn a_busy_holder_serves_one_fetch_after_another() {
         server: SenderModel {
             per_message: Duration::from_millis(100),
             bandwidth: None,
+            sigma: 0.0,
         },
         ..SimConfig::default()
     };

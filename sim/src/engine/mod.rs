@@ -256,7 +256,7 @@ impl Engine {
             Path::Publish => (&self.config.publisher, &mut state.publisher_free_at),
             Path::Serve => (&self.config.server, &mut state.server_free_at),
         };
-        let occupancy = model.occupancy(size);
+        let occupancy = model.sample(size, &mut self.rng);
         if occupancy == 0 {
             return ready;
         }
