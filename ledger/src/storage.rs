@@ -11,7 +11,9 @@ use std::{collections::HashSet, path::Path, sync::Arc};
 
 use bytes::Bytes;
 use comms::Cid;
-use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, DB};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, DB,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +44,12 @@ const FAMILIES: [&str; 8] = [
 ];
 /// What the memtables of all families may hold together.
 const MEMTABLES_BYTES: usize = 64 << 20;
+/// The block cache all families share.
+const BLOCK_CACHE_BYTES: usize = 32 << 20;
+/// Bloom filter bits per key (about 1 % false positives): most point lookups are for keys that
+/// are not there (a transaction not yet recorded, a parent not yet stored, a parked block's
+/// count), and without a filter each of those searches every file that may hold the key.
+const FILTER_BITS_PER_KEY: f64 = 10.0;
 const HEIGHT: &[u8] = b"height";
 const STATE_ROOT: &[u8] = b"state_root";
 
@@ -72,9 +80,20 @@ impl Storage {
         // All families' memtables together: RocksDB's default is 64 MiB for each of them, which
         // a node syncing a long history fills in every family at once.
         options.set_db_write_buffer_size(MEMTABLES_BYTES);
+        // One block cache for all families (each family's table would make its own otherwise),
+        // and a filter on whole keys. Files written before without filters are read as they are.
+        // Indexes and filters live in that cache too, not beside it, so that they do not grow
+        // with the store; level 0's stay pinned, as they are read on every lookup.
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&Cache::new_lru_cache(BLOCK_CACHE_BYTES));
+        table.set_bloom_filter(FILTER_BITS_PER_KEY, false);
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        let mut family = Options::default();
+        family.set_block_based_table_factory(&table);
         let families = FAMILIES
             .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+            .map(|name| ColumnFamilyDescriptor::new(*name, family.clone()));
         let storage = Storage {
             db: Arc::new(DB::open_cf_descriptors(&options, dir, families)?),
         };
@@ -200,19 +219,31 @@ impl Storage {
         for (key, account) in &commit.changed {
             write.put_cf(self.family(STATE)?, key.0, encode(account));
         }
+        // A transaction ordered twice (proposed again, or by two validators) took effect at most
+        // the first time: that is the record to keep, so only the first of its records in this
+        // commit is written, and only if none is stored. The lookups go to RocksDB as one batch.
         let transactions = self.family(TRANSACTIONS)?;
         let mut seen = HashSet::with_capacity(commit.transactions.len());
-        for (index, (id, outcome)) in commit.transactions.iter().enumerate() {
-            // A transaction ordered twice (proposed again, or by two validators) took effect at
-            // most the first time: that is the record to keep.
-            let key = id.to_bytes();
-            if seen.insert(id) && self.db.get_pinned_cf(transactions, &key)?.is_none() {
+        let first: Vec<(Vec<u8>, Committed)> = commit
+            .transactions
+            .iter()
+            .enumerate()
+            .filter(|(_, (id, _))| seen.insert(id))
+            .map(|(index, (id, outcome))| {
                 let record = Committed {
                     height: commit.height,
                     index: index as u64,
                     outcome: *outcome,
                 };
-                write.put_cf(transactions, key, encode(&record));
+                (id.to_bytes(), record)
+            })
+            .collect();
+        let stored =
+            self.db
+                .batched_multi_get_cf(transactions, first.iter().map(|(key, _)| key), false);
+        for ((key, record), stored) in first.iter().zip(stored) {
+            if stored?.is_none() {
+                write.put_cf(transactions, key, encode(record));
             }
         }
         write.put_cf(self.family(META)?, HEIGHT, height_key);

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use comms::Cid;
 use ledger::{
-    Committed, NodeHandle, Outcome, SignedTransaction, Storage, SubmitError, Transaction, TxStatus,
+    Commit, Committed, NodeHandle, Outcome, SignedTransaction, Storage, SubmitError, Transaction,
+    TxStatus,
 };
 use sim::LinkModel;
 
@@ -177,6 +178,64 @@ async fn transaction_status_is_pending_then_committed_and_survives_a_restart() {
         "read back from disk"
     );
     nodes[0].shutdown().await.expect("stops");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The store keeps the first record of a transaction ordered more than once, within one commit or
+/// across commits, keeps it across a reopen, and refuses a replayed commit that differs.
+#[test]
+fn a_transaction_ordered_again_keeps_its_first_record() {
+    let dir = std::env::temp_dir().join(format!("ledger-first-record-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let [a, b, c] = [1u8, 2, 3].map(|i| ledger::codec::cid_of(&[i]));
+    let stale = Outcome::BadNonce {
+        expected: 1,
+        got: 0,
+    };
+    let commit = |height: u64, transactions: Vec<(Cid, Outcome)>| Commit {
+        height,
+        round: 2 * height,
+        leader: a,
+        blocks: vec![a],
+        transactions,
+        changed: Vec::new(),
+        state_root: [height as u8; 32],
+    };
+    let first = commit(1, vec![(a, Outcome::Applied), (b, stale), (a, stale)]);
+    let second = commit(2, vec![(a, stale), (c, Outcome::Applied)]);
+    let record = |height, index, outcome| Committed {
+        height,
+        index,
+        outcome,
+    };
+    let expected = [
+        (a, record(1, 0, Outcome::Applied)),
+        (b, record(1, 1, stale)),
+        (c, record(2, 1, Outcome::Applied)),
+    ];
+    {
+        let storage = Storage::open(&dir).expect("open");
+        storage.commit(&first).expect("first commit");
+        storage.commit(&second).expect("second commit");
+        for (id, record) in expected {
+            assert_eq!(storage.transaction(&id).expect("read"), Some(record));
+        }
+    }
+    let storage = Storage::open(&dir).expect("reopen");
+    assert_eq!(storage.height().expect("read"), 2);
+    for (id, record) in expected {
+        assert_eq!(storage.transaction(&id).expect("read"), Some(record));
+    }
+    let unknown = ledger::codec::cid_of(&[4]);
+    assert_eq!(storage.transaction(&unknown).expect("read"), None);
+    storage.commit(&first).expect("the same commit replays");
+    let mut differs = first.clone();
+    differs.transactions.pop();
+    assert!(matches!(
+        storage.commit(&differs),
+        Err(ledger::Error::CorruptStore { .. })
+    ));
+    drop(storage);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
