@@ -56,8 +56,8 @@ stop_all() {
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 
-step "installing the IPFS daemon (js-ipfs, once)"
-./comms-ipfs/testnet/install.sh
+step "installing the IPFS daemon (kubo, built once)"
+if [ "${IPFS_TEST_IMPL:-kubo}" = kubo ]; then ./comms-ipfs/kubo/install.sh >/dev/null; else ./comms-ipfs/testnet/install.sh; fi
 
 if [ -z "${LEDGER_NODE_BIN:-}" ] || [ -z "${IPFS_TESTNET_BIN:-}" ]; then
     step "building ledger-node and ipfs-testnet"

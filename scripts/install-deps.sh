@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the build and the tests need, if missing: libclang-dev (RocksDB's bindgen needs the
-# library and clang's headers, even for the bundled RocksDB), Node.js and npm (the IPFS test daemons),
-# then the IPFS test daemons themselves (comms-ipfs/testnet/install.sh). Uses apt-get as root, or
-# through sudo.
+# library and clang's headers, even for the bundled RocksDB), Node.js and npm (js-ipfs), then the IPFS
+# test daemons themselves: kubo, built once from the Go module proxy into ~/.cache
+# (comms-ipfs/kubo/install.sh; needs Go >= 1.26.5), and js-ipfs from npm
+# (comms-ipfs/testnet/install.sh). Uses apt-get as root, or through sudo.
 set -euo pipefail
 
 missing=()
@@ -19,4 +20,5 @@ if [ ${#missing[@]} -gt 0 ]; then
     $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+"$(dirname "$0")/../comms-ipfs/kubo/install.sh" >/dev/null
 "$(dirname "$0")/../comms-ipfs/testnet/install.sh"

@@ -3,8 +3,12 @@
 //! size limits, re-hashing, reply validation or resubscription. Implemented as a
 //! [`Communication`] so that the harness measures it exactly as it measures the real backend; the
 //! ratio of the two is what our layer costs.
+//!
+//! Like the backend, it publishes one message at a time, which is what kubo needs and not a cost of
+//! our layer: kubo drops a publisher's messages that reach it out of sequence-number order (see
+//! `comms-ipfs`'s docs). `block/put` takes kubo's `cid-codec`.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -21,6 +25,8 @@ pub struct RawIpfs {
     http: reqwest::Client,
     api: String,
     peer: PeerId,
+    /// Held for one `pubsub/pub` call.
+    publishing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl RawIpfs {
@@ -34,6 +40,7 @@ impl RawIpfs {
             http,
             api,
             peer: PeerId::new(peer),
+            publishing: Arc::default(),
         })
     }
 
@@ -111,6 +118,7 @@ impl Communication for RawIpfs {
 
     async fn broadcast(&self, topic: &Topic, data: Bytes) -> Result<(), Error> {
         let query = [topic_arg(topic)];
+        let _turn = self.publishing.lock().await;
         self.call(Operation::Broadcast, "pubsub/pub", &query, Some(data))
             .await
             .map(drop)
@@ -155,7 +163,7 @@ impl Communication for RawIpfs {
 
     async fn put(&self, codec: Codec, data: Bytes) -> Result<Cid, Error> {
         let query = [
-            ("format", codec.name().to_string()),
+            ("cid-codec", codec.name().to_string()),
             ("mhtype", "sha2-256".to_string()),
             ("pin", "true".to_string()),
         ];

@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `broadcast` | `pubsub/pub` (topic as multibase base64url, data as a multipart file) |
 //! | `subscribe` | `pubsub/sub`, an ndjson stream decoded here (see [`pubsub`](crate::pubsub)) |
-//! | `put` | `block/put?format=<codec>&mhtype=sha2-256&pin=true` (CIDv1; pinned against GC) |
+//! | `put` | `block/put?cid-codec=<codec>&mhtype=sha2-256&pin=true` (CIDv1; pinned against GC) |
 //! | `fetch` | `block/get` with the daemon's own `timeout=`, re-hashed before it is returned |
 //! | `peers`, `topic_peers` | `swarm/peers`, `pubsub/peers` |
 //!
@@ -21,10 +21,15 @@
 //! are counted in [`IpfsMetrics`].
 //!
 //! One backend per daemon: messages whose sender is the daemon's own peer ID are dropped as echoes.
+//!
+//! A backend publishes one message at a time, and the broadcasts that queue meanwhile go together as
+//! one pubsub message: kubo loses a publisher's messages that its validator sees out of order (see
+//! [`publish`](crate::publish)).
 
 mod config;
 mod metrics;
 mod peering;
+mod publish;
 mod pubsub;
 mod rpc;
 #[cfg(feature = "test-utils")]
@@ -37,9 +42,9 @@ use bytes::Bytes;
 use comms::{Cid, Codec, Communication, Error, Limits, Operation, PeerId, Subscription, Topic};
 use ipfs_api_backend_hyper::{IpfsClient, TryFromUri};
 use ipfs_api_prelude::request::{
-    BlockGet, BlockPut, Id, PubsubLs, PubsubPeers, PubsubPub, Version,
+    ApiRequest, BlockGet, Id, PubsubLs, PubsubPeers, PubsubPub, Version,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tracing::info;
 
@@ -66,8 +71,8 @@ pub enum StartError {
     },
     /// The daemon answers, but pubsub is off.
     #[error(
-        "pubsub is disabled on the IPFS daemon at {api} (version {version}: {detail}); start kubo \
-         with `ipfs daemon --enable-pubsub-experiment`, or set `ipfs config --json Pubsub.Enabled true`"
+        "pubsub is disabled on the IPFS daemon at {api} (version {version}: {detail}); turn it on \
+         with `ipfs config --json Pubsub.Enabled true` and restart the daemon"
     )]
     PubsubDisabled {
         api: String,
@@ -94,9 +99,12 @@ struct Inner {
     config: IpfsConfig,
     local: PeerId,
     version: String,
+    dialect: Dialect,
     metrics: Arc<IpfsMetrics>,
     peering: Arc<Peering>,
     contacts_task: JoinHandle<()>,
+    /// Broadcasts, one `pubsub/pub` at a time on this daemon.
+    publisher: Arc<publish::Publisher>,
 }
 
 impl Drop for Inner {
@@ -120,12 +128,65 @@ fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, 
 struct VersionReply {
     #[serde(rename = "Version")]
     version: String,
+    /// kubo's Go version; js-ipfs has none.
+    #[serde(rename = "Golang")]
+    golang: Option<String>,
+}
+
+/// Which form of the RPC API the daemon takes where implementations differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dialect {
+    /// kubo (Go): `block/put` takes `cid-codec`.
+    Kubo,
+    /// Others (js-ipfs): `block/put` takes the older `format`.
+    Legacy,
+}
+
+impl Dialect {
+    fn of(version: &VersionReply) -> Dialect {
+        match version.golang {
+            Some(_) => Dialect::Kubo,
+            None => Dialect::Legacy,
+        }
+    }
 }
 
 #[derive(Deserialize)]
 struct IdReply {
     #[serde(rename = "ID")]
     id: String,
+}
+
+/// `block/put` with the codec as the daemon names it: kubo's `cid-codec` (since 0.13; the client
+/// crate still sends `format`, which kubo keeps only for CIDv0), or `format` for js-ipfs.
+#[derive(Serialize)]
+struct BlockPut {
+    #[serde(rename = "cid-codec", skip_serializing_if = "Option::is_none")]
+    cid_codec: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    format: Option<&'static str>,
+    mhtype: &'static str,
+    pin: bool,
+}
+
+impl BlockPut {
+    fn pinned(dialect: Dialect, codec: Codec) -> BlockPut {
+        let name = Some(codec.name());
+        let (cid_codec, format) = match dialect {
+            Dialect::Kubo => (name, None),
+            Dialect::Legacy => (None, name),
+        };
+        BlockPut {
+            cid_codec,
+            format,
+            mhtype: "sha2-256",
+            pin: true,
+        }
+    }
+}
+
+impl ApiRequest for BlockPut {
+    const PATH: &'static str = "/block/put";
 }
 
 #[derive(Deserialize)]
@@ -197,10 +258,16 @@ impl IpfsComms {
             inner: Arc::new(Inner {
                 rpc,
                 local: PeerId::new(id.id),
+                dialect: Dialect::of(&version),
                 version: version.version,
                 metrics,
                 peering,
                 contacts_task,
+                publisher: publish::shared(
+                    &config.api,
+                    config.publish_gap,
+                    config.limits.max_message_bytes,
+                ),
                 config,
             }),
         })
@@ -274,13 +341,17 @@ impl Communication for IpfsComms {
     async fn broadcast(&self, topic: &Topic, data: Bytes) -> Result<(), Error> {
         self.limits().check_message(data.len())?;
         let rpc = &self.inner.rpc;
-        let request = || PubsubPub {
-            topic: topic.as_str().as_bytes(),
+        let deadline = self.deadline();
+        let publish = |topic: Topic, frame: Bytes| async move {
+            let request = || PubsubPub {
+                topic: topic.as_str().as_bytes(),
+            };
+            rpc.call(Operation::Broadcast, deadline, |_| {
+                rpc.empty(request(), Some(&frame))
+            })
+            .await
         };
-        rpc.call(Operation::Broadcast, self.deadline(), |_| {
-            rpc.empty(request(), Some(&data))
-        })
-        .await
+        self.inner.publisher.broadcast(topic, data, publish).await
     }
 
     async fn subscribe(&self, topic: &Topic) -> Result<Subscription, Error> {
@@ -303,12 +374,7 @@ impl Communication for IpfsComms {
         self.limits().check_block(data.len())?;
         let expected = comms::cid_for(codec, &data);
         let rpc = &self.inner.rpc;
-        let request = || BlockPut {
-            format: Some(codec.name()),
-            mhtype: Some("sha2-256"),
-            mhlen: None,
-            pin: Some(true),
-        };
+        let request = || BlockPut::pinned(self.inner.dialect, codec);
         rpc.call(Operation::Put, self.deadline(), |_| async {
             let reply: PutReply = rpc.json(request(), Some(&data)).await?;
             check_stored(&expected, &reply.key)

@@ -194,7 +194,9 @@ async fn open(rpc: &Rpc, topic: &Topic) -> Result<(ByteStream, Option<Bytes>), F
     })?;
     let listed = async {
         loop {
-            if is_listed(rpc, topic).await.unwrap_or(false) {
+            // Each look bounded, so that one request that hangs does not use up the attempt.
+            let look = tokio::time::timeout(Duration::from_secs(2), is_listed(rpc, topic)).await;
+            if matches!(look, Ok(Ok(true))) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -320,9 +322,11 @@ impl Task {
         self.lines.push(chunk);
         while let Some(piece) = self.lines.next_piece() {
             let decoded = match piece {
-                Piece::Line(line) => {
-                    decode_line(&line, &self.topic, self.context.limits.max_message_bytes)
-                }
+                Piece::Line(line) => decode_line(
+                    &line,
+                    &self.topic,
+                    self.context.limits.max_message_bytes + crate::publish::FRAME_SLACK,
+                ),
                 Piece::Overlong => Err(Dropped::TooLarge {
                     size: self.lines.max_line,
                     limit: self.context.limits.max_message_bytes,
@@ -343,19 +347,16 @@ impl Task {
                 bump(&metrics.echoes_dropped);
                 true
             }
-            Ok(Decoded::Message { from, data }) => {
-                let message = Message {
-                    from,
-                    topic: self.topic.clone(),
-                    data,
-                };
-                match self.sender.try_send(message) {
-                    Ok(()) => bump(&metrics.messages_received),
-                    Err(mpsc::error::TrySendError::Full(_)) => bump(&metrics.queue_full_dropped),
-                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            Ok(Decoded::Message { from, data }) => match crate::publish::unframe(data) {
+                Ok(messages) => messages
+                    .into_iter()
+                    .all(|data| self.hand_on(from.clone(), data)),
+                Err(reason) => {
+                    bump(&metrics.malformed_dropped);
+                    debug!(topic = %self.topic, %from, reason, "dropped a malformed frame");
+                    true
                 }
-                true
-            }
+            },
             Err(dropped) => {
                 match dropped {
                     Dropped::TooLarge { .. } => bump(&metrics.oversized_dropped),
@@ -365,6 +366,30 @@ impl Task {
                 true
             }
         }
+    }
+}
+
+impl Task {
+    /// Hands one received broadcast to the subscriber; false once the subscriber is gone.
+    fn hand_on(&self, from: PeerId, data: Bytes) -> bool {
+        let metrics = &self.context.metrics;
+        let limit = self.context.limits.max_message_bytes;
+        if data.len() > limit {
+            bump(&metrics.oversized_dropped);
+            debug!(topic = %self.topic, %from, size = data.len(), limit, "dropped an oversized message");
+            return true;
+        }
+        let message = Message {
+            from,
+            topic: self.topic.clone(),
+            data,
+        };
+        match self.sender.try_send(message) {
+            Ok(()) => bump(&metrics.messages_received),
+            Err(mpsc::error::TrySendError::Full(_)) => bump(&metrics.queue_full_dropped),
+            Err(mpsc::error::TrySendError::Closed(_)) => return false,
+        }
+        true
     }
 }
 

@@ -299,16 +299,46 @@ fn hyper_failure(error: hyper::Error) -> Failure {
     transport_failure(error.into())
 }
 
-/// A 5xx reply: kubo answers 500 to most failed commands, including ones that pass (a daemon still
-/// starting, a fetch that timed out on its side), so all of them are retried within the deadline.
+/// A 5xx reply. kubo answers 500 to most failed commands, including ones that would pass if tried
+/// again (a daemon still starting, a fetch that timed out on its side), so those are retried within
+/// the deadline; the ones whose `Message` says the same request can never pass are not.
 fn daemon_failure(code: u16, body: &[u8]) -> Failure {
-    let message = preview(body);
+    let message = daemon_message(body);
+    if PERMANENT.iter().any(|known| message.contains(known)) {
+        return Failure::Refused(format!("daemon refused the request ({code}): {message}").into());
+    }
     let cause = if message.contains("timed out") || message.contains("deadline exceeded") {
         RetryCause::Timeout
     } else {
         RetryCause::ServerError
     };
     Failure::transient(cause, format!("daemon error ({code}): {message}"))
+}
+
+/// kubo's 500 messages that no retry changes: pubsub off, a block over its size limit (checked after
+/// storing, so our own lower limit is checked before sending), and arguments it cannot use.
+const PERMANENT: &[&str] = &[
+    "pubsub feature not enabled",
+    "produced block is over",
+    "unrecognized multihash function",
+    "unrecognized multicodec",
+    "unknown multicodec",
+    "invalid cid",
+    "invalid path",
+    "selected encoding not supported",
+];
+
+/// The `Message` of kubo's JSON error body (`{"Message", "Code", "Type"}`), or the body's start.
+fn daemon_message(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct ErrorReply {
+        #[serde(rename = "Message")]
+        message: String,
+    }
+    match serde_json::from_slice::<ErrorReply>(body) {
+        Ok(reply) => reply.message,
+        Err(_) => preview(body),
+    }
 }
 
 /// Classifies what the HTTP client reports.
@@ -363,6 +393,30 @@ impl<Req: ApiRequest> ApiRequest for Timed<Req> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kubos_permanent_errors_are_not_retried_and_its_others_are() {
+        let refused = daemon_failure(
+            500,
+            br#"{"Message":"experimental pubsub feature not enabled, run daemon with --enable-pubsub-experiment to use","Code":0,"Type":"error"}"#,
+        );
+        assert!(matches!(refused, Failure::Refused(_)), "{refused:?}");
+        let over = daemon_failure(500, br#"{"Message":"produced block is over 2MiB: big blocks can't be exchanged with other peers","Code":0,"Type":"error"}"#);
+        assert!(matches!(over, Failure::Refused(_)), "{over:?}");
+        let timeout = daemon_failure(
+            500,
+            br#"{"Message":"context deadline exceeded","Code":0,"Type":"error"}"#,
+        );
+        assert!(
+            matches!(timeout, Failure::Transient(RetryCause::Timeout, _)),
+            "{timeout:?}"
+        );
+        let other = daemon_failure(502, b"<html>bad gateway</html>");
+        assert!(
+            matches!(other, Failure::Transient(RetryCause::ServerError, _)),
+            "{other:?}"
+        );
+    }
 
     #[test]
     fn a_multipart_body_frames_the_data_with_a_boundary_it_does_not_contain() {

@@ -1,9 +1,15 @@
-//! Real IPFS daemons for tests (feature `test-utils`): js-ipfs 0.66.1 as `testnet/install.sh`
-//! provisions it, each with its own repository, loopback-only, no discovery, no preload. A daemon
-//! dies with the test process (parent-death signal) as well as on drop.
+//! Real IPFS daemons for tests (feature `test-utils`), each with its own repository, loopback-only,
+//! with no discovery, routing or gateway. A daemon dies with the test process (parent-death signal)
+//! as well as on drop.
+//!
+//! The daemons are kubo (Go IPFS), built by `kubo/install.sh` into a cache, unless
+//! `$IPFS_TEST_IMPL` is `js-ipfs` (js-ipfs 0.66.1 from `testnet/install.sh`, deprecated, kept for
+//! a mixed swarm). `$IPFS_TEST_DAEMON` names another binary of the chosen implementation.
 
 use std::{
     fs,
+    io::{Read, Write},
+    net::TcpStream,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
@@ -15,19 +21,139 @@ use std::{
 
 use serde_json::{json, Value};
 
-/// How long a daemon may take to start (about 4 s when the machine is idle).
+/// How long a daemon may take to start (kubo: well under a second when the machine is idle).
 const START_BOUND: Duration = Duration::from_secs(90);
 
-/// The daemon program: `$IPFS_TEST_DAEMON`, or the one `testnet/install.sh` installs.
-pub fn daemon_program() -> PathBuf {
-    if let Some(path) = std::env::var_os("IPFS_TEST_DAEMON") {
-        return path.into();
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("testnet/node_modules/.bin/jsipfs")
+/// An IPFS implementation the tests can start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Implementation {
+    /// kubo, at the version `kubo/go.mod` pins.
+    Kubo,
+    /// js-ipfs 0.66.1, patched by `testnet/install.sh` to act like kubo where the tests depend on it.
+    JsIpfs,
 }
 
-/// One js-ipfs daemon with its own repository, killed on drop.
+impl Implementation {
+    /// `$IPFS_TEST_IMPL` (`kubo`, the default, or `js-ipfs`).
+    pub fn from_env() -> Implementation {
+        match std::env::var("IPFS_TEST_IMPL").as_deref() {
+            Ok("js-ipfs" | "jsipfs") => Implementation::JsIpfs,
+            Ok("kubo") | Err(_) => Implementation::Kubo,
+            Ok(other) => panic!("IPFS_TEST_IMPL={other:?}: expected `kubo` or `js-ipfs`"),
+        }
+    }
+
+    /// The daemon program: `$IPFS_TEST_DAEMON` for the implementation `$IPFS_TEST_IMPL` chose, or
+    /// the one the install script of this implementation provides.
+    pub fn program(self) -> PathBuf {
+        if self == Implementation::from_env() {
+            if let Some(path) = std::env::var_os("IPFS_TEST_DAEMON") {
+                return path.into();
+            }
+        }
+        match self {
+            Implementation::Kubo => kubo_program(),
+            Implementation::JsIpfs => manifest_dir().join("testnet/node_modules/.bin/jsipfs"),
+        }
+    }
+
+    fn install_script(self) -> &'static str {
+        match self {
+            Implementation::Kubo => "comms-ipfs/kubo/install.sh",
+            Implementation::JsIpfs => "comms-ipfs/testnet/install.sh",
+        }
+    }
+
+    fn init_args(self) -> &'static [&'static str] {
+        match self {
+            Implementation::Kubo => &["init", "--profile", "test", "--empty-repo"],
+            Implementation::JsIpfs => &["init", "--profile", "test", "--emptyRepo"],
+        }
+    }
+
+    fn daemon_args(self) -> &'static [&'static str] {
+        match self {
+            Implementation::Kubo => &["daemon"],
+            Implementation::JsIpfs => &["daemon", "--enable-preload=false"],
+        }
+    }
+
+    /// Loopback only, no gateway, no bootstrap, discovery, routing, announcements or NAT mapping;
+    /// pubsub on, with gossipsub.
+    fn test_config(self, config: &mut Value) {
+        self.set_addresses(config, 0, 0);
+        config["Bootstrap"] = json!([]);
+        config["Discovery"]["MDNS"] = json!({"Enabled": false});
+        config["Routing"]["Type"] = json!("none");
+        config["Swarm"]["DisableNatPortMap"] = json!(true);
+        config["Pubsub"]["Router"] = json!("gossipsub");
+        config["Pubsub"]["Enabled"] = json!(true);
+        match self {
+            Implementation::Kubo => {
+                // Nothing to announce to: with no routing, peers find blocks over bitswap alone.
+                config["Provide"]["Enabled"] = json!(false);
+                config["AutoConf"]["Enabled"] = json!(false);
+                config["AutoTLS"]["Enabled"] = json!(false);
+            }
+            Implementation::JsIpfs => {
+                config["Discovery"]["webRTCStar"] = json!({"Enabled": false});
+            }
+        }
+    }
+
+    /// Loopback API and swarm addresses (port 0 picks a free one), no gateway.
+    fn set_addresses(self, config: &mut Value, api_port: u16, swarm_port: u16) {
+        let addresses = &mut config["Addresses"];
+        addresses["Swarm"] = json!([format!("/ip4/127.0.0.1/tcp/{swarm_port}")]);
+        addresses["API"] = json!(format!("/ip4/127.0.0.1/tcp/{api_port}"));
+        addresses["Announce"] = json!([]);
+        addresses["NoAnnounce"] = json!([]);
+        match self {
+            Implementation::Kubo => addresses["Gateway"] = json!([]),
+            Implementation::JsIpfs => {
+                // js-ipfs's gRPC server takes a fixed port unless told none.
+                addresses["Gateway"] = json!("");
+                addresses["RPC"] = json!("");
+                addresses["Delegates"] = json!([]);
+            }
+        }
+    }
+}
+
+/// The directory of this crate's sources (install scripts, pinned versions).
+fn manifest_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The kubo version `kubo/go.mod` pins.
+pub fn kubo_version() -> &'static str {
+    include_str!("../kubo/go.mod")
+        .lines()
+        .find_map(|line| line.strip_prefix("require github.com/ipfs/kubo "))
+        .map(str::trim)
+        .expect("kubo/go.mod requires github.com/ipfs/kubo")
+}
+
+/// Where `kubo/install.sh` puts kubo: `${XDG_CACHE_HOME:-~/.cache}/ledger-node/kubo-<version>/ipfs`.
+fn kubo_program() -> PathBuf {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    cache
+        .join("ledger-node")
+        .join(format!("kubo-{}", kubo_version()))
+        .join("ipfs")
+}
+
+/// The daemon program of the implementation `$IPFS_TEST_IMPL` chooses.
+pub fn daemon_program() -> PathBuf {
+    Implementation::from_env().program()
+}
+
+/// One daemon with its own repository, killed on drop.
 pub struct Daemon {
+    implementation: Implementation,
     repo: PathBuf,
     child: Option<Child>,
     api_port: u16,
@@ -36,28 +162,36 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Initializes a fresh repository and starts the daemon on free loopback ports.
+    /// Initializes a fresh repository and starts the daemon (`$IPFS_TEST_IMPL`'s) on free loopback
+    /// ports.
     pub fn start() -> Daemon {
-        Daemon::start_with(|_| {})
+        Daemon::start_of(Implementation::from_env(), |_| {})
     }
 
     /// Like [`Daemon::start`], with `edit` applied to the test configuration first (to turn pubsub
     /// off, say).
     pub fn start_with(edit: impl FnOnce(&mut Value)) -> Daemon {
+        Daemon::start_of(Implementation::from_env(), edit)
+    }
+
+    /// A daemon of `implementation`, with `edit` applied to its test configuration.
+    pub fn start_of(implementation: Implementation, edit: impl FnOnce(&mut Value)) -> Daemon {
         let repo = fresh_dir();
-        let mut init = Command::new(daemon_program());
-        init.args(["init", "--profile", "test", "--emptyRepo"]);
-        let output = run(init.env("IPFS_PATH", &repo).env("NO_UPDATE_NOTIFIER", "1"));
+        let mut init = Command::new(implementation.program());
+        init.args(implementation.init_args());
+        let output = run(implementation, init.env("IPFS_PATH", &repo));
         assert!(
             output.status.success(),
-            "`jsipfs init` failed: {}",
+            "`{} init` failed: {}",
+            implementation.program().display(),
             String::from_utf8_lossy(&output.stderr)
         );
         let peer_id = edit_config(&repo, |config| {
-            test_config(config);
+            implementation.test_config(config);
             edit(config);
         });
         let mut daemon = Daemon {
+            implementation,
             repo,
             child: None,
             api_port: 0,
@@ -66,6 +200,11 @@ impl Daemon {
         };
         daemon.launch();
         daemon
+    }
+
+    /// Which implementation this daemon is.
+    pub fn implementation(&self) -> Implementation {
+        self.implementation
     }
 
     /// The RPC API URL.
@@ -97,8 +236,9 @@ impl Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
-        // js-ipfs leaves its lock (a directory) behind when killed.
-        let _ = fs::remove_dir_all(self.repo.join("repo.lock"));
+        // A killed daemon leaves its lock (kubo: a file; js-ipfs: a directory) and its `api` file.
+        let lock = self.repo.join("repo.lock");
+        let _ = fs::remove_file(&lock).or_else(|_| fs::remove_dir_all(&lock));
         let _ = fs::remove_file(self.repo.join("api"));
     }
 
@@ -106,7 +246,10 @@ impl Daemon {
     pub fn restart(&mut self) {
         self.kill();
         let (api, swarm) = (self.api_port, self.swarm_port);
-        edit_config(&self.repo, |config| set_addresses(config, api, swarm));
+        let implementation = self.implementation;
+        edit_config(&self.repo, |config| {
+            implementation.set_addresses(config, api, swarm)
+        });
         self.launch();
     }
 
@@ -116,31 +259,27 @@ impl Daemon {
     }
 
     fn launch(&mut self) {
-        let log = fs::File::create(self.repo.with_extension("log")).expect("create the daemon log");
-        let mut command = Command::new(daemon_program());
+        let log = fs::File::create(self.log()).expect("create the daemon log");
+        let mut command = Command::new(self.implementation.program());
         command
-            .args(["daemon", "--enable-preload=false"])
+            .args(self.implementation.daemon_args())
             .env("IPFS_PATH", &self.repo)
+            .env("IPFS_TELEMETRY", "off")
             .env("NO_UPDATE_NOTIFIER", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log handle"))
             .stderr(log);
-        self.child = Some(spawn(command));
-        let api = wait_for_file(&self.repo.join("api"), START_BOUND)
-            .unwrap_or_else(|| panic!("the daemon did not start: see {}", self.log().display()));
-        self.api_port = port_of(&api).expect("a port in the api file");
+        self.child = Some(spawn(self.implementation, command));
         let deadline = Instant::now() + START_BOUND;
-        self.swarm_port = loop {
-            if let Some(port) = listening_swarm_port(&self.log()) {
-                break port;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no swarm address in {}",
-                self.log().display()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let api = wait_for(deadline, || {
+            fs::read_to_string(self.repo.join("api"))
+                .ok()
+                .filter(|text| !text.trim().is_empty())
+        })
+        .unwrap_or_else(|| panic!("the daemon did not start: see {}", self.log().display()));
+        self.api_port = port_of(&api).expect("a port in the api file");
+        self.swarm_port = wait_for(deadline, || listening_swarm_port(self.api_port))
+            .unwrap_or_else(|| panic!("no swarm address: see {}", self.log().display()));
     }
 
     /// The daemon's log file.
@@ -174,56 +313,11 @@ fn edit_config(repo: &Path, edit: impl FnOnce(&mut Value)) -> String {
         .to_owned()
 }
 
-/// Loopback only, no gateway, no gRPC server (it takes a fixed port), no bootstrap, discovery,
-/// DHT or NAT mapping; pubsub on, with gossipsub.
-fn test_config(config: &mut Value) {
-    set_addresses(config, 0, 0);
-    config["Bootstrap"] = json!([]);
-    config["Discovery"] = json!({"MDNS": {"Enabled": false}, "webRTCStar": {"Enabled": false}});
-    config["Routing"] = json!({"Type": "none"});
-    config["Swarm"]["DisableNatPortMap"] = json!(true);
-    config["Pubsub"] = json!({"Router": "gossipsub", "Enabled": true});
-}
-
-/// Loopback API and swarm addresses; port 0 picks a free one.
-fn set_addresses(config: &mut Value, api_port: u16, swarm_port: u16) {
-    config["Addresses"] = json!({
-        "Swarm": [format!("/ip4/127.0.0.1/tcp/{swarm_port}")],
-        "Announce": [],
-        "NoAnnounce": [],
-        "API": format!("/ip4/127.0.0.1/tcp/{api_port}"),
-        "Gateway": "",
-        "RPC": "",
-        "Delegates": [],
-    });
-}
-
-/// The swarm port from the daemon's log line `Swarm listening on /ip4/127.0.0.1/tcp/<port>/p2p/…`.
-fn listening_swarm_port(log: &Path) -> Option<u16> {
-    let text = fs::read_to_string(log).ok()?;
-    text.lines()
-        .filter_map(|line| line.strip_prefix("Swarm listening on "))
-        .find_map(port_of)
-}
-
 /// The TCP port in a multiaddr.
 fn port_of(multiaddr: &str) -> Option<u16> {
     let mut parts = multiaddr.trim().split('/');
     parts.find(|part| *part == "tcp")?;
     parts.next()?.parse().ok()
-}
-
-fn wait_for_file(path: &Path, bound: Duration) -> Option<String> {
-    let deadline = Instant::now() + bound;
-    while Instant::now() < deadline {
-        if let Ok(text) = fs::read_to_string(path) {
-            if !text.trim().is_empty() {
-                return Some(text);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
 }
 
 fn fresh_dir() -> PathBuf {
@@ -238,21 +332,66 @@ fn fresh_dir() -> PathBuf {
     dir
 }
 
-fn run(command: &mut Command) -> std::process::Output {
-    let program = daemon_program();
+fn run(implementation: Implementation, command: &mut Command) -> std::process::Output {
+    let program = implementation.program();
     assert!(
         program.exists(),
-        "no IPFS test daemon at {}: run comms-ipfs/testnet/install.sh (scripts/test.sh does)",
-        program.display()
+        "no IPFS test daemon at {}: run {} (scripts/test.sh does)",
+        program.display(),
+        implementation.install_script()
     );
     command
         .output()
         .unwrap_or_else(|error| panic!("cannot run {}: {error}", program.display()))
 }
 
+/// Polls `probe` until it gives a value or `deadline` passes.
+fn wait_for<T>(deadline: Instant, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    loop {
+        if let Some(value) = probe() {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The daemon's TCP swarm port, from `swarm/addrs/listen` (kubo logs `host:port`, not a multiaddr).
+fn listening_swarm_port(api_port: u16) -> Option<u16> {
+    let body = rpc_post(api_port, "swarm/addrs/listen").ok()?;
+    let reply: Value = serde_json::from_str(&body).ok()?;
+    reply["Strings"]
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_str)
+        .find_map(port_of)
+}
+
+/// One RPC call with no arguments over plain HTTP/1.0 (the connection closes after the reply).
+fn rpc_post(api_port: u16, command: &str) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", api_port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "POST /api/v0/{command} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n"
+    )?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply)?;
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
+    if head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200") {
+        Ok(body.to_owned())
+    } else {
+        Err(std::io::Error::other(
+            head.lines().next().unwrap_or("").to_owned(),
+        ))
+    }
+}
+
 /// Spawns `command` from one thread that lives as long as the process, with a parent-death signal:
 /// the daemon is killed when the test process ends, however it ends (statics are never dropped).
-fn spawn(command: Command) -> Child {
+fn spawn(implementation: Implementation, command: Command) -> Child {
     type Request = (Command, mpsc::Sender<std::io::Result<Child>>);
     static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
     let spawner = SPAWNER.get_or_init(|| {
@@ -273,7 +412,12 @@ fn spawn(command: Command) -> Child {
     child
         .recv()
         .expect("the spawner replies")
-        .unwrap_or_else(|error| panic!("cannot start {}: {error}", daemon_program().display()))
+        .unwrap_or_else(|error| {
+            panic!(
+                "cannot start {}: {error}",
+                implementation.program().display()
+            )
+        })
 }
 
 fn spawn_here(command: &mut Command) -> std::io::Result<Child> {

@@ -139,15 +139,16 @@ async fn start_up_checks_say_what_is_wrong() {
     );
 
     let no_pubsub = Daemon::start_with(|config| config["Pubsub"]["Enabled"] = false.into());
-    match IpfsComms::connect(quick(no_pubsub.api())).await {
+    let metrics = std::sync::Arc::new(comms_ipfs::IpfsMetrics::default());
+    match IpfsComms::connect_with(quick(no_pubsub.api()), metrics.clone()).await {
         Err(error @ StartError::PubsubDisabled { .. }) => {
-            assert!(
-                error.to_string().contains("--enable-pubsub-experiment"),
-                "{error}"
-            );
+            assert!(error.to_string().contains("Pubsub.Enabled true"), "{error}");
         }
         other => panic!("expected PubsubDisabled, got {:?}", other.err()),
     }
+    // kubo's answer is a 500 that says pubsub is off: known to be permanent, so not retried.
+    let retried = metrics.snapshot();
+    assert_eq!(retried.retries_server_error, 0, "{retried:?}");
 
     let multiaddr = format!("/ip4/127.0.0.1/tcp/{port}");
     let bad = IpfsComms::connect(quick("localhost:5001".into())).await;
