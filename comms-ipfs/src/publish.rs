@@ -235,10 +235,13 @@ mod tests {
     #[test]
     fn a_broadcast_alone_goes_as_it_is_unless_it_looks_like_a_frame() {
         let plain = bytes(b"\xa1ablock");
-        assert_eq!(frames(&[plain.clone()], 100), vec![(plain.clone(), 1)]);
+        assert_eq!(
+            frames(std::slice::from_ref(&plain), 100),
+            vec![(plain.clone(), 1)]
+        );
         assert_eq!(unframe(plain.clone()), Ok(vec![plain]));
         let tricky = bytes(b"\xffcomms/1 but a message");
-        let (frame, count) = frames(&[tricky.clone()], 100).remove(0);
+        let (frame, count) = frames(std::slice::from_ref(&tricky), 100).remove(0);
         assert_eq!(count, 1);
         assert_ne!(frame, tricky);
         assert_eq!(unframe(frame), Ok(vec![tricky]));

@@ -1,4 +1,4 @@
-//! The whole `comms` contract, against real js-ipfs daemons connected over a real libp2p swarm.
+//! The whole `comms` contract, against real kubo daemons connected over a real libp2p swarm.
 
 mod support;
 

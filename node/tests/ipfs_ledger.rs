@@ -1,4 +1,4 @@
-//! End to end over real IPFS: four validators, each on its own js-ipfs daemon (pubsub carries the
+//! End to end over real IPFS: four validators, each on its own kubo daemon (pubsub carries the
 //! blocks, bitswap serves what a validator missed), commit transfers and agree on every state root.
 
 use std::{collections::BTreeMap, time::Duration};
