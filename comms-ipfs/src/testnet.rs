@@ -278,8 +278,11 @@ impl Daemon {
         })
         .unwrap_or_else(|| panic!("the daemon did not start: see {}", self.log().display()));
         self.api_port = port_of(&api).expect("a port in the api file");
-        self.swarm_port = wait_for(deadline, || listening_swarm_port(self.api_port))
-            .unwrap_or_else(|| panic!("no swarm address: see {}", self.log().display()));
+        self.swarm_port = wait_for(deadline, || match self.implementation {
+            Implementation::Kubo => listening_swarm_port(self.api_port),
+            Implementation::JsIpfs => logged_swarm_port(&self.log()),
+        })
+        .unwrap_or_else(|| panic!("no swarm address: see {}", self.log().display()));
     }
 
     /// The daemon's log file.
@@ -358,7 +361,7 @@ fn wait_for<T>(deadline: Instant, mut probe: impl FnMut() -> Option<T>) -> Optio
     }
 }
 
-/// The daemon's TCP swarm port, from `swarm/addrs/listen` (kubo logs `host:port`, not a multiaddr).
+/// kubo's TCP swarm port, from `swarm/addrs/listen` (kubo logs `host:port`, not a multiaddr).
 fn listening_swarm_port(api_port: u16) -> Option<u16> {
     let body = rpc_post(api_port, "swarm/addrs/listen").ok()?;
     let reply: Value = serde_json::from_str(&body).ok()?;
@@ -366,6 +369,14 @@ fn listening_swarm_port(api_port: u16) -> Option<u16> {
         .as_array()?
         .iter()
         .filter_map(Value::as_str)
+        .find_map(port_of)
+}
+
+/// js-ipfs's swarm port, from its log line `Swarm listening on /ip4/127.0.0.1/tcp/<port>/p2p/…`.
+fn logged_swarm_port(log: &Path) -> Option<u16> {
+    let text = fs::read_to_string(log).ok()?;
+    text.lines()
+        .filter_map(|line| line.strip_prefix("Swarm listening on "))
         .find_map(port_of)
 }
 
