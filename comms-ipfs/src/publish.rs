@@ -122,7 +122,7 @@ struct Waiting {
     done: oneshot::Sender<Result<(), Error>>,
 }
 
-/// The queue of one backend's broadcasts.
+/// The queue of one daemon's broadcasts (see [`shared`]).
 pub(crate) struct Publisher {
     queue: std::sync::Mutex<Vec<Waiting>>,
     /// Held while publishing; when the last publish ended.

@@ -367,9 +367,7 @@ impl Task {
             }
         }
     }
-}
 
-impl Task {
     /// Hands one received broadcast to the subscriber; false once the subscriber is gone.
     fn hand_on(&self, from: PeerId, data: Bytes) -> bool {
         let metrics = &self.context.metrics;

@@ -78,6 +78,16 @@ impl Implementation {
         }
     }
 
+    /// The TCP swarm port of a running daemon: kubo's from `swarm/addrs/listen` (its log says
+    /// `host:port`, not a multiaddr); js-ipfs's from its log (it did not answer that call over
+    /// HTTP/1.0).
+    fn swarm_port(self, api_port: u16, log: &Path) -> Option<u16> {
+        match self {
+            Implementation::Kubo => listening_swarm_port(api_port),
+            Implementation::JsIpfs => logged_swarm_port(log),
+        }
+    }
+
     /// Loopback only, no gateway, no bootstrap, discovery, routing, announcements or NAT mapping;
     /// pubsub on, with gossipsub.
     fn test_config(self, config: &mut Value) {
@@ -144,11 +154,6 @@ fn kubo_program() -> PathBuf {
         .join("ledger-node")
         .join(format!("kubo-{}", kubo_version()))
         .join("ipfs")
-}
-
-/// The daemon program of the implementation `$IPFS_TEST_IMPL` chooses.
-pub fn daemon_program() -> PathBuf {
-    Implementation::from_env().program()
 }
 
 /// One daemon with its own repository, killed on drop.
@@ -278,9 +283,8 @@ impl Daemon {
         })
         .unwrap_or_else(|| panic!("the daemon did not start: see {}", self.log().display()));
         self.api_port = port_of(&api).expect("a port in the api file");
-        self.swarm_port = wait_for(deadline, || match self.implementation {
-            Implementation::Kubo => listening_swarm_port(self.api_port),
-            Implementation::JsIpfs => logged_swarm_port(&self.log()),
+        self.swarm_port = wait_for(deadline, || {
+            self.implementation.swarm_port(self.api_port, &self.log())
         })
         .unwrap_or_else(|| panic!("no swarm address: see {}", self.log().display()));
     }
@@ -361,7 +365,7 @@ fn wait_for<T>(deadline: Instant, mut probe: impl FnMut() -> Option<T>) -> Optio
     }
 }
 
-/// kubo's TCP swarm port, from `swarm/addrs/listen` (kubo logs `host:port`, not a multiaddr).
+/// kubo's TCP swarm port, from `swarm/addrs/listen`.
 fn listening_swarm_port(api_port: u16) -> Option<u16> {
     let body = rpc_post(api_port, "swarm/addrs/listen").ok()?;
     let reply: Value = serde_json::from_str(&body).ok()?;
