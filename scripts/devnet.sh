@@ -57,7 +57,7 @@ trap stop_all EXIT
 trap 'exit 130' INT TERM
 
 step "installing the IPFS daemon (kubo, built once)"
-if [ "${IPFS_TEST_IMPL:-kubo}" = kubo ]; then ./comms-ipfs/kubo/install.sh >/dev/null; else ./comms-ipfs/testnet/install.sh; fi
+./comms-ipfs/kubo/install.sh >/dev/null
 
 if [ -z "${LEDGER_NODE_BIN:-}" ] || [ -z "${IPFS_TESTNET_BIN:-}" ]; then
     step "building ledger-node and ipfs-testnet"

@@ -1,15 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the build and the tests need, if missing: libclang-dev (RocksDB's bindgen needs the
-# library and clang's headers, even for the bundled RocksDB), Node.js and npm (js-ipfs), then the IPFS
-# test daemons themselves: kubo, built once from the Go module proxy into ~/.cache
-# (comms-ipfs/kubo/install.sh; needs Go >= 1.26.5), and js-ipfs from npm
-# (comms-ipfs/testnet/install.sh). Uses apt-get as root, or through sudo.
+# library and clang's headers, even for the bundled RocksDB), then the IPFS test daemon: kubo, built
+# once from the Go module proxy into ~/.cache (comms-ipfs/kubo/install.sh; needs Go >= 1.26.5).
+# Uses apt-get as root, or through sudo.
 set -euo pipefail
 
 missing=()
 dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
-command -v node >/dev/null || missing+=(nodejs)
-command -v npm >/dev/null || missing+=(npm)
 
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing: ${missing[*]}"
@@ -21,4 +18,3 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 "$(dirname "$0")/../comms-ipfs/kubo/install.sh" >/dev/null
-"$(dirname "$0")/../comms-ipfs/testnet/install.sh"

@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 # RocksDB would add 20 minutes. Criterion runs each micro-benchmark once when started by `cargo test`.
 cargo test --workspace --bench sim_scale --locked -- --quick
 cargo test --workspace --bench sync_scale --locked -- --quick
+cargo test --workspace --bench ipld_pin --locked -- --quick
 cargo test --workspace --bench micro --locked
 cargo run -p benches --bin latency --locked -- --quick
 

@@ -265,7 +265,7 @@ impl IpfsComms {
                 contacts_task,
                 publisher: publish::shared(
                     &config.api,
-                    config.publish_gap,
+                    config.max_publish_gap,
                     config.limits.max_message_bytes,
                 ),
                 config,

@@ -10,9 +10,17 @@
 //! publishers, 20 broadcasts each, to 4 subscribers, the suite's other tests running beside it): with
 //! concurrent calls, or one at a time with up to 5 ms between them, 1 to 5 of 80 messages were lost at
 //! some subscriber in nearly every run; kubo's debug log showed validations taking 14 to 16 ms and
-//! the loser "punted". With the queue, and a 20 ms gap between the end of one publish and the start
-//! of the next (`publish_gap`), a burst is two messages per publisher and none was lost in 50 runs.
-//! A broadcast that comes after a quiet gap goes at once.
+//! the loser "punted".
+//!
+//! So a publish waits after the one before it ends, for twice as long as that one took
+//! ([`spacing`]), up to the backend's `max_publish_gap`. A `pubsub/pub` call lasts as long as the
+//! daemon's own validation of the message (kubo validates a local message, through the same
+//! validator, before it sends it), so its duration tracks how long the receivers, under the same
+//! load, take to validate theirs: a quiet daemon's 3 ms publishes are 6 ms apart, a loaded one's
+//! further. A fixed 20 ms gap had passed 50 runs on a quiet machine, then lost a message with a
+//! build running beside the suite, whose first publishes took 25 to 75 ms. With twice the duration,
+//! up to 100 ms, a burst is two messages per publisher and none was lost in 50 runs. A broadcast
+//! that comes after the wait goes at once.
 //!
 //! "One at a time" is per daemon, not per backend: the daemon is the publisher its peers see, so all
 //! backends of a process on the same daemon (the same `api` string) share one queue ([`shared`]).
@@ -98,9 +106,9 @@ fn frame(messages: &[Bytes]) -> Bytes {
     frame.freeze()
 }
 
-/// The queue of the daemon at `api`, shared by every backend of this process on it. `gap` and `limit`
+/// The queue of the daemon at `api`, shared by every backend of this process on it. `max_gap` and `limit`
 /// are those of the backend that first created it.
-pub(crate) fn shared(api: &str, gap: Duration, limit: usize) -> Arc<Publisher> {
+pub(crate) fn shared(api: &str, max_gap: Duration, limit: usize) -> Arc<Publisher> {
     static QUEUES: OnceLock<std::sync::Mutex<BTreeMap<String, Weak<Publisher>>>> = OnceLock::new();
     let mut queues = QUEUES
         .get_or_init(Default::default)
@@ -110,7 +118,7 @@ pub(crate) fn shared(api: &str, gap: Duration, limit: usize) -> Arc<Publisher> {
     if let Some(queue) = queues.get(api).and_then(Weak::upgrade) {
         return queue;
     }
-    let queue = Arc::new(Publisher::new(gap, limit));
+    let queue = Arc::new(Publisher::new(max_gap, limit));
     queues.insert(api.to_owned(), Arc::downgrade(&queue));
     queue
 }
@@ -125,20 +133,20 @@ struct Waiting {
 /// The queue of one daemon's broadcasts (see [`shared`]).
 pub(crate) struct Publisher {
     queue: std::sync::Mutex<Vec<Waiting>>,
-    /// Held while publishing; when the last publish ended.
+    /// Held while publishing; when the next publish may start.
     turn: Mutex<Option<Instant>>,
-    gap: Duration,
+    max_gap: Duration,
     limit: usize,
 }
 
 impl Publisher {
-    /// `gap`: the least time between the end of one publish and the start of the next; `limit`: the
-    /// largest frame of more than one message.
-    pub fn new(gap: Duration, limit: usize) -> Publisher {
+    /// `max_gap`: the most time [`spacing`] puts between the end of one publish and the start of the
+    /// next; `limit`: the largest frame of more than one message.
+    pub fn new(max_gap: Duration, limit: usize) -> Publisher {
         Publisher {
             queue: std::sync::Mutex::default(),
             turn: Mutex::new(None),
-            gap,
+            max_gap,
             limit,
         }
     }
@@ -171,11 +179,14 @@ impl Publisher {
             let data: Vec<Bytes> = group.iter().map(|w| w.data.clone()).collect();
             let mut group = group.into_iter();
             for (frame, count) in frames(&data, self.limit) {
-                if let Some(last) = *last {
-                    tokio::time::sleep_until(last + self.gap).await;
+                if let Some(not_before) = *last {
+                    tokio::time::sleep_until(not_before).await;
                 }
+                let started = Instant::now();
                 let result = publish(topic.clone(), frame).await;
-                *last = Some(Instant::now());
+                let ended = Instant::now();
+                *last = Some(ended + spacing(ended - started, self.max_gap));
+                tracing::trace!(took = ?(ended - started), broadcasts = count, "published");
                 for waiting in group.by_ref().take(count) {
                     let _ = waiting.done.send(duplicate(&result));
                 }
@@ -190,6 +201,15 @@ impl Publisher {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// How many times as long as a publish took the next waits after it ends (at most the backend's
+/// `max_publish_gap`).
+const SPACING_FACTOR: u32 = 2;
+
+/// How long after a publish that took `took` the next may start.
+fn spacing(took: Duration, max: Duration) -> Duration {
+    took.saturating_mul(SPACING_FACTOR).min(max)
 }
 
 /// The queued broadcasts grouped by topic, topics in the order they first appear.
@@ -257,6 +277,17 @@ mod tests {
         let mut frame = BytesMut::from(&MAGIC[..]);
         frame.put_slice(b"\x00\x00");
         assert!(unframe(frame.freeze()).is_err(), "length cut short");
+    }
+
+    #[test]
+    fn a_publish_waits_twice_as_long_as_the_one_before_took_up_to_the_most() {
+        let most = Duration::from_millis(100);
+        assert_eq!(
+            spacing(Duration::from_millis(3), most),
+            Duration::from_millis(6)
+        );
+        assert_eq!(spacing(Duration::from_millis(70), most), most);
+        assert_eq!(spacing(Duration::ZERO, most), Duration::ZERO);
     }
 
     proptest! {

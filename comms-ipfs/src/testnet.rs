@@ -2,9 +2,8 @@
 //! with no discovery, routing or gateway. A daemon dies with the test process (parent-death signal)
 //! as well as on drop.
 //!
-//! The daemons are kubo (Go IPFS), built by `kubo/install.sh` into a cache, unless
-//! `$IPFS_TEST_IMPL` is `js-ipfs` (js-ipfs 0.66.1 from `testnet/install.sh`, deprecated, kept for
-//! a mixed swarm). `$IPFS_TEST_DAEMON` names another binary of the chosen implementation.
+//! The daemons are kubo (Go IPFS), built by `kubo/install.sh` into a cache; `$IPFS_TEST_DAEMON`
+//! names another kubo binary.
 
 use std::{
     fs,
@@ -24,115 +23,37 @@ use serde_json::{json, Value};
 /// How long a daemon may take to start (kubo: well under a second when the machine is idle).
 const START_BOUND: Duration = Duration::from_secs(90);
 
-/// An IPFS implementation the tests can start.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Implementation {
-    /// kubo, at the version `kubo/go.mod` pins.
-    Kubo,
-    /// js-ipfs 0.66.1, patched by `testnet/install.sh` to act like kubo where the tests depend on it.
-    JsIpfs,
+/// The kubo binary the tests start: `$IPFS_TEST_DAEMON`, or the one `kubo/install.sh` builds.
+pub fn program() -> PathBuf {
+    std::env::var_os("IPFS_TEST_DAEMON")
+        .map(PathBuf::from)
+        .unwrap_or_else(kubo_program)
 }
 
-impl Implementation {
-    /// `$IPFS_TEST_IMPL` (`kubo`, the default, or `js-ipfs`).
-    pub fn from_env() -> Implementation {
-        match std::env::var("IPFS_TEST_IMPL").as_deref() {
-            Ok("js-ipfs" | "jsipfs") => Implementation::JsIpfs,
-            Ok("kubo") | Err(_) => Implementation::Kubo,
-            Ok(other) => panic!("IPFS_TEST_IMPL={other:?}: expected `kubo` or `js-ipfs`"),
-        }
-    }
-
-    /// The daemon program: `$IPFS_TEST_DAEMON` for the implementation `$IPFS_TEST_IMPL` chose, or
-    /// the one the install script of this implementation provides.
-    pub fn program(self) -> PathBuf {
-        if self == Implementation::from_env() {
-            if let Some(path) = std::env::var_os("IPFS_TEST_DAEMON") {
-                return path.into();
-            }
-        }
-        match self {
-            Implementation::Kubo => kubo_program(),
-            Implementation::JsIpfs => manifest_dir().join("testnet/node_modules/.bin/jsipfs"),
-        }
-    }
-
-    fn install_script(self) -> &'static str {
-        match self {
-            Implementation::Kubo => "comms-ipfs/kubo/install.sh",
-            Implementation::JsIpfs => "comms-ipfs/testnet/install.sh",
-        }
-    }
-
-    fn init_args(self) -> &'static [&'static str] {
-        match self {
-            Implementation::Kubo => &["init", "--profile", "test", "--empty-repo"],
-            Implementation::JsIpfs => &["init", "--profile", "test", "--emptyRepo"],
-        }
-    }
-
-    fn daemon_args(self) -> &'static [&'static str] {
-        match self {
-            Implementation::Kubo => &["daemon"],
-            Implementation::JsIpfs => &["daemon", "--enable-preload=false"],
-        }
-    }
-
-    /// The TCP swarm port of a running daemon: kubo's from `swarm/addrs/listen` (its log says
-    /// `host:port`, not a multiaddr); js-ipfs's from its log (it did not answer that call over
-    /// HTTP/1.0).
-    fn swarm_port(self, api_port: u16, log: &Path) -> Option<u16> {
-        match self {
-            Implementation::Kubo => listening_swarm_port(api_port),
-            Implementation::JsIpfs => logged_swarm_port(log),
-        }
-    }
-
-    /// Loopback only, no gateway, no bootstrap, discovery, routing, announcements or NAT mapping;
-    /// pubsub on, with gossipsub.
-    fn test_config(self, config: &mut Value) {
-        self.set_addresses(config, 0, 0);
-        config["Bootstrap"] = json!([]);
-        config["Discovery"]["MDNS"] = json!({"Enabled": false});
-        config["Routing"]["Type"] = json!("none");
-        config["Swarm"]["DisableNatPortMap"] = json!(true);
-        config["Pubsub"]["Router"] = json!("gossipsub");
-        config["Pubsub"]["Enabled"] = json!(true);
-        match self {
-            Implementation::Kubo => {
-                // Nothing to announce to: with no routing, peers find blocks over bitswap alone.
-                config["Provide"]["Enabled"] = json!(false);
-                config["AutoConf"]["Enabled"] = json!(false);
-                config["AutoTLS"]["Enabled"] = json!(false);
-            }
-            Implementation::JsIpfs => {
-                config["Discovery"]["webRTCStar"] = json!({"Enabled": false});
-            }
-        }
-    }
-
-    /// Loopback API and swarm addresses (port 0 picks a free one), no gateway.
-    fn set_addresses(self, config: &mut Value, api_port: u16, swarm_port: u16) {
-        let addresses = &mut config["Addresses"];
-        addresses["Swarm"] = json!([format!("/ip4/127.0.0.1/tcp/{swarm_port}")]);
-        addresses["API"] = json!(format!("/ip4/127.0.0.1/tcp/{api_port}"));
-        addresses["Announce"] = json!([]);
-        addresses["NoAnnounce"] = json!([]);
-        match self {
-            Implementation::Kubo => addresses["Gateway"] = json!([]),
-            Implementation::JsIpfs => {
-                // js-ipfs's gRPC server takes a fixed port unless told none.
-                addresses["Gateway"] = json!("");
-                addresses["RPC"] = json!("");
-                addresses["Delegates"] = json!([]);
-            }
-        }
-    }
+/// Loopback only, no gateway, no bootstrap, discovery, routing, announcements or NAT mapping;
+/// pubsub on, with gossipsub.
+fn test_config(config: &mut Value) {
+    set_addresses(config, 0, 0);
+    config["Bootstrap"] = json!([]);
+    config["Discovery"]["MDNS"] = json!({"Enabled": false});
+    config["Routing"]["Type"] = json!("none");
+    config["Swarm"]["DisableNatPortMap"] = json!(true);
+    config["Pubsub"]["Router"] = json!("gossipsub");
+    config["Pubsub"]["Enabled"] = json!(true);
+    // Nothing to announce to: with no routing, peers find blocks over bitswap alone.
+    config["Provide"]["Enabled"] = json!(false);
+    config["AutoConf"]["Enabled"] = json!(false);
+    config["AutoTLS"]["Enabled"] = json!(false);
 }
 
-/// The directory of this crate's sources (install scripts, pinned versions).
-fn manifest_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+/// Loopback API and swarm addresses (port 0 picks a free one), no gateway.
+fn set_addresses(config: &mut Value, api_port: u16, swarm_port: u16) {
+    let addresses = &mut config["Addresses"];
+    addresses["Swarm"] = json!([format!("/ip4/127.0.0.1/tcp/{swarm_port}")]);
+    addresses["API"] = json!(format!("/ip4/127.0.0.1/tcp/{api_port}"));
+    addresses["Announce"] = json!([]);
+    addresses["NoAnnounce"] = json!([]);
+    addresses["Gateway"] = json!([]);
 }
 
 /// The kubo version `kubo/go.mod` pins.
@@ -158,7 +79,6 @@ fn kubo_program() -> PathBuf {
 
 /// One daemon with its own repository, killed on drop.
 pub struct Daemon {
-    implementation: Implementation,
     repo: PathBuf,
     child: Option<Child>,
     api_port: u16,
@@ -167,36 +87,29 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Initializes a fresh repository and starts the daemon (`$IPFS_TEST_IMPL`'s) on free loopback
-    /// ports.
+    /// Initializes a fresh repository and starts the daemon on free loopback ports.
     pub fn start() -> Daemon {
-        Daemon::start_of(Implementation::from_env(), |_| {})
+        Daemon::start_with(|_| {})
     }
 
     /// Like [`Daemon::start`], with `edit` applied to the test configuration first (to turn pubsub
     /// off, say).
     pub fn start_with(edit: impl FnOnce(&mut Value)) -> Daemon {
-        Daemon::start_of(Implementation::from_env(), edit)
-    }
-
-    /// A daemon of `implementation`, with `edit` applied to its test configuration.
-    pub fn start_of(implementation: Implementation, edit: impl FnOnce(&mut Value)) -> Daemon {
         let repo = fresh_dir();
-        let mut init = Command::new(implementation.program());
-        init.args(implementation.init_args());
-        let output = run(implementation, init.env("IPFS_PATH", &repo));
+        let mut init = Command::new(program());
+        init.args(["init", "--profile", "test", "--empty-repo"]);
+        let output = run(init.env("IPFS_PATH", &repo));
         assert!(
             output.status.success(),
             "`{} init` failed: {}",
-            implementation.program().display(),
+            program().display(),
             String::from_utf8_lossy(&output.stderr)
         );
         let peer_id = edit_config(&repo, |config| {
-            implementation.test_config(config);
+            test_config(config);
             edit(config);
         });
         let mut daemon = Daemon {
-            implementation,
             repo,
             child: None,
             api_port: 0,
@@ -205,11 +118,6 @@ impl Daemon {
         };
         daemon.launch();
         daemon
-    }
-
-    /// Which implementation this daemon is.
-    pub fn implementation(&self) -> Implementation {
-        self.implementation
     }
 
     /// The RPC API URL.
@@ -235,15 +143,25 @@ impl Daemon {
         &self.repo
     }
 
+    /// kubo's command line, on this daemon's repository: `daemon.command().args(["dag",
+    /// "get", cid])` asks the running daemon, as `ipfs dag get` would in a shell.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(program());
+        command
+            .env("IPFS_PATH", &self.repo)
+            .env("IPFS_TELEMETRY", "off")
+            .env("NO_UPDATE_NOTIFIER", "1");
+        command
+    }
+
     /// Kills the daemon with SIGKILL, as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
-        // A killed daemon leaves its lock (kubo: a file; js-ipfs: a directory) and its `api` file.
-        let lock = self.repo.join("repo.lock");
-        let _ = fs::remove_file(&lock).or_else(|_| fs::remove_dir_all(&lock));
+        // A killed daemon leaves its lock file and its `api` file.
+        let _ = fs::remove_file(self.repo.join("repo.lock"));
         let _ = fs::remove_file(self.repo.join("api"));
     }
 
@@ -251,10 +169,7 @@ impl Daemon {
     pub fn restart(&mut self) {
         self.kill();
         let (api, swarm) = (self.api_port, self.swarm_port);
-        let implementation = self.implementation;
-        edit_config(&self.repo, |config| {
-            implementation.set_addresses(config, api, swarm)
-        });
+        edit_config(&self.repo, |config| set_addresses(config, api, swarm));
         self.launch();
     }
 
@@ -265,16 +180,13 @@ impl Daemon {
 
     fn launch(&mut self) {
         let log = fs::File::create(self.log()).expect("create the daemon log");
-        let mut command = Command::new(self.implementation.program());
+        let mut command = self.command();
         command
-            .args(self.implementation.daemon_args())
-            .env("IPFS_PATH", &self.repo)
-            .env("IPFS_TELEMETRY", "off")
-            .env("NO_UPDATE_NOTIFIER", "1")
+            .arg("daemon")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log handle"))
             .stderr(log);
-        self.child = Some(spawn(self.implementation, command));
+        self.child = Some(spawn(command));
         let deadline = Instant::now() + START_BOUND;
         let api = wait_for(deadline, || {
             fs::read_to_string(self.repo.join("api"))
@@ -283,10 +195,9 @@ impl Daemon {
         })
         .unwrap_or_else(|| panic!("the daemon did not start: see {}", self.log().display()));
         self.api_port = port_of(&api).expect("a port in the api file");
-        self.swarm_port = wait_for(deadline, || {
-            self.implementation.swarm_port(self.api_port, &self.log())
-        })
-        .unwrap_or_else(|| panic!("no swarm address: see {}", self.log().display()));
+        // kubo's log says `host:port`, not a multiaddr: the RPC API says where it listens.
+        self.swarm_port = wait_for(deadline, || listening_swarm_port(self.api_port))
+            .unwrap_or_else(|| panic!("no swarm address: see {}", self.log().display()));
     }
 
     /// The daemon's log file.
@@ -339,13 +250,12 @@ fn fresh_dir() -> PathBuf {
     dir
 }
 
-fn run(implementation: Implementation, command: &mut Command) -> std::process::Output {
-    let program = implementation.program();
+fn run(command: &mut Command) -> std::process::Output {
+    let program = program();
     assert!(
         program.exists(),
-        "no IPFS test daemon at {}: run {} (scripts/test.sh does)",
+        "no IPFS test daemon at {}: run comms-ipfs/kubo/install.sh (scripts/test.sh does)",
         program.display(),
-        implementation.install_script()
     );
     command
         .output()
@@ -376,14 +286,6 @@ fn listening_swarm_port(api_port: u16) -> Option<u16> {
         .find_map(port_of)
 }
 
-/// js-ipfs's swarm port, from its log line `Swarm listening on /ip4/127.0.0.1/tcp/<port>/p2p/…`.
-fn logged_swarm_port(log: &Path) -> Option<u16> {
-    let text = fs::read_to_string(log).ok()?;
-    text.lines()
-        .filter_map(|line| line.strip_prefix("Swarm listening on "))
-        .find_map(port_of)
-}
-
 /// One RPC call with no arguments over plain HTTP/1.0 (the connection closes after the reply).
 fn rpc_post(api_port: u16, command: &str) -> std::io::Result<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", api_port))?;
@@ -406,7 +308,7 @@ fn rpc_post(api_port: u16, command: &str) -> std::io::Result<String> {
 
 /// Spawns `command` from one thread that lives as long as the process, with a parent-death signal:
 /// the daemon is killed when the test process ends, however it ends (statics are never dropped).
-fn spawn(implementation: Implementation, command: Command) -> Child {
+fn spawn(command: Command) -> Child {
     type Request = (Command, mpsc::Sender<std::io::Result<Child>>);
     static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
     let spawner = SPAWNER.get_or_init(|| {
@@ -427,12 +329,7 @@ fn spawn(implementation: Implementation, command: Command) -> Child {
     child
         .recv()
         .expect("the spawner replies")
-        .unwrap_or_else(|error| {
-            panic!(
-                "cannot start {}: {error}",
-                implementation.program().display()
-            )
-        })
+        .unwrap_or_else(|error| panic!("cannot start {}: {error}", program().display()))
 }
 
 fn spawn_here(command: &mut Command) -> std::io::Result<Child> {

@@ -277,6 +277,11 @@ pub async fn spawn<C: Communication + Clone>(
         fetch_permits: permits,
         fetched_tx,
     };
+    // Every block links to the genesis (`chain`), so it is made available like a block: a walk of
+    // the DAG from any block (a recursive pin, `dag export`, the daemon's garbage collector) then
+    // finds every link on the daemon.
+    let (genesis_bytes, genesis_cid) = genesis.encode();
+    span.in_scope(|| node.make_available(genesis_cid, genesis_bytes.into()));
     node.replay().instrument(span.clone()).await?;
     tokio::spawn(node.run(receiver, subscription, fetched).instrument(span));
     Ok(NodeHandle { commands })
@@ -524,6 +529,19 @@ impl<C: Communication + Clone> Node<C> {
         }
     }
 
+    /// Puts a block (DAG-CBOR) to the network, pinned, in the background.
+    fn make_available(&self, cid: Cid, bytes: Bytes) {
+        let comms = self.comms.clone();
+        tokio::spawn(
+            async move {
+                if let Err(error) = comms.put(Codec::DagCbor, bytes).await {
+                    warn!(%cid, %error, "making a block available failed");
+                }
+            }
+            .in_current_span(),
+        );
+    }
+
     fn carry_out(&mut self, output: Output) {
         match output {
             Output::Store { cid, bytes, batch } => {
@@ -533,15 +551,7 @@ impl<C: Communication + Clone> Node<C> {
                         warn!(%cid, %error, "storing a block failed");
                     }
                 }
-                let comms = self.comms.clone();
-                tokio::spawn(
-                    async move {
-                        if let Err(error) = comms.put(Codec::DagCbor, bytes).await {
-                            warn!(%cid, %error, "making a block available failed");
-                        }
-                    }
-                    .in_current_span(),
-                );
+                self.make_available(cid, bytes);
             }
             Output::Broadcast(bytes) => {
                 let (comms, topic) = (self.comms.clone(), self.topic.clone());

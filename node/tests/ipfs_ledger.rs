@@ -1,13 +1,18 @@
 //! End to end over real IPFS: four validators, each on its own kubo daemon (pubsub carries the
-//! blocks, bitswap serves what a validator missed), commit transfers and agree on every state root.
+//! blocks, bitswap serves what a validator missed), commit transfers and agree on every state root;
+//! then kubo's own commands read, walk, pin, export and import the history they built.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
 
-use comms::conformance::eventually;
+use comms::{conformance::eventually, Cid};
 use comms_ipfs::{testnet, IpfsComms, IpfsConfig};
 use ledger::{
     devnet::{self, Role},
-    NodeConfig, NodeHandle, SignedTransaction, Transaction,
+    Commit, NodeConfig, NodeHandle, SignedTransaction, Transaction,
 };
 use tokio::time::Instant;
 
@@ -16,9 +21,20 @@ const TRANSFERS_PER_ACCOUNT: u64 = 3;
 const BOUND: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn four_validators_on_four_ipfs_daemons_commit_and_agree() {
+async fn four_validators_on_four_kubo_daemons_commit_and_agree_in_native_ipld() {
     let daemons = testnet::start_daemons(VALIDATORS);
-    let genesis = devnet::genesis("ipfs-end-to-end", 7, VALIDATORS, VALIDATORS, 1_000_000);
+    let (chain, logs) = commit_and_agree("ipfs-end-to-end", &daemons).await;
+    the_history_is_native_ipld(&daemons, &chain, &logs[0]).await;
+}
+
+/// Four validators, validator i on `daemons[i]`, on a chain named `chain_id`: transfers from every
+/// account commit on every node, with the same state root at every height. The chain's CID and each
+/// node's commits.
+async fn commit_and_agree(
+    chain_id: &str,
+    daemons: &[testnet::Daemon],
+) -> (Cid, Vec<Vec<Arc<Commit>>>) {
+    let genesis = devnet::genesis(chain_id, 7, VALIDATORS, VALIDATORS, 1_000_000);
     let chain = genesis.encode().1;
     let mut nodes = Vec::new();
     let mut collectors = Vec::new();
@@ -97,8 +113,12 @@ async fn four_validators_on_four_ipfs_daemons_commit_and_agree() {
     }
 
     let mut roots: BTreeMap<u64, [u8; 32]> = BTreeMap::new();
+    let mut logs = Vec::new();
     for collector in collectors {
-        for commit in collector.commits().await.expect("a complete commit log") {
+        logs.push(collector.commits().await.expect("a complete commit log"));
+    }
+    for log in &logs {
+        for commit in log {
             let root = *roots.entry(commit.height).or_insert(commit.state_root);
             assert_eq!(
                 root, commit.state_root,
@@ -108,6 +128,110 @@ async fn four_validators_on_four_ipfs_daemons_commit_and_agree() {
         }
     }
     assert!(roots.len() >= 3, "only {} heights committed", roots.len());
+    (chain, logs)
+}
+
+/// kubo's own commands read, walk, pin and move the ledger's DAG: a block's parents, its payload's
+/// batch and its chain (the genesis) are IPLD links, and every block they reach is on the daemon.
+async fn the_history_is_native_ipld(
+    daemons: &[testnet::Daemon],
+    genesis: &Cid,
+    commits: &[Arc<Commit>],
+) {
+    let last = commits.last().expect("commits");
+    let leader = last.leader.to_string();
+
+    // `dag get` shows the block as IPLD, and a path through it follows a parent link.
+    let block = dag_get(&daemons[0], &leader).await;
+    assert_eq!(block["block"]["round"], last.round, "{block}");
+    assert_eq!(block["block"]["chain"]["/"], genesis.to_string(), "{block}");
+    let parent = block["block"]["parents"][0]["/"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the leader's first parent is a link: {block}"))
+        .to_owned();
+    let walked = dag_get(&daemons[0], &format!("{leader}/block/parents/0")).await;
+    assert_eq!(walked, dag_get(&daemons[0], &parent).await);
+    assert_eq!(walked["block"]["round"], last.round - 1, "{walked}");
+
+    // Everything below the leader is on the daemon: every committed block and the genesis.
+    let below = refs(&daemons[0], &leader, false).await;
+    for cid in commits.iter().flat_map(|c| &c.blocks) {
+        assert!(
+            *cid == last.leader || below.contains(&cid.to_string()),
+            "committed block {cid} is not below the last leader"
+        );
+    }
+    assert!(
+        below.contains(&genesis.to_string()),
+        "the genesis is not below the leader"
+    );
+
+    // A recursive pin of the leader pins that whole history.
+    ipfs(&daemons[0], &["pin", "add", "--recursive", &leader]).await;
+    let pins = ipfs(&daemons[0], &["pin", "ls", "--type=recursive", &leader]).await;
+    assert!(pins.contains(&leader), "{pins}");
+    // kubo's garbage collector walks every pin: it needs every link on the daemon, and keeps them.
+    ipfs(&daemons[0], &["repo", "gc", "--quiet"]).await;
+    assert_eq!(refs(&daemons[0], &leader, true).await, below);
+
+    // Exported as a CAR and imported into a daemon that knows no one, the history has the same CIDs,
+    // all there: the import pins the root, and the walk below it needs no network.
+    let car = daemons[0].repo().with_extension("car");
+    let exported = ipfs_bytes(&daemons[0], &["dag", "export", &leader]).await;
+    std::fs::write(&car, exported).expect("write the CAR");
+    let fresh = testnet::Daemon::start();
+    let car_path = car.to_str().expect("a UTF-8 temp path");
+    let imported = ipfs(&fresh, &["dag", "import", "--pin-roots", car_path]).await;
+    assert!(imported.contains(&leader), "{imported}");
+    assert_eq!(refs(&fresh, &leader, true).await, below);
+    eprintln!(
+        "kubo walked, pinned, exported ({} KiB) and imported the {} blocks below the leader of height {}",
+        std::fs::metadata(&car).map_or(0, |m| m.len() >> 10),
+        below.len(),
+        last.height
+    );
+    let _ = std::fs::remove_file(&car);
+}
+
+/// `ipfs dag get PATH`, parsed.
+async fn dag_get(daemon: &testnet::Daemon, path: &str) -> serde_json::Value {
+    let json = ipfs(daemon, &["dag", "get", path]).await;
+    serde_json::from_str(&json).unwrap_or_else(|e| panic!("dag get {path}: {e}: {json}"))
+}
+
+/// The CIDs below `root`, each once (`ipfs refs -r --unique`), without asking the network when
+/// `offline`.
+async fn refs(daemon: &testnet::Daemon, root: &str, offline: bool) -> BTreeSet<String> {
+    let mut args = vec!["refs", "-r", "--unique", root];
+    if offline {
+        args.push("--offline");
+    }
+    ipfs(daemon, &args)
+        .await
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Runs the daemon's command line with `args` (within [`BOUND`]); its standard output.
+async fn ipfs(daemon: &testnet::Daemon, args: &[&str]) -> String {
+    String::from_utf8(ipfs_bytes(daemon, args).await).expect("UTF-8 output")
+}
+
+async fn ipfs_bytes(daemon: &testnet::Daemon, args: &[&str]) -> Vec<u8> {
+    let mut command = tokio::process::Command::from(daemon.command());
+    command.args(args).kill_on_drop(true);
+    let output = tokio::time::timeout(BOUND, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("`ipfs {}` took over {BOUND:?}", args.join(" ")))
+        .expect("run the ipfs command line");
+    assert!(
+        output.status.success(),
+        "`ipfs {}` failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
 }
 
 /// Whether every node has applied every transfer (each account's nonce is at its last one).

@@ -33,12 +33,12 @@ pub async fn backend(api: String, peers: &[&Daemon]) -> IpfsComms {
         peers: peers.iter().map(|daemon| daemon.swarm_address()).collect(),
         call_timeout: Duration::from_secs(20),
         subscription_check: Duration::from_millis(500),
-        // To measure what the gap buys (see `publish.rs`): IPFS_PUBLISH_GAP_MS=0, 5, ...
-        publish_gap: std::env::var("IPFS_PUBLISH_GAP_MS")
+        // To measure what the wait buys (see `publish.rs`): IPFS_MAX_PUBLISH_GAP_MS=0, 5, ...
+        max_publish_gap: std::env::var("IPFS_MAX_PUBLISH_GAP_MS")
             .ok()
             .and_then(|ms| ms.parse().ok())
             .map(Duration::from_millis)
-            .unwrap_or(IpfsConfig::default().publish_gap),
+            .unwrap_or(IpfsConfig::default().max_publish_gap),
         ..IpfsConfig::default()
     };
     IpfsComms::connect(config)
@@ -65,6 +65,7 @@ impl Harness for IpfsHarness {
     type Peer = IpfsComms;
 
     async fn peers(&self, n: usize) -> Vec<IpfsComms> {
+        init_logging();
         shared_backends(n).await
     }
 

@@ -1,6 +1,5 @@
 //! `ipfs-testnet`: K IPFS daemons on loopback for a local devnet, set up as the tests set up theirs
-//! (kubo from `comms-ipfs/kubo/install.sh`; `$IPFS_TEST_IMPL=js-ipfs` for js-ipfs, `$IPFS_TEST_DAEMON`
-//! for another binary; own repositories, free ports, no discovery or routing, pubsub on). Writes one line per daemon, `API_URL SWARM_MULTIADDR`, to
+//! (kubo from `comms-ipfs/kubo/install.sh`, or the binary `$IPFS_TEST_DAEMON` names; own repositories, free ports, no discovery or routing, pubsub on). Writes one line per daemon, `API_URL SWARM_MULTIADDR`, to
 //! `--out` once all are up; runs until SIGINT or SIGTERM, then stops them and removes their
 //! repositories. The daemons also die if this process is killed.
 
