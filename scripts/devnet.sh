@@ -107,6 +107,7 @@ for ((i = 0; i < nodes; i++)); do
 done
 
 step "sending $((nodes * transfers)) transfers"
+sending=$(date +%s.%N)
 for ((n = 0; n < transfers; n++)); do
     for ((i = 0; i < nodes; i++)); do
         wait=()
@@ -116,7 +117,7 @@ for ((n = 0; n < transfers; n++)); do
             transfer --to "${accounts[(i + 1) % nodes]}" --amount $((n + 1)) >/dev/null
     done
 done
-echo "  all committed"
+echo "  all committed, $(awk -v from="$sending" -v to="$(date +%s.%N)" 'BEGIN { printf "%.1f", to - from }') s after the first was sent"
 
 step "latest commits of validator 0"
 ledger query --node "${urls[0]}" commits --limit 3

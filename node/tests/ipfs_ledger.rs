@@ -151,7 +151,9 @@ async fn the_history_is_native_ipld(
         .to_owned();
     let walked = dag_get(&daemons[0], &format!("{leader}/block/parents/0")).await;
     assert_eq!(walked, dag_get(&daemons[0], &parent).await);
-    assert_eq!(walked["block"]["round"], last.round - 1, "{walked}");
+    // A parent is of the round before, or the author's own earlier block after a gap.
+    let parent_round = walked["block"]["round"].as_u64().expect("a round");
+    assert!(parent_round < last.round, "{walked}");
 
     // Everything below the leader is on the daemon: every committed block and the genesis.
     let below = refs(&daemons[0], &leader, false).await;
