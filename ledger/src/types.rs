@@ -189,7 +189,9 @@ pub struct Block {
     pub author: u32,
     /// The round; 0 for a validator's first block.
     pub round: u64,
-    /// Blocks of the previous round, at most one per author, sorted by CID; a quorum of stake.
+    /// At most one block per author, sorted by CID: blocks of the previous round holding a quorum of
+    /// stake, and the author's own block of an earlier round in place of the previous one after a
+    /// gap.
     pub parents: Vec<Cid>,
     /// The transactions.
     pub payload: Payload,
