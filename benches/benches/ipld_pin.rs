@@ -132,20 +132,14 @@ async fn on_kubo(history: Vec<Bytes>, leader: &str, dir: &Path) {
     let (took, _) = timed(&daemon, &["pin", "add", "--recursive", leader]);
     report("pin add --recursive <leader>", took, count);
     let (_, pins) = timed(&daemon, &["pin", "ls", "--type=recursive", "--quiet"]);
-    println!("  recursive pins       {}", pins.lines().count());
+    println!("  recursive pins       {}", lines(&pins));
     let (took, _) = timed(&daemon, &["repo", "gc", "--quiet"]);
     report("repo gc", took, count);
     let car = dir.with_extension("car");
-    let started = Instant::now();
-    let exported = daemon
-        .command()
-        .args(["dag", "export", leader])
-        .output()
-        .expect("dag export");
-    assert!(exported.status.success(), "dag export failed");
-    report("dag export <leader>", started.elapsed(), count);
-    println!("  CAR                  {} KiB", exported.stdout.len() >> 10);
-    std::fs::write(&car, &exported.stdout).expect("write the CAR");
+    let (took, exported) = timed(&daemon, &["dag", "export", leader]);
+    report("dag export <leader>", took, count);
+    println!("  CAR                  {} KiB", exported.len() >> 10);
+    std::fs::write(&car, &exported).expect("write the CAR");
     let fresh = Daemon::start();
     let car_path = car.to_str().expect("a UTF-8 temp path");
     let (took, _) = timed(&fresh, &["dag", "import", "--pin-roots", car_path]);
@@ -157,12 +151,12 @@ async fn on_kubo(history: Vec<Bytes>, leader: &str, dir: &Path) {
         imported, below,
         "the fresh daemon has the same history below the leader"
     );
-    println!("  below the leader     {} blocks", below.lines().count());
+    println!("  below the leader     {} blocks", lines(&below));
     let _ = std::fs::remove_file(&car);
 }
 
-/// Runs the daemon's command line; how long it took and its output. Panics if it fails.
-fn timed(daemon: &Daemon, args: &[&str]) -> (Duration, String) {
+/// Runs the daemon's command line; how long it took and its standard output. Panics if it fails.
+fn timed(daemon: &Daemon, args: &[&str]) -> (Duration, Vec<u8>) {
     let started = Instant::now();
     let output = daemon
         .command()
@@ -176,7 +170,12 @@ fn timed(daemon: &Daemon, args: &[&str]) -> (Duration, String) {
         args.join(" "),
         String::from_utf8_lossy(&output.stderr)
     );
-    (took, String::from_utf8_lossy(&output.stdout).into_owned())
+    (took, output.stdout)
+}
+
+/// How many lines a command printed.
+fn lines(output: &[u8]) -> usize {
+    String::from_utf8_lossy(output).lines().count()
 }
 
 fn report(what: &str, took: Duration, blocks: usize) {

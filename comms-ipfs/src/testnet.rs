@@ -30,6 +30,16 @@ pub fn program() -> PathBuf {
         .unwrap_or_else(kubo_program)
 }
 
+/// kubo's command line on the repository `repo`.
+fn command_on(repo: &Path) -> Command {
+    let mut command = Command::new(program());
+    command
+        .env("IPFS_PATH", repo)
+        .env("IPFS_TELEMETRY", "off")
+        .env("NO_UPDATE_NOTIFIER", "1");
+    command
+}
+
 /// Loopback only, no gateway, no bootstrap, discovery, routing, announcements or NAT mapping;
 /// pubsub on, with gossipsub.
 fn test_config(config: &mut Value) {
@@ -96,9 +106,9 @@ impl Daemon {
     /// off, say).
     pub fn start_with(edit: impl FnOnce(&mut Value)) -> Daemon {
         let repo = fresh_dir();
-        let mut init = Command::new(program());
+        let mut init = command_on(&repo);
         init.args(["init", "--profile", "test", "--empty-repo"]);
-        let output = run(init.env("IPFS_PATH", &repo));
+        let output = run(&mut init);
         assert!(
             output.status.success(),
             "`{} init` failed: {}",
@@ -146,12 +156,7 @@ impl Daemon {
     /// kubo's command line, on this daemon's repository: `daemon.command().args(["dag",
     /// "get", cid])` asks the running daemon, as `ipfs dag get` would in a shell.
     pub fn command(&self) -> Command {
-        let mut command = Command::new(program());
-        command
-            .env("IPFS_PATH", &self.repo)
-            .env("IPFS_TELEMETRY", "off")
-            .env("NO_UPDATE_NOTIFIER", "1");
-        command
+        command_on(&self.repo)
     }
 
     /// Kills the daemon with SIGKILL, as a crash would.

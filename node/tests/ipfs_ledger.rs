@@ -23,18 +23,14 @@ const BOUND: Duration = Duration::from_secs(60);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_validators_on_four_kubo_daemons_commit_and_agree_in_native_ipld() {
     let daemons = testnet::start_daemons(VALIDATORS);
-    let (chain, logs) = commit_and_agree("ipfs-end-to-end", &daemons).await;
+    let (chain, logs) = commit_and_agree(&daemons).await;
     the_history_is_native_ipld(&daemons, &chain, &logs[0]).await;
 }
 
-/// Four validators, validator i on `daemons[i]`, on a chain named `chain_id`: transfers from every
-/// account commit on every node, with the same state root at every height. The chain's CID and each
-/// node's commits.
-async fn commit_and_agree(
-    chain_id: &str,
-    daemons: &[testnet::Daemon],
-) -> (Cid, Vec<Vec<Arc<Commit>>>) {
-    let genesis = devnet::genesis(chain_id, 7, VALIDATORS, VALIDATORS, 1_000_000);
+/// Four validators, validator i on `daemons[i]`: transfers from every account commit on every node,
+/// with the same state root at every height. The chain's CID and each node's commits.
+async fn commit_and_agree(daemons: &[testnet::Daemon]) -> (Cid, Vec<Vec<Arc<Commit>>>) {
+    let genesis = devnet::genesis("ipfs-end-to-end", 7, VALIDATORS, VALIDATORS, 1_000_000);
     let chain = genesis.encode().1;
     let mut nodes = Vec::new();
     let mut collectors = Vec::new();
@@ -131,8 +127,8 @@ async fn commit_and_agree(
     (chain, logs)
 }
 
-/// kubo's own commands read, walk, pin and move the ledger's DAG: a block's parents, its payload's
-/// batch and its chain (the genesis) are IPLD links, and every block they reach is on the daemon.
+/// kubo's own commands read, walk, pin and move the ledger's DAG: a block's parents and its chain
+/// (the genesis) are IPLD links, and every block they reach is on the daemon.
 async fn the_history_is_native_ipld(
     daemons: &[testnet::Daemon],
     genesis: &Cid,
