@@ -36,13 +36,6 @@ pub struct IpfsConfig {
     /// How often the connected peers are recorded in the contact store.
     #[serde(with = "humantime_serde")]
     pub contact_refresh: Duration,
-    /// The most time from the end of one `pubsub/pub` to the start of the next on the same daemon.
-    /// The wait is twice as long as the publish before took, up to this; a broadcast that comes
-    /// within it waits, and whatever queues meanwhile goes with it as one pubsub message. kubo's
-    /// receivers validate a publisher's messages concurrently and drop the lower-numbered of two
-    /// they swap (see `publish.rs`).
-    #[serde(with = "humantime_serde")]
-    pub max_publish_gap: Duration,
 }
 
 impl Default for IpfsConfig {
@@ -65,7 +58,6 @@ impl Default for IpfsConfig {
             peers: Vec::new(),
             contact_store: None,
             contact_refresh: Duration::from_secs(30),
-            max_publish_gap: Duration::from_millis(100),
         }
     }
 }

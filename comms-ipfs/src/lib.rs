@@ -3,7 +3,7 @@
 //!
 //! | contract | RPC call |
 //! |---|---|
-//! | `broadcast` | `pubsub/pub` (topic as multibase base64url, data as a multipart file) |
+//! | `broadcast` | `pubsub/pub` of a frame (topic as multibase base64url, data as a multipart file), and `block/put` of it, unpinned |
 //! | `subscribe` | `pubsub/sub`, an ndjson stream decoded here (see [`pubsub`](crate::pubsub)) |
 //! | `put` | `block/put?cid-codec=<codec>&mhtype=sha2-256&pin=true` (CIDv1; pinned against GC) |
 //! | `fetch` | `block/get` with the daemon's own `timeout=`, re-hashed before it is returned |
@@ -23,14 +23,18 @@
 //! One backend per daemon: messages whose sender is the daemon's own peer ID are dropped as echoes.
 //!
 //! A backend publishes one message at a time, and the broadcasts that queue meanwhile go together as
-//! one pubsub message: kubo loses a publisher's messages that its validator sees out of order (see
-//! [`publish`](crate::publish)).
+//! one pubsub message. kubo loses a publisher's messages that its validator sees out of order, so
+//! each pubsub message names the publisher's previous one on the topic, which the publisher also
+//! stores, and a subscriber fetches the ones it did not receive (see [`publish`](crate::publish) and
+//! [`repair`](crate::repair)).
 
 mod config;
+mod frame;
 mod metrics;
 mod peering;
 mod publish;
 mod pubsub;
+mod repair;
 mod rpc;
 #[cfg(feature = "test-utils")]
 pub mod testnet;
@@ -170,7 +174,7 @@ struct BlockPut {
 }
 
 impl BlockPut {
-    fn pinned(dialect: Dialect, codec: Codec) -> BlockPut {
+    fn new(dialect: Dialect, codec: Codec, pin: bool) -> BlockPut {
         let name = Some(codec.name());
         let (cid_codec, format) = match dialect {
             Dialect::Kubo => (name, None),
@@ -180,7 +184,7 @@ impl BlockPut {
             cid_codec,
             format,
             mhtype: "sha2-256",
-            pin: true,
+            pin,
         }
     }
 }
@@ -254,6 +258,14 @@ impl IpfsComms {
         let connected = peering.connect_all().await;
         let contacts_task = tokio::spawn(remember_peers(peering.clone(), config.contact_refresh));
         info!(api = %config.api, version = %version.version, peer = %id.id, connected, "connected to the IPFS daemon");
+        let daemon = RpcDaemon {
+            rpc: rpc.clone(),
+            deadline,
+            dialect: Dialect::of(&version),
+            metrics: metrics.clone(),
+        };
+        let limit = config.limits.max_message_bytes;
+        let publisher = publish::shared(&config.api, Arc::new(daemon), limit);
         Ok(IpfsComms {
             inner: Arc::new(Inner {
                 rpc,
@@ -263,11 +275,7 @@ impl IpfsComms {
                 metrics,
                 peering,
                 contacts_task,
-                publisher: publish::shared(
-                    &config.api,
-                    config.max_publish_gap,
-                    config.limits.max_message_bytes,
-                ),
+                publisher,
                 config,
             }),
         })
@@ -340,18 +348,7 @@ impl Communication for IpfsComms {
 
     async fn broadcast(&self, topic: &Topic, data: Bytes) -> Result<(), Error> {
         self.limits().check_message(data.len())?;
-        let rpc = &self.inner.rpc;
-        let deadline = self.deadline();
-        let publish = |topic: Topic, frame: Bytes| async move {
-            let request = || PubsubPub {
-                topic: topic.as_str().as_bytes(),
-            };
-            rpc.call(Operation::Broadcast, deadline, |_| {
-                rpc.empty(request(), Some(&frame))
-            })
-            .await
-        };
-        self.inner.publisher.broadcast(topic, data, publish).await
+        self.inner.publisher.broadcast(topic, data).await
     }
 
     async fn subscribe(&self, topic: &Topic) -> Result<Subscription, Error> {
@@ -372,36 +369,22 @@ impl Communication for IpfsComms {
 
     async fn put(&self, codec: Codec, data: Bytes) -> Result<Cid, Error> {
         self.limits().check_block(data.len())?;
-        let expected = comms::cid_for(codec, &data);
-        let rpc = &self.inner.rpc;
-        let request = || BlockPut::pinned(self.inner.dialect, codec);
-        rpc.call(Operation::Put, self.deadline(), |_| async {
-            let reply: PutReply = rpc.json(request(), Some(&data)).await?;
-            check_stored(&expected, &reply.key)
-        })
+        let inner = &self.inner;
+        put_block(
+            &inner.rpc,
+            inner.dialect,
+            self.deadline(),
+            codec,
+            &data,
+            true,
+        )
         .await
     }
 
     async fn fetch(&self, cid: &Cid, timeout: Duration) -> Result<Bytes, Error> {
-        comms::check_supported(cid)?;
-        let (rpc, metrics) = (&self.inner.rpc, &self.inner.metrics);
+        let inner = &self.inner;
         let limit = self.limits().max_block_bytes;
-        let hash = &cid.to_string();
-        let deadline = Deadline {
-            total: timeout,
-            attempt: timeout,
-        };
-        rpc.call(Operation::Fetch, deadline, |budget| async move {
-            let request = Timed::new(BlockGet { hash }, budget);
-            let data = rpc.bytes(request, limit).await?;
-            comms::verify(cid, &data).map_err(|error| {
-                metrics::bump(&metrics.cid_mismatches);
-                tracing::warn!(%cid, %error, "the daemon returned a block that does not match its CID");
-                Failure::Permanent(error)
-            })?;
-            Ok(data)
-        })
-        .await
+        fetch_block(&inner.rpc, &inner.metrics, cid, timeout, limit).await
     }
 
     async fn peers(&self) -> Result<Vec<PeerId>, Error> {
@@ -424,6 +407,89 @@ impl Communication for IpfsComms {
             .await?;
         Ok(reply.strings.into_iter().map(PeerId::new).collect())
     }
+}
+
+/// The RPC calls the publishing queue makes.
+struct RpcDaemon {
+    rpc: Rpc,
+    deadline: Deadline,
+    dialect: Dialect,
+    metrics: Arc<IpfsMetrics>,
+}
+
+#[async_trait]
+impl publish::Daemon for RpcDaemon {
+    async fn publish(&self, topic: &Topic, frame: Bytes) -> Result<(), Error> {
+        let request = || PubsubPub {
+            topic: topic.as_str().as_bytes(),
+        };
+        let rpc = &self.rpc;
+        rpc.call(Operation::Broadcast, self.deadline, |_| {
+            rpc.empty(request(), Some(&frame))
+        })
+        .await
+    }
+
+    /// Unpinned: the frame is for receivers that lose it, and goes at the daemon's next `repo gc`.
+    async fn store(&self, frame: Bytes) {
+        let stored = put_block(
+            &self.rpc,
+            self.dialect,
+            self.deadline,
+            Codec::Raw,
+            &frame,
+            false,
+        );
+        if let Err(error) = stored.await {
+            metrics::bump(&self.metrics.frame_puts_failed);
+            tracing::warn!(%error, "could not store a published frame; a receiver that lost it cannot fetch it");
+        }
+    }
+}
+
+/// `block/put` of `data` under `codec`, checking the CID the daemon reports.
+async fn put_block(
+    rpc: &Rpc,
+    dialect: Dialect,
+    deadline: Deadline,
+    codec: Codec,
+    data: &Bytes,
+    pin: bool,
+) -> Result<Cid, Error> {
+    let expected = comms::cid_for(codec, data);
+    let request = || BlockPut::new(dialect, codec, pin);
+    rpc.call(Operation::Put, deadline, |_| async {
+        let reply: PutReply = rpc.json(request(), Some(data)).await?;
+        check_stored(&expected, &reply.key)
+    })
+    .await
+}
+
+/// `block/get` of `cid` within `timeout`, its bytes (at most `limit`) re-hashed and checked.
+pub(crate) async fn fetch_block(
+    rpc: &Rpc,
+    metrics: &IpfsMetrics,
+    cid: &Cid,
+    timeout: Duration,
+    limit: usize,
+) -> Result<Bytes, Error> {
+    comms::check_supported(cid)?;
+    let hash = &cid.to_string();
+    let deadline = Deadline {
+        total: timeout,
+        attempt: timeout,
+    };
+    rpc.call(Operation::Fetch, deadline, |budget| async move {
+        let request = Timed::new(BlockGet { hash }, budget);
+        let data = rpc.bytes(request, limit).await?;
+        comms::verify(cid, &data).map_err(|error| {
+            metrics::bump(&metrics.cid_mismatches);
+            tracing::warn!(%cid, %error, "the daemon returned a block that does not match its CID");
+            Failure::Permanent(error)
+        })?;
+        Ok(data)
+    })
+    .await
 }
 
 /// The daemon must have stored the block under the CID we computed; anything else (CIDv0, another

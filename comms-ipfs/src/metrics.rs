@@ -55,6 +55,16 @@ counters! {
     queue_full_dropped,
     /// Our own messages, echoed back by the daemon, dropped.
     echoes_dropped,
+    /// Received frames dropped because they had been received already.
+    duplicates_dropped,
+    /// Frames a subscription did not receive, fetched from their publisher's daemon and handed on.
+    frames_repaired,
+    /// Lost frames that could not be fetched (not stored, gone, or no answer in time).
+    repairs_failed,
+    /// Lost frames not fetched because as many repairs as allowed were already running.
+    repairs_skipped,
+    /// Our own published frames that could not be stored for receivers to repair from.
+    frame_puts_failed,
     /// Subscriptions re-opened after the daemon lost them.
     resubscribes,
     /// Total time subscriptions were gone before being re-opened, in milliseconds.

@@ -9,7 +9,7 @@
 use std::{sync::Arc, time::Duration};
 
 use bytes::{Buf, Bytes, BytesMut};
-use comms::{Limits, Message, PeerId, Subscription, Topic};
+use comms::{Limits, PeerId, Subscription, Topic};
 use futures::{stream::BoxStream, TryStreamExt};
 use ipfs_api_prelude::request::{PubsubLs, PubsubSub};
 use serde::Deserialize;
@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 use crate::{
     metrics::{bump, IpfsMetrics},
     peering::Peering,
+    repair::{Outlet, Repair},
     rpc::{Deadline, Failure, Rpc},
     RetryPolicy,
 };
@@ -166,52 +167,42 @@ pub(crate) async fn subscribe(
     context: Context,
     topic: Topic,
 ) -> Result<Subscription, comms::Error> {
-    let (stream, first) = context
+    let stream = context
         .rpc
         .call(comms::Operation::Subscribe, context.call, |_| {
             open(&context.rpc, &topic)
         })
         .await?;
     let (sender, receiver) = mpsc::channel(context.queue);
+    let outlet = Outlet {
+        sender,
+        topic: topic.clone(),
+        metrics: context.metrics.clone(),
+        limits: context.limits,
+    };
     let task = Task {
         lines: Lines::new(context.limits.max_message_bytes.div_ceil(3) * 4 + 4096),
+        repair: Repair::new(context.rpc.clone(), outlet.clone(), context.call.total),
         context,
         topic: topic.clone(),
-        sender,
+        outlet,
     };
-    tokio::spawn(task.run(stream, first));
+    tokio::spawn(task.run(stream));
     let messages = futures::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|message| (message, receiver))
     });
     Ok(Subscription::new(topic, messages))
 }
 
-/// Sends `pubsub/sub` and waits until the daemon is subscribed: the reply's first bytes arrive
-/// (js-ipfs sends `{}` at once), or the topic shows in `pubsub/ls`, whichever comes first.
-async fn open(rpc: &Rpc, topic: &Topic) -> Result<(ByteStream, Option<Bytes>), Failure> {
-    let mut stream = rpc.stream(PubsubSub {
+/// Sends `pubsub/sub` and waits until the daemon is subscribed: kubo sends the reply's headers once
+/// it has registered the subscription. (Waiting for the topic to show in `pubsub/ls` instead would
+/// return at once when another subscription holds the topic, and a message sent before the daemon
+/// registered this one would miss it if the other were dropped meanwhile.)
+async fn open(rpc: &Rpc, topic: &Topic) -> Result<ByteStream, Failure> {
+    rpc.stream(PubsubSub {
         topic: topic.as_str().as_bytes(),
-    })?;
-    let listed = async {
-        loop {
-            // Each look bounded, so that one request that hangs does not use up the attempt.
-            let look = tokio::time::timeout(Duration::from_secs(2), is_listed(rpc, topic)).await;
-            if matches!(look, Ok(Ok(true))) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::select! {
-        first = stream.try_next() => match first? {
-            Some(chunk) => Ok((stream, Some(chunk))),
-            None => Err(Failure::Transient(
-                crate::metrics::RetryCause::Io,
-                "the subscription stream ended at once".into(),
-            )),
-        },
-        () = listed => Ok((stream, None)),
-    }
+    })
+    .await
 }
 
 /// Whether the daemon lists `topic` among its subscriptions.
@@ -227,7 +218,8 @@ async fn is_listed(rpc: &Rpc, topic: &Topic) -> Result<bool, Failure> {
 struct Task {
     context: Context,
     topic: Topic,
-    sender: mpsc::Sender<Message>,
+    outlet: Outlet,
+    repair: Arc<Repair>,
     lines: Lines,
 }
 
@@ -240,13 +232,8 @@ enum Stop {
 }
 
 impl Task {
-    async fn run(mut self, mut stream: ByteStream, mut first: Option<Bytes>) {
+    async fn run(mut self, mut stream: ByteStream) {
         loop {
-            if let Some(chunk) = first.take() {
-                if !self.feed(&chunk) {
-                    return;
-                }
-            }
             let reason = match self.read(&mut stream).await {
                 Stop::Unsubscribed => return,
                 Stop::Lost(reason) => reason,
@@ -254,7 +241,7 @@ impl Task {
             drop(stream);
             let lost_at = Instant::now();
             warn!(topic = %self.topic, %reason, "subscription lost; re-opening");
-            let Some((reopened, chunk)) = self.reopen().await else {
+            let Some(reopened) = self.reopen().await else {
                 return;
             };
             let gap = lost_at.elapsed();
@@ -264,7 +251,7 @@ impl Task {
                 .subscription_gap_ms
                 .fetch_add(gap.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
             info!(topic = %self.topic, gap_ms = gap.as_millis() as u64, "subscription re-opened");
-            (stream, first) = (reopened, chunk);
+            stream = reopened;
         }
     }
 
@@ -284,17 +271,17 @@ impl Task {
                         return Stop::Lost("the daemon no longer lists the topic".into());
                     }
                 }
-                () = self.sender.closed() => return Stop::Unsubscribed,
+                () = self.outlet.sender.closed() => return Stop::Unsubscribed,
             }
         }
     }
 
     /// Re-opens the subscription with backoff, for as long as the subscriber stays. Reconnects the
     /// known peers first: a restarted daemon has lost its connections.
-    async fn reopen(&self) -> Option<(ByteStream, Option<Bytes>)> {
+    async fn reopen(&self) -> Option<ByteStream> {
         let mut schedule = self.context.resubscribe.schedule(None);
         loop {
-            if self.sender.is_closed() {
+            if self.outlet.sender.is_closed() {
                 return None;
             }
             self.context.peering.connect_all().await;
@@ -312,7 +299,7 @@ impl Task {
                 .unwrap_or(self.context.resubscribe.max_interval);
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
-                () = self.sender.closed() => return None,
+                () = self.outlet.sender.closed() => return None,
             }
         }
     }
@@ -325,7 +312,7 @@ impl Task {
                 Piece::Line(line) => decode_line(
                     &line,
                     &self.topic,
-                    self.context.limits.max_message_bytes + crate::publish::FRAME_SLACK,
+                    self.context.limits.max_message_bytes + crate::frame::FRAME_SLACK,
                 ),
                 Piece::Overlong => Err(Dropped::TooLarge {
                     size: self.lines.max_line,
@@ -347,10 +334,8 @@ impl Task {
                 bump(&metrics.echoes_dropped);
                 true
             }
-            Ok(Decoded::Message { from, data }) => match crate::publish::unframe(data) {
-                Ok(messages) => messages
-                    .into_iter()
-                    .all(|data| self.hand_on(from.clone(), data)),
+            Ok(Decoded::Message { from, data }) => match crate::frame::decode(data) {
+                Ok(frame) => self.repair.receive(from, frame),
                 Err(reason) => {
                     bump(&metrics.malformed_dropped);
                     debug!(topic = %self.topic, %from, reason, "dropped a malformed frame");
@@ -366,28 +351,6 @@ impl Task {
                 true
             }
         }
-    }
-
-    /// Hands one received broadcast to the subscriber; false once the subscriber is gone.
-    fn hand_on(&self, from: PeerId, data: Bytes) -> bool {
-        let metrics = &self.context.metrics;
-        let limit = self.context.limits.max_message_bytes;
-        if data.len() > limit {
-            bump(&metrics.oversized_dropped);
-            debug!(topic = %self.topic, %from, size = data.len(), limit, "dropped an oversized message");
-            return true;
-        }
-        let message = Message {
-            from,
-            topic: self.topic.clone(),
-            data,
-        };
-        match self.sender.try_send(message) {
-            Ok(()) => bump(&metrics.messages_received),
-            Err(mpsc::error::TrySendError::Full(_)) => bump(&metrics.queue_full_dropped),
-            Err(mpsc::error::TrySendError::Closed(_)) => return false,
-        }
-        true
     }
 }
 

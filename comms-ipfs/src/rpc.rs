@@ -8,7 +8,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use comms::{BoxError, Error, Operation};
-use futures::{StreamExt, TryFutureExt};
+use futures::StreamExt;
 use hyper::{body::HttpBody, client::HttpConnector, header::HeaderValue, Body, Response};
 use ipfs_api_backend_hyper::IpfsClient;
 use ipfs_api_prelude::{request::ApiRequest, Backend};
@@ -230,8 +230,9 @@ impl Rpc {
         }
     }
 
-    /// A streamed reply, for `pubsub/sub`: its chunks, or one failure if the daemon refuses.
-    pub fn stream<Req: ApiRequest>(
+    /// A streamed reply, for `pubsub/sub`: its chunks once the daemon has sent the reply's headers,
+    /// or the failure if it refuses.
+    pub async fn stream<Req: ApiRequest>(
         &self,
         request: Req,
     ) -> Result<futures::stream::BoxStream<'static, Result<Bytes, Failure>>, Failure> {
@@ -239,24 +240,19 @@ impl Rpc {
             .client
             .build_base_request(request, None)
             .map_err(transport_failure)?;
-        let reply = self.http.request(request).map_err(hyper_failure);
-        let body = reply.and_then(|response| async move {
-            let status = response.status().as_u16();
-            if status == 200 {
-                return Ok(response.into_body());
-            }
+        let response = self.http.request(request).await.map_err(hyper_failure)?;
+        let status = response.status().as_u16();
+        if status != 200 {
             let body = hyper::body::to_bytes(response.into_body())
                 .await
                 .map_err(hyper_failure)?;
-            Err(refusal(status, &body))
+            return Err(refusal(status, &body));
+        }
+        let chunks = futures::stream::unfold(response.into_body(), |mut body| async move {
+            let chunk = body.data().await?;
+            Some((chunk.map_err(hyper_failure), body))
         });
-        let chunks = body.map_ok(|body| {
-            futures::stream::unfold(body, |mut body| async move {
-                let chunk = body.data().await?;
-                Some((chunk.map_err(hyper_failure), body))
-            })
-        });
-        Ok(chunks.try_flatten_stream().boxed())
+        Ok(chunks.boxed())
     }
 }
 

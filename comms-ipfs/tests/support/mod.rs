@@ -33,12 +33,6 @@ pub async fn backend(api: String, peers: &[&Daemon]) -> IpfsComms {
         peers: peers.iter().map(|daemon| daemon.swarm_address()).collect(),
         call_timeout: Duration::from_secs(20),
         subscription_check: Duration::from_millis(500),
-        // To measure what the wait buys (see `publish.rs`): IPFS_MAX_PUBLISH_GAP_MS=0, 5, ...
-        max_publish_gap: std::env::var("IPFS_MAX_PUBLISH_GAP_MS")
-            .ok()
-            .and_then(|ms| ms.parse().ok())
-            .map(Duration::from_millis)
-            .unwrap_or(IpfsConfig::default().max_publish_gap),
         ..IpfsConfig::default()
     };
     IpfsComms::connect(config)
