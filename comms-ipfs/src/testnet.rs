@@ -54,6 +54,13 @@ fn test_config(config: &mut Value) {
     config["Provide"]["Enabled"] = json!(false);
     config["AutoConf"]["Enabled"] = json!(false);
     config["AutoTLS"]["Enabled"] = json!(false);
+    // To measure kubo's one-round fetches of larger blocks (see benches/RESULTS.md).
+    if let Ok(size) = std::env::var("IPFS_TEST_WANT_HAVE_REPLACE_SIZE") {
+        let size: u64 = size
+            .parse()
+            .expect("IPFS_TEST_WANT_HAVE_REPLACE_SIZE is a number of bytes");
+        config["Internal"]["Bitswap"]["WantHaveReplaceSize"] = json!(size);
+    }
 }
 
 /// Loopback API and swarm addresses (port 0 picks a free one), no gateway.
