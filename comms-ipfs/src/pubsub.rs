@@ -10,7 +10,7 @@ use std::{sync::Arc, time::Duration};
 
 use bytes::{Buf, Bytes, BytesMut};
 use comms::{Limits, PeerId, Subscription, Topic};
-use futures::{stream::BoxStream, TryStreamExt};
+use futures::{stream::BoxStream, StreamExt, TryFutureExt, TryStreamExt};
 use ipfs_api_prelude::request::{PubsubLs, PubsubSub};
 use serde::Deserialize;
 use tokio::{sync::mpsc, time::Instant};
@@ -195,14 +195,32 @@ pub(crate) async fn subscribe(
 }
 
 /// Sends `pubsub/sub` and waits until the daemon is subscribed: kubo sends the reply's headers once
-/// it has registered the subscription. (Waiting for the topic to show in `pubsub/ls` instead would
-/// return at once when another subscription holds the topic, and a message sent before the daemon
-/// registered this one would miss it if the other were dropped meanwhile.)
+/// it has registered the subscription; or, if the topic was not listed in `pubsub/ls` before, until
+/// it is (in case a daemon holds the headers back until the first message). A topic listed already
+/// is another subscription's: taking it for this one's would let a message sent before the daemon
+/// registered this one miss it, if the other were dropped meanwhile.
 async fn open(rpc: &Rpc, topic: &Topic) -> Result<ByteStream, Failure> {
-    rpc.stream(PubsubSub {
+    let listed_before = is_listed(rpc, topic).await?;
+    let mut reply = rpc.streamed(PubsubSub {
         topic: topic.as_str().as_bytes(),
-    })
-    .await
+    })?;
+    let newly_listed = async {
+        if listed_before {
+            return std::future::pending().await;
+        }
+        loop {
+            // Each look bounded, so that one request that hangs does not use up the attempt.
+            let look = tokio::time::timeout(Duration::from_secs(2), is_listed(rpc, topic)).await;
+            if matches!(look, Ok(Ok(true))) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        body = &mut reply => Ok(crate::rpc::chunks(body?)),
+        () = newly_listed => Ok(reply.map_ok(crate::rpc::chunks).try_flatten_stream().boxed()),
+    }
 }
 
 /// Whether the daemon lists `topic` among its subscriptions.

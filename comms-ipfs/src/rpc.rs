@@ -8,7 +8,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use comms::{BoxError, Error, Operation};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use hyper::{body::HttpBody, client::HttpConnector, header::HeaderValue, Body, Response};
 use ipfs_api_backend_hyper::IpfsClient;
 use ipfs_api_prelude::{request::ApiRequest, Backend};
@@ -230,30 +230,39 @@ impl Rpc {
         }
     }
 
-    /// A streamed reply, for `pubsub/sub`: its chunks once the daemon has sent the reply's headers,
+    /// A streamed reply, for `pubsub/sub`: the reply's body once the daemon has sent its headers,
     /// or the failure if it refuses.
-    pub async fn stream<Req: ApiRequest>(
+    pub fn streamed<Req: ApiRequest>(
         &self,
         request: Req,
-    ) -> Result<futures::stream::BoxStream<'static, Result<Bytes, Failure>>, Failure> {
+    ) -> Result<futures::future::BoxFuture<'static, Result<Body, Failure>>, Failure> {
         let request = self
             .client
             .build_base_request(request, None)
             .map_err(transport_failure)?;
-        let response = self.http.request(request).await.map_err(hyper_failure)?;
-        let status = response.status().as_u16();
-        if status != 200 {
-            let body = hyper::body::to_bytes(response.into_body())
-                .await
-                .map_err(hyper_failure)?;
-            return Err(refusal(status, &body));
+        let reply = self.http.request(request);
+        Ok(async move {
+            let response = reply.await.map_err(hyper_failure)?;
+            let status = response.status().as_u16();
+            if status != 200 {
+                let body = hyper::body::to_bytes(response.into_body())
+                    .await
+                    .map_err(hyper_failure)?;
+                return Err(refusal(status, &body));
+            }
+            Ok(response.into_body())
         }
-        let chunks = futures::stream::unfold(response.into_body(), |mut body| async move {
-            let chunk = body.data().await?;
-            Some((chunk.map_err(hyper_failure), body))
-        });
-        Ok(chunks.boxed())
+        .boxed())
     }
+}
+
+/// The chunks of a streamed reply's body.
+pub(crate) fn chunks(body: Body) -> futures::stream::BoxStream<'static, Result<Bytes, Failure>> {
+    futures::stream::unfold(body, |mut body| async move {
+        let chunk = body.data().await?;
+        Some((chunk.map_err(hyper_failure), body))
+    })
+    .boxed()
 }
 
 /// A multipart/form-data body holding `data` as one file part named `data` (js-ipfs wants its
