@@ -258,10 +258,11 @@ impl IpfsComms {
         let connected = peering.connect_all().await;
         let contacts_task = tokio::spawn(remember_peers(peering.clone(), config.contact_refresh));
         info!(api = %config.api, version = %version.version, peer = %id.id, connected, "connected to the IPFS daemon");
+        let dialect = Dialect::of(&version);
         let daemon = RpcDaemon {
             rpc: rpc.clone(),
             deadline,
-            dialect: Dialect::of(&version),
+            dialect,
             metrics: metrics.clone(),
         };
         let limit = config.limits.max_message_bytes;
@@ -270,7 +271,7 @@ impl IpfsComms {
             inner: Arc::new(Inner {
                 rpc,
                 local: PeerId::new(id.id),
-                dialect: Dialect::of(&version),
+                dialect,
                 version: version.version,
                 metrics,
                 peering,
@@ -370,6 +371,7 @@ impl Communication for IpfsComms {
     async fn put(&self, codec: Codec, data: Bytes) -> Result<Cid, Error> {
         self.limits().check_block(data.len())?;
         let inner = &self.inner;
+        let cid = comms::cid_for(codec, &data);
         put_block(
             &inner.rpc,
             inner.dialect,
@@ -377,6 +379,7 @@ impl Communication for IpfsComms {
             codec,
             &data,
             true,
+            cid,
         )
         .await
     }
@@ -431,7 +434,7 @@ impl publish::Daemon for RpcDaemon {
     }
 
     /// Unpinned: the frame is for receivers that lose it, and goes at the daemon's next `repo gc`.
-    async fn store(&self, frame: Bytes) {
+    async fn store(&self, frame: Bytes, cid: Cid) {
         let stored = put_block(
             &self.rpc,
             self.dialect,
@@ -439,6 +442,7 @@ impl publish::Daemon for RpcDaemon {
             Codec::Raw,
             &frame,
             false,
+            cid,
         );
         if let Err(error) = stored.await {
             metrics::bump(&self.metrics.frame_puts_failed);
@@ -447,7 +451,7 @@ impl publish::Daemon for RpcDaemon {
     }
 }
 
-/// `block/put` of `data` under `codec`, checking the CID the daemon reports.
+/// `block/put` of `data` under `codec`, checking that the daemon reports `expected`, its CID.
 async fn put_block(
     rpc: &Rpc,
     dialect: Dialect,
@@ -455,8 +459,8 @@ async fn put_block(
     codec: Codec,
     data: &Bytes,
     pin: bool,
+    expected: Cid,
 ) -> Result<Cid, Error> {
-    let expected = comms::cid_for(codec, data);
     let request = || BlockPut::new(dialect, codec, pin);
     rpc.call(Operation::Put, deadline, |_| async {
         let reply: PutReply = rpc.json(request(), Some(data)).await?;

@@ -59,8 +59,9 @@ use crate::frame::{self, Link};
 pub(crate) trait Daemon: Send + Sync + 'static {
     /// One `pubsub/pub` of `frame` on `topic`.
     async fn publish(&self, topic: &Topic, frame: Bytes) -> Result<(), Error>;
-    /// Stores `frame` for receivers that lose it to fetch; a failure only loses that repair.
-    async fn store(&self, frame: Bytes);
+    /// Stores `frame`, whose CID is `cid`, for receivers that lose it to fetch; a failure only
+    /// loses that repair.
+    async fn store(&self, frame: Bytes, cid: Cid);
 }
 
 /// The queue of the daemon at `api`, shared by every backend of this process on it. `daemon` and
@@ -92,14 +93,14 @@ struct Waiting {
 const MAX_CHAINS: usize = 1024;
 
 /// How long after the turn that put a topic's last frame at risk its follow-up goes.
-pub(crate) const FOLLOW_UP_DELAY: Duration = Duration::from_millis(50);
+const FOLLOW_UP_DELAY: Duration = Duration::from_millis(50);
 
 /// A frame older than this when another topic's goes out is taken to have been validated already:
 /// it needs no follow-up.
 const RISK_WINDOW: Duration = Duration::from_secs(5);
 
 /// How many follow-ups the last frame of broadcasts gets at most, one per round.
-pub(crate) const FOLLOW_UPS: u8 = 3;
+const FOLLOW_UPS: u8 = 3;
 
 /// A topic's last frame.
 struct Tail {
@@ -135,10 +136,10 @@ impl Chains {
         }
     }
 
-    /// Records that `frame`, carrying broadcasts or a follow-up, went out on `topic` as number
-    /// `seq` at `now`, and puts at risk the recent last frames of other topics that have follow-ups
-    /// left.
-    fn published(&mut self, topic: &Topic, frame: &[u8], seq: u64, now: Instant, carries: bool) {
+    /// Records that the frame `cid`, carrying broadcasts or a follow-up, went out on `topic` as
+    /// number `seq` at `now`, and puts at risk the recent last frames of other topics that have
+    /// follow-ups left.
+    fn published(&mut self, topic: &Topic, cid: Cid, seq: u64, now: Instant, carries: bool) {
         self.next = seq + 1;
         for (other, tail) in &mut self.last {
             let recent = now.saturating_duration_since(tail.at) < RISK_WINDOW;
@@ -149,7 +150,7 @@ impl Chains {
             (false, Some(before)) => before.follow_ups.saturating_sub(1),
         };
         let tail = Tail {
-            cid: comms::cid_for(Codec::Raw, frame),
+            cid,
             seq,
             at: now,
             follow_ups,
@@ -162,6 +163,11 @@ impl Chains {
                 self.last.remove(&idle);
             }
         }
+    }
+
+    /// Whether some topic's last frame needs a follow-up.
+    fn any_at_risk(&self) -> bool {
+        self.last.values().any(|tail| tail.at_risk)
     }
 
     /// The topics whose last frame needs a follow-up, in order.
@@ -232,7 +238,7 @@ impl Publisher {
                 }
             }
         }
-        if !chains.at_risk().is_empty() {
+        if chains.any_at_risk() {
             self.schedule_follow_up();
         }
         drop(chains);
@@ -249,12 +255,15 @@ impl Publisher {
         let started = Instant::now();
         let link = chains.link(self.origin, topic, started);
         let frame = frame::encode(&link, messages);
-        let (result, ()) = tokio::join!(
-            self.daemon.publish(topic, frame.clone()),
-            self.daemon.store(frame.clone())
-        );
+        // Hashed beside the publish, not before it.
+        let store = async {
+            let cid = comms::cid_for(Codec::Raw, &frame);
+            self.daemon.store(frame.clone(), cid).await;
+            cid
+        };
+        let (result, cid) = tokio::join!(self.daemon.publish(topic, frame.clone()), store);
         // Linked even if the publish failed: it may have gone out all the same.
-        chains.published(topic, &frame, link.seq, started, !messages.is_empty());
+        chains.published(topic, cid, link.seq, started, !messages.is_empty());
         tracing::trace!(took = ?started.elapsed(), broadcasts = messages.len(), seq = link.seq, "published");
         result
     }
@@ -278,7 +287,7 @@ impl Publisher {
                     tracing::debug!(%topic, %error, "a follow-up frame failed");
                 }
             }
-            if !chains.at_risk().is_empty() {
+            if chains.any_at_risk() {
                 publisher.schedule_follow_up();
             }
         });
@@ -330,22 +339,26 @@ mod tests {
         Topic::new(name).expect("topic")
     }
 
+    fn cid(frame: &[u8]) -> Cid {
+        comms::cid_for(Codec::Raw, frame)
+    }
+
     #[test]
     fn each_frame_names_the_one_before_it_on_its_topic() {
         let (mut chains, start) = (Chains::default(), Instant::now());
         let (a, b) = (topic("a"), topic("b"));
         let first = chains.link(9, &a, start);
         assert_eq!((first.origin, first.seq, first.prev), (9, 0, None));
-        chains.published(&a, b"first", first.seq, start, true);
+        chains.published(&a, cid(b"first"), first.seq, start, true);
         let other = chains.link(9, &b, start);
         assert_eq!((other.seq, other.prev), (1, None), "seq counts over topics");
-        chains.published(&b, b"other", other.seq, start, true);
+        chains.published(&b, cid(b"other"), other.seq, start, true);
 
         let later = start + Duration::from_millis(3);
         let second = chains.link(9, &a, later);
         assert_eq!(second.seq, 2);
         let expected = frame::Prev {
-            cid: comms::cid_for(Codec::Raw, b"first"),
+            cid: cid(b"first"),
             seq: 0,
             before: Duration::from_millis(3),
         };
@@ -356,16 +369,16 @@ mod tests {
     fn a_last_frame_is_at_risk_once_another_topic_publishes_until_followed_up() {
         let (mut chains, now) = (Chains::default(), Instant::now());
         let (a, b) = (topic("a"), topic("b"));
-        chains.published(&a, b"a0", 0, now, true);
-        chains.published(&a, b"a1", 1, now, true);
+        chains.published(&a, cid(b"a0"), 0, now, true);
+        chains.published(&a, cid(b"a1"), 1, now, true);
         assert!(chains.at_risk().is_empty(), "one topic needs no follow-up");
-        chains.published(&b, b"b0", 2, now, true);
+        chains.published(&b, cid(b"b0"), 2, now, true);
         assert_eq!(chains.at_risk(), vec![a.clone()]);
         let mut rounds = 0;
         while !chains.at_risk().is_empty() {
             for topic in chains.at_risk() {
                 let seq = chains.next;
-                chains.published(&topic, b"", seq, now, false);
+                chains.published(&topic, cid(b""), seq, now, false);
             }
             rounds += 1;
             assert!(rounds <= 2 * FOLLOW_UPS as usize, "follow-ups end");
@@ -377,8 +390,8 @@ mod tests {
     #[test]
     fn a_frame_from_before_the_risk_window_needs_no_follow_up() {
         let (mut chains, now) = (Chains::default(), Instant::now());
-        chains.published(&topic("a"), b"a0", 0, now, true);
-        chains.published(&topic("b"), b"b0", 1, now + RISK_WINDOW, true);
+        chains.published(&topic("a"), cid(b"a0"), 0, now, true);
+        chains.published(&topic("b"), cid(b"b0"), 1, now + RISK_WINDOW, true);
         assert!(chains.at_risk().is_empty());
     }
 
@@ -387,7 +400,7 @@ mod tests {
         let (mut chains, start) = (Chains::default(), Instant::now());
         for i in 0..=MAX_CHAINS {
             let at = start + Duration::from_millis(i as u64);
-            chains.published(&topic(&format!("t{i}")), b"frame", i as u64, at, true);
+            chains.published(&topic(&format!("t{i}")), cid(b"frame"), i as u64, at, true);
         }
         assert_eq!(chains.last.len(), MAX_CHAINS);
         assert_eq!(chains.link(1, &topic("t0"), start).prev, None);

@@ -184,7 +184,6 @@ pub(crate) async fn subscribe(
         lines: Lines::new(context.limits.max_message_bytes.div_ceil(3) * 4 + 4096),
         repair: Repair::new(context.rpc.clone(), outlet.clone(), context.call.total),
         context,
-        topic: topic.clone(),
         outlet,
     };
     tokio::spawn(task.run(stream));
@@ -235,7 +234,7 @@ async fn is_listed(rpc: &Rpc, topic: &Topic) -> Result<bool, Failure> {
 /// Keeps one subscription open until its receiver is dropped.
 struct Task {
     context: Context,
-    topic: Topic,
+    /// The subscriber, and the topic.
     outlet: Outlet,
     repair: Arc<Repair>,
     lines: Lines,
@@ -258,7 +257,7 @@ impl Task {
             };
             drop(stream);
             let lost_at = Instant::now();
-            warn!(topic = %self.topic, %reason, "subscription lost; re-opening");
+            warn!(topic = %self.outlet.topic, %reason, "subscription lost; re-opening");
             let Some(reopened) = self.reopen().await else {
                 return;
             };
@@ -268,7 +267,7 @@ impl Task {
                 .metrics
                 .subscription_gap_ms
                 .fetch_add(gap.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
-            info!(topic = %self.topic, gap_ms = gap.as_millis() as u64, "subscription re-opened");
+            info!(topic = %self.outlet.topic, gap_ms = gap.as_millis() as u64, "subscription re-opened");
             stream = reopened;
         }
     }
@@ -285,7 +284,7 @@ impl Task {
                     Err(failure) => return Stop::Lost(format!("{failure:?}")),
                 },
                 _ = check.tick() => {
-                    if let Ok(false) = is_listed(&self.context.rpc, &self.topic).await {
+                    if let Ok(false) = is_listed(&self.context.rpc, &self.outlet.topic).await {
                         return Stop::Lost("the daemon no longer lists the topic".into());
                     }
                 }
@@ -305,13 +304,15 @@ impl Task {
             self.context.peering.connect_all().await;
             match tokio::time::timeout(
                 self.context.call.attempt,
-                open(&self.context.rpc, &self.topic),
+                open(&self.context.rpc, &self.outlet.topic),
             )
             .await
             {
                 Ok(Ok(opened)) => return Some(opened),
-                Ok(Err(failure)) => debug!(topic = %self.topic, ?failure, "re-subscribing failed"),
-                Err(_) => debug!(topic = %self.topic, "re-subscribing timed out"),
+                Ok(Err(failure)) => {
+                    debug!(topic = %self.outlet.topic, ?failure, "re-subscribing failed")
+                }
+                Err(_) => debug!(topic = %self.outlet.topic, "re-subscribing timed out"),
             }
             let wait = backoff::backoff::Backoff::next_backoff(&mut schedule)
                 .unwrap_or(self.context.resubscribe.max_interval);
@@ -329,7 +330,7 @@ impl Task {
             let decoded = match piece {
                 Piece::Line(line) => decode_line(
                     &line,
-                    &self.topic,
+                    &self.outlet.topic,
                     self.context.limits.max_message_bytes + crate::frame::FRAME_SLACK,
                 ),
                 Piece::Overlong => Err(Dropped::TooLarge {
@@ -356,7 +357,7 @@ impl Task {
                 Ok(frame) => self.repair.receive(from, frame),
                 Err(reason) => {
                     bump(&metrics.malformed_dropped);
-                    debug!(topic = %self.topic, %from, reason, "dropped a malformed frame");
+                    debug!(topic = %self.outlet.topic, %from, reason, "dropped a malformed frame");
                     true
                 }
             },
@@ -365,7 +366,7 @@ impl Task {
                     Dropped::TooLarge { .. } => bump(&metrics.oversized_dropped),
                     _ => bump(&metrics.malformed_dropped),
                 }
-                debug!(topic = %self.topic, %dropped, "dropped a pubsub line");
+                debug!(topic = %self.outlet.topic, %dropped, "dropped a pubsub line");
                 true
             }
         }

@@ -33,7 +33,7 @@ use crate::{
 };
 
 /// How many missing frames, one before another, one repair goes back.
-pub(crate) const MAX_DEPTH: usize = 32;
+const MAX_DEPTH: usize = 32;
 
 /// How many repairs of one subscription run at once; a loss found beyond it is counted and left.
 const MAX_RUNNING: usize = 16;
