@@ -24,7 +24,8 @@ pub mod types;
 pub mod validate;
 
 pub use crate::core::{
-    Archive, Commit, Core, CoreConfig, CoreStats, MemoryParking, Output, Parking, SubmitError,
+    Archive, Commit, Core, CoreConfig, CoreStats, MemoryParking, Output, Parking, Standing,
+    SubmitError,
 };
 pub use committee::Committee;
 pub use crypto::{from_hex, HexError, Keypair, PublicKey, Signature};
@@ -33,7 +34,7 @@ pub use node::{
     hex, spawn, CommitLog, CommitLogError, NodeConfig, NodeError, NodeHandle, Status, TxStatus,
     REPLAY_SLICE,
 };
-pub use state::{Account, Outcome, State};
+pub use state::{Account, Executed, Outcome, State};
 pub use storage::{Committed, Storage, StoreParking};
 pub use types::{
     Allocation, Block, Genesis, Payload, SignedBlock, SignedTransaction, Transaction, Validator,

@@ -19,7 +19,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::{
     codec::decode,
-    core::{Commit, Core, CoreConfig, CoreStats, MemoryParking, Output, SubmitError},
+    core::{Commit, Core, CoreConfig, CoreStats, MemoryParking, Output, Standing, SubmitError},
     dag::AcceptedBlock,
     storage::{Committed, Storage},
     types::{Genesis, Payload, SignedBlock, SignedTransaction},
@@ -96,8 +96,12 @@ pub struct Status {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum TxStatus {
-    /// Submitted here; not committed yet.
+    /// Waiting for an earlier nonce of its signer: held here, or ordered and waiting to execute.
+    Queued,
+    /// Submitted here; waiting for a block, or in one and waiting for its commit.
     Pending,
+    /// Held here for an earlier nonce that did not come in time, and dropped.
+    Expired,
     /// Committed (from this node's store: a node without storage knows only pending ones).
     Committed(Committed),
     /// Neither: never submitted here, or lost before it committed (the mempool is not durable).
@@ -476,8 +480,11 @@ impl<C: Communication + Clone> Node<C> {
     }
 
     fn transaction(&self, id: &Cid) -> TxStatus {
-        if self.core.is_pending(id) {
-            return TxStatus::Pending;
+        match self.core.standing(id) {
+            Some(Standing::Queued) => return TxStatus::Queued,
+            Some(Standing::Pending) => return TxStatus::Pending,
+            Some(Standing::Expired) => return TxStatus::Expired,
+            None => {}
         }
         let Some(storage) = &self.storage else {
             return TxStatus::Unknown;

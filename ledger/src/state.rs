@@ -1,11 +1,33 @@
-//! Account state: balances and nonces, changed only by committed transactions.
+//! Account state: balances and nonces, changed only by committed transactions; and the ordered
+//! transactions that wait for an earlier nonce of their signer.
+//!
+//! A commit's transactions are executed in order ([`State::execute`]). One whose nonce is ahead of
+//! its signer's next nonce, by less than [`WAIT_WINDOW`], does not fail: it **waits**, and takes
+//! effect as soon as the transactions before it have, in this commit or a later one. One that
+//! still waits [`WAIT_COMMITS`] commits later expires with [`Outcome::NonceGap`]. Everything here is
+//! a function of the commits alone, so every node waits, applies and expires the same transactions
+//! at the same commit (see DESIGN.md, "Nonces out of order").
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use comms::Cid;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::{codec::encode, crypto::PublicKey, types::Genesis, types::Transaction};
+use crate::{
+    codec::encode,
+    crypto::PublicKey,
+    types::{Genesis, SignedTransaction, Transaction},
+};
+
+/// How far ahead of its signer's next nonce an ordered transaction may be and wait, rather than fail.
+pub const WAIT_WINDOW: u64 = 4096;
+
+/// Commits an ordered transaction waits for the ones before it, at most.
+pub const WAIT_COMMITS: u64 = 256;
+
+/// Ordered transactions waiting, at most, over all signers; beyond it one ahead of its nonce fails.
+pub const MAX_WAITING: usize = 65_536;
 
 /// One account.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,12 +48,40 @@ pub enum Outcome {
     BadNonce { expected: u64, got: u64 },
     /// The sender's balance was lower than the amount.
     InsufficientFunds { balance: u64, amount: u64 },
+    /// It waited [`WAIT_COMMITS`] commits for the signer's nonce `expected`, which never came.
+    NonceGap { expected: u64, got: u64 },
 }
 
-/// All accounts. The total of the balances never changes.
-#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// An ordered transaction waiting for the ones before it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Waiting {
+    tx: SignedTransaction,
+    id: Cid,
+    /// The height of the commit at which it expires.
+    expires: u64,
+}
+
+/// What executing one commit's transactions did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Executed {
+    /// The transactions that took effect or failed, in the order they did: the commit's own, and
+    /// earlier commits' waiting ones that applied or expired now.
+    pub transactions: Vec<(Cid, Outcome)>,
+    /// The accounts changed, sorted.
+    pub changed: Vec<PublicKey>,
+    /// The commit's transactions that now wait for an earlier nonce.
+    pub waiting: Vec<Cid>,
+}
+
+/// All accounts, and the ordered transactions waiting. The total of the balances never changes.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct State {
     accounts: BTreeMap<PublicKey, Account>,
+    waiting: BTreeMap<(PublicKey, u64), Waiting>,
+    /// The waiting transactions by expiry height, then signer and nonce.
+    expiry: BTreeSet<(u64, PublicKey, u64)>,
+    /// The waiting transactions by ID (looked up, never iterated).
+    waiting_ids: HashMap<Cid, (PublicKey, u64)>,
 }
 
 impl State {
@@ -50,7 +100,10 @@ impl State {
                 )
             })
             .collect();
-        State { accounts }
+        State {
+            accounts,
+            ..State::default()
+        }
     }
 
     /// An account (all zero if never seen).
@@ -58,7 +111,111 @@ impl State {
         self.accounts.get(key).copied().unwrap_or_default()
     }
 
-    /// Applies a transaction whose signature was verified.
+    /// Executes one commit's transactions, in order, at commit `height`: each takes effect, fails,
+    /// or waits for an earlier nonce (see the module doc); then the waiting ones due expire.
+    pub fn execute<'a>(
+        &mut self,
+        height: u64,
+        txs: impl IntoIterator<Item = &'a SignedTransaction>,
+    ) -> Executed {
+        let mut done = Executed::default();
+        for tx in txs {
+            let id = tx.id();
+            if self.waiting_ids.contains_key(&id) {
+                // A second copy of a waiting transaction: the first decides.
+                continue;
+            }
+            let key = (*tx.tx.signer(), tx.tx.nonce());
+            if self.can_wait(&key) {
+                self.wait(key, tx, id, height + WAIT_COMMITS);
+                done.waiting.push(id);
+                continue;
+            }
+            self.run(&tx.tx, id, &mut done);
+        }
+        self.expire(height, &mut done);
+        done.changed.sort_unstable();
+        done.changed.dedup();
+        done
+    }
+
+    /// Whether a transaction of signer and nonce `key` may wait: its nonce is ahead, within the
+    /// window, no other transaction waits for that nonce, and there is room.
+    fn can_wait(&self, key: &(PublicKey, u64)) -> bool {
+        let next = self.account(&key.0).nonce;
+        key.1 > next
+            && key.1 - next < WAIT_WINDOW
+            && self.waiting.len() < MAX_WAITING
+            && !self.waiting.contains_key(key)
+    }
+
+    fn wait(&mut self, key: (PublicKey, u64), tx: &SignedTransaction, id: Cid, expires: u64) {
+        self.expiry.insert((expires, key.0, key.1));
+        self.waiting_ids.insert(id, key);
+        let tx = tx.clone();
+        self.waiting.insert(key, Waiting { tx, id, expires });
+    }
+
+    fn unwait(&mut self, key: &(PublicKey, u64)) -> Option<Waiting> {
+        let waiting = self.waiting.remove(key)?;
+        self.expiry.remove(&(waiting.expires, key.0, key.1));
+        self.waiting_ids.remove(&waiting.id);
+        Some(waiting)
+    }
+
+    /// Applies `tx` and records it; once it took effect, so do the waiting ones it unblocks.
+    fn run(&mut self, tx: &Transaction, id: Cid, done: &mut Executed) {
+        let signer = *tx.signer();
+        let mut outcome = self.record(tx, id, done);
+        while outcome == Outcome::Applied {
+            let next = (signer, self.account(&signer).nonce);
+            let Some(waiting) = self.unwait(&next) else {
+                return;
+            };
+            outcome = self.record(&waiting.tx.tx, waiting.id, done);
+        }
+    }
+
+    fn record(&mut self, tx: &Transaction, id: Cid, done: &mut Executed) -> Outcome {
+        let outcome = self.apply(tx);
+        done.transactions.push((id, outcome));
+        if outcome == Outcome::Applied {
+            done.changed.push(*tx.signer());
+            if let Transaction::Transfer { to, .. } = tx {
+                done.changed.push(*to);
+            }
+        }
+        outcome
+    }
+
+    /// The waiting transactions that expire at `height` fail.
+    fn expire(&mut self, height: u64, done: &mut Executed) {
+        while let Some(&(expires, signer, nonce)) = self.expiry.first() {
+            if expires > height {
+                return;
+            }
+            if let Some(waiting) = self.unwait(&(signer, nonce)) {
+                let expected = self.account(&signer).nonce;
+                let outcome = Outcome::NonceGap {
+                    expected,
+                    got: nonce,
+                };
+                done.transactions.push((waiting.id, outcome));
+            }
+        }
+    }
+
+    /// Whether ordered transaction `id` waits for an earlier nonce.
+    pub fn is_waiting(&self, id: &Cid) -> bool {
+        self.waiting_ids.contains_key(id)
+    }
+
+    /// Ordered transactions waiting for an earlier nonce.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Applies one transaction whose signature was verified, now (it never waits).
     pub fn apply(&mut self, tx: &Transaction) -> Outcome {
         let signer = self.account(tx.signer());
         if tx.nonce() != signer.nonce {
@@ -90,9 +247,20 @@ impl State {
         self.accounts.values().map(|a| a.balance as u128).sum()
     }
 
-    /// A hash of every account, in key order: equal roots mean equal states.
+    /// A hash of every account, in key order, and of the waiting transactions when there are
+    /// any: equal roots mean equal states.
     pub fn root(&self) -> [u8; 32] {
-        Sha256::digest(encode(&self.accounts.iter().collect::<Vec<_>>())).into()
+        let accounts: [u8; 32] =
+            Sha256::digest(encode(&self.accounts.iter().collect::<Vec<_>>())).into();
+        if self.waiting.is_empty() {
+            return accounts;
+        }
+        let waiting: Vec<_> = self
+            .waiting
+            .iter()
+            .map(|((signer, nonce), w)| (signer, nonce, w.id, w.expires))
+            .collect();
+        Sha256::digest(encode(&(accounts, waiting))).into()
     }
 
     /// Number of accounts.

@@ -7,7 +7,11 @@
 //! it re-derives the same commits, and [`Storage::commit`] checks each against the stored record,
 //! so a node resumes without refetching anything it stored and with the same state root.
 
-use std::{collections::HashSet, path::Path, sync::Arc};
+use std::{
+    collections::{hash_map::Entry, HashMap},
+    path::Path,
+    sync::Arc,
+};
 
 use bytes::Bytes;
 use comms::Cid;
@@ -220,29 +224,21 @@ impl Storage {
             write.put_cf(self.family(STATE)?, key.0, encode(account));
         }
         // A transaction ordered twice (proposed again, or by two validators) took effect at most
-        // the first time: that is the record to keep, so only the first of its records in this
-        // commit is written, and only if none is stored. The lookups go to RocksDB as one batch.
+        // once: that is the record to keep. Otherwise the latest failure is kept (one that
+        // expired waiting for an earlier nonce may be submitted again and take effect later). So
+        // per transaction, this commit's record where it took effect, or else its first, is
+        // written unless the stored one says it took effect. The lookups go to RocksDB as one batch.
         let transactions = self.family(TRANSACTIONS)?;
-        let mut seen = HashSet::with_capacity(commit.transactions.len());
-        let first: Vec<(Vec<u8>, Committed)> = commit
-            .transactions
-            .iter()
-            .enumerate()
-            .filter(|(_, (id, _))| seen.insert(id))
-            .map(|(index, (id, outcome))| {
-                let record = Committed {
-                    height: commit.height,
-                    index: index as u64,
-                    outcome: *outcome,
-                };
-                (id.to_bytes(), record)
-            })
-            .collect();
+        let records = records(commit);
         let stored =
             self.db
-                .batched_multi_get_cf(transactions, first.iter().map(|(key, _)| key), false);
-        for ((key, record), stored) in first.iter().zip(stored) {
-            if stored?.is_none() {
+                .batched_multi_get_cf(transactions, records.iter().map(|(key, _)| key), false);
+        for ((key, record), stored) in records.iter().zip(stored) {
+            let applied = match stored? {
+                Some(bytes) => decode::<Committed>(&bytes)?.outcome == Outcome::Applied,
+                None => false,
+            };
+            if !applied {
                 write.put_cf(transactions, key, encode(record));
             }
         }
@@ -518,4 +514,28 @@ impl Parking for StoreParking {
 /// Round and author big-endian, then the CID: iteration order is round order.
 fn index_key(round: u64, author: u32, cid: &[u8]) -> Vec<u8> {
     [&round.to_be_bytes()[..], &author.to_be_bytes(), cid].concat()
+}
+
+/// Per transaction of `commit`, keyed by its ID: the record where it took effect, or else its first.
+fn records(commit: &Commit) -> Vec<(Vec<u8>, Committed)> {
+    let mut records: Vec<(Vec<u8>, Committed)> = Vec::with_capacity(commit.transactions.len());
+    let mut at = HashMap::with_capacity(commit.transactions.len());
+    for (index, (id, outcome)) in commit.transactions.iter().enumerate() {
+        let record = Committed {
+            height: commit.height,
+            index: index as u64,
+            outcome: *outcome,
+        };
+        match at.entry(id) {
+            Entry::Vacant(slot) => {
+                slot.insert(records.len());
+                records.push((id.to_bytes(), record));
+            }
+            Entry::Occupied(slot) if *outcome == Outcome::Applied => {
+                records[*slot.get()].1 = record
+            }
+            Entry::Occupied(_) => {}
+        }
+    }
+    records
 }

@@ -240,6 +240,23 @@ pub struct SubmitRequest {
     pub transaction: String,
 }
 
+/// The answer to a refused submission.
+fn refusal(error: SubmitError) -> ApiError {
+    let (status, kind) = match &error {
+        SubmitError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_transaction"),
+        SubmitError::StaleNonce { .. } => (StatusCode::CONFLICT, "stale_nonce"),
+        SubmitError::NonceTaken(_) => (StatusCode::CONFLICT, "nonce_taken"),
+        SubmitError::Full(_) => (StatusCode::SERVICE_UNAVAILABLE, "mempool_full"),
+        SubmitError::SignerFull(_) => (StatusCode::TOO_MANY_REQUESTS, "signer_full"),
+        _ => (StatusCode::FORBIDDEN, "observer"),
+    };
+    let message = match error {
+        SubmitError::Full(limit) => format!("the mempool holds {limit} transactions: retry later"),
+        error => error.to_string(),
+    };
+    ApiError::new(status, kind, message)
+}
+
 async fn submit(
     State(api): State<Arc<Api>>,
     body: Result<Json<SubmitRequest>, JsonRejection>,
@@ -255,37 +272,7 @@ async fn submit(
             format!("not a canonical DAG-CBOR signed transaction: {error}"),
         )
     })?;
-    let id = match api.node.submit(tx).await? {
-        Ok(id) => id,
-        Err(SubmitError::Invalid(error)) => {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_transaction",
-                error.to_string(),
-            ))
-        }
-        Err(error @ SubmitError::StaleNonce { .. }) => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "stale_nonce",
-                error.to_string(),
-            ))
-        }
-        Err(SubmitError::Full(limit)) => {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "mempool_full",
-                format!("the mempool holds {limit} transactions: retry later"),
-            ))
-        }
-        Err(error) => {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "observer",
-                error.to_string(),
-            ))
-        }
-    };
+    let id = api.node.submit(tx).await?.map_err(refusal)?;
     {
         let mut submitted = lock(&api.submitted);
         if submitted.len() < TIMED_SUBMISSIONS {

@@ -4,6 +4,7 @@
 
 mod accept;
 mod park;
+mod pool;
 mod propose;
 
 use std::{
@@ -20,7 +21,7 @@ use crate::{
     consensus::{Committer, Linearizer, GC_DEPTH},
     dag::Dag,
     state::{Outcome, State},
-    types::{Genesis, Payload, SignedTransaction},
+    types::{Genesis, Payload},
     validate::BlockLimits,
     Account, Committee, Error, Keypair, PublicKey,
 };
@@ -69,8 +70,14 @@ pub struct CoreConfig {
     pub inline_bytes: u64,
     /// Rounds after which a transaction included in one of our blocks but not committed is proposed again.
     pub resubmit_after_rounds: u64,
-    /// Transactions waiting for a block, at most; further submissions are refused.
+    /// Transactions submitted here and not yet ordered, at most; further submissions are refused.
     pub max_mempool: usize,
+    /// Of those, transactions of one signer waiting for a block, at most.
+    pub max_mempool_per_signer: usize,
+    /// How long a transaction too far ahead of its signer's nonce to be proposed (more than
+    /// `ledger::state::WAIT_WINDOW`) is held for the ones before it, before it expires.
+    #[serde(with = "humantime_serde")]
+    pub queued_timeout: Duration,
     /// Fetches in flight on behalf of one author's blocks; more wait their turn. A faulty author
     /// referencing blocks that do not exist can thus slow only its own blocks' sync, not others'.
     pub fetches_per_author: usize,
@@ -97,6 +104,8 @@ impl Default for CoreConfig {
             inline_bytes: 64 << 10,
             resubmit_after_rounds: 20,
             max_mempool: 100_000,
+            max_mempool_per_signer: 20_000,
+            queued_timeout: Duration::from_secs(60),
             fetches_per_author: 8,
             queued_fetches_per_author: 4096,
             parked_broadcasts_per_author: 1024,
@@ -175,6 +184,18 @@ impl CoreStats {
     }
 }
 
+/// Where a transaction stands before it commits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Standing {
+    /// Waiting for an earlier nonce of its signer: held here, or ordered and waiting to execute.
+    Queued,
+    /// Waiting for one of our blocks, or in one and waiting for its commit.
+    Pending,
+    /// Held here for an earlier nonce that did not come within `queued_timeout`: dropped.
+    Expired,
+}
+
 /// A dependency being fetched or queued for it: whether it is a batch, which author's budget the
 /// fetch is charged to, and whether it is in flight.
 #[derive(Clone, Copy, Debug)]
@@ -221,10 +242,11 @@ pub struct Core {
     linearizer: Linearizer,
     state: State,
     height: u64,
-    mempool: VecDeque<SignedTransaction>,
-    /// The IDs of the mempool's transactions.
-    queued_ids: HashSet<Cid>,
-    inflight: HashMap<Cid, (SignedTransaction, u64)>,
+    pool: pool::Pool,
+    /// When the pool last dropped expired transactions.
+    last_expiry_ms: u64,
+    /// The latest time the core was given.
+    now_ms: u64,
     round: u64,
     last_own: Option<OwnBlock>,
     quorum_since: Option<u64>,
@@ -264,9 +286,9 @@ impl Core {
             linearizer: Linearizer::default(),
             state: State::genesis(genesis),
             height: 0,
-            mempool: VecDeque::new(),
-            queued_ids: HashSet::new(),
-            inflight: HashMap::new(),
+            pool: pool::Pool::default(),
+            last_expiry_ms: 0,
+            now_ms: 0,
             round: 0,
             last_own: None,
             quorum_since: None,
@@ -386,14 +408,32 @@ impl Core {
         self.wanted.len()
     }
 
-    /// Transactions submitted here and not yet committed.
+    /// Transactions submitted here and not yet ordered.
     pub fn mempool_len(&self) -> usize {
-        self.queued_ids.len() + self.inflight.len()
+        self.pool.len()
     }
 
-    /// Whether transaction `id` was submitted here and is waiting for a block or for its commit.
-    pub fn is_pending(&self, id: &Cid) -> bool {
-        self.queued_ids.contains(id) || self.inflight.contains_key(id)
+    /// Where transaction `id` stands before its commit, as far as this node knows: `None` when it
+    /// was neither submitted here nor ordered and waiting.
+    pub fn standing(&self, id: &Cid) -> Option<Standing> {
+        if self.state.is_waiting(id) {
+            return Some(Standing::Queued);
+        }
+        let state = &self.state;
+        Some(match self.pool.place(id, |k| state.account(k).nonce)? {
+            pool::Place::Queued { held: true } => Standing::Queued,
+            pool::Place::Queued { held: false } | pool::Place::InFlight => Standing::Pending,
+            pool::Place::Expired => Standing::Expired,
+        })
+    }
+
+    fn pool_limits(&self) -> pool::Limits {
+        pool::Limits {
+            total: self.config.max_mempool,
+            per_signer: self.config.max_mempool_per_signer,
+            queued_timeout_ms: self.config.queued_timeout.as_millis() as u64,
+            resubmit_after_rounds: self.config.resubmit_after_rounds,
+        }
     }
 
     /// Counts and reports a refusal; the CID is remembered (up to a bound) so that its re-broadcasts

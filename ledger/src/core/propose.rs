@@ -5,12 +5,15 @@ use std::{sync::Arc, time::Duration};
 use bytes::Bytes;
 use comms::Cid;
 
-use super::{Commit, Core, Output};
+use super::{
+    pool::{Refusal, Room},
+    Commit, Core, Output,
+};
 use crate::{
     codec::{cid_of, encode},
     consensus::stake_where,
-    types::{Block, Payload, SignedBlock, SignedTransaction, Transaction},
-    Error, Outcome,
+    types::{Block, Payload, SignedBlock, SignedTransaction},
+    Error,
 };
 
 /// Why a submitted transaction was refused.
@@ -23,6 +26,12 @@ pub enum SubmitError {
     /// The mempool is full.
     #[error("mempool full ({0} transactions)")]
     Full(usize),
+    /// The signer has as many transactions waiting here as one signer may.
+    #[error("the signer has {0} transactions waiting here, the most one signer may")]
+    SignerFull(usize),
+    /// Another transaction of the signer with this nonce waits here.
+    #[error("another transaction with nonce {0} of this signer waits here")]
+    NonceTaken(u64),
     /// The signer's committed nonce has passed this one: the transaction committed already, or
     /// another one took its place. It could never take effect.
     #[error("stale nonce {got}: the signer's next nonce is {next}")]
@@ -32,24 +41,23 @@ pub enum SubmitError {
     NotValidator,
 }
 
+/// How often the pool drops the held transactions that expired.
+const EXPIRY_INTERVAL_MS: u64 = 1000;
+
 fn ms(duration: Duration) -> u64 {
     duration.as_millis() as u64
 }
 
 impl Core {
-    /// A client's transaction, to include in our next block. Returns its ID; submitting one
-    /// that is still pending here again changes nothing.
+    /// A client's transaction, to include in one of our blocks once the signer's transactions
+    /// before it are near (see `pool`). Returns its ID; submitting one that is still waiting here
+    /// again changes nothing.
     pub fn submit(&mut self, tx: SignedTransaction) -> Result<Cid, SubmitError> {
         if self.me.is_none() {
             return Err(SubmitError::NotValidator);
         }
-        let id = tx.id();
-        if self.is_pending(&id) {
-            return Ok(id);
-        }
-        if self.mempool_len() >= self.config.max_mempool {
-            return Err(SubmitError::Full(self.config.max_mempool));
-        }
+        let encoded = encode(&tx);
+        let id = cid_of(&encoded);
         let next = self.state().account(tx.tx.signer()).nonce;
         if tx.tx.nonce() < next {
             return Err(SubmitError::StaleNonce {
@@ -58,14 +66,31 @@ impl Core {
             });
         }
         tx.verify(&self.chain)?;
-        self.queued_ids.insert(id);
-        self.mempool.push_back(tx);
+        let (nonce, limits) = (tx.tx.nonce(), self.pool_limits());
+        let size = encoded.len() as u64;
+        self.pool
+            .submit(tx, id, size, self.now_ms, &limits)
+            .map_err(|refusal| match refusal {
+                Refusal::Full => SubmitError::Full(limits.total),
+                Refusal::SignerFull => SubmitError::SignerFull(limits.per_signer),
+                Refusal::NonceTaken => SubmitError::NonceTaken(nonce),
+            })?;
         Ok(id)
     }
 
     /// Time passed: propose if a leader wait ran out, re-broadcast, re-queue stale transactions.
     pub fn tick(&mut self, now_ms: u64, out: &mut Vec<Output>) {
         self.after_change(now_ms, out);
+        if now_ms >= self.last_expiry_ms + EXPIRY_INTERVAL_MS {
+            self.last_expiry_ms = now_ms;
+            let (state, limits) = (&self.state, self.pool_limits());
+            let expired = self
+                .pool
+                .expire(now_ms, |k| state.account(k).nonce, &limits);
+            if !expired.is_empty() {
+                tracing::info!(count = expired.len(), "held transactions expired");
+            }
+        }
         let Some(own) = &self.last_own else {
             return;
         };
@@ -76,6 +101,7 @@ impl Core {
     }
 
     pub(super) fn after_change(&mut self, now_ms: u64, out: &mut Vec<Output>) {
+        self.now_ms = self.now_ms.max(now_ms);
         self.commit(out);
         while self.try_propose(now_ms, out) {
             self.commit(out);
@@ -165,46 +191,16 @@ impl Core {
         self.admit(cid, signed, bytes, false, out);
     }
 
-    /// Takes transactions from the mempool (re-queuing stale in-flight ones first) into a payload,
-    /// inline or as a batch.
+    /// Takes transactions from the pool into a payload, inline or as a batch.
     fn payload(&mut self, round: u64, out: &mut Vec<Output>) -> Payload {
-        let stale_before = round.saturating_sub(self.config.resubmit_after_rounds);
-        let stale: Vec<_> = self
-            .inflight
-            .iter()
-            .filter(|(_, (_, r))| *r < stale_before)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in stale {
-            if let Some((tx, _)) = self.inflight.remove(&id) {
-                self.queued_ids.insert(id);
-                self.mempool.push_front(tx);
-            }
-        }
-        let (mut txs, mut size) = (Vec::new(), 0u64);
-        while let Some(tx) = self.mempool.front() {
-            let encoded = encode(tx);
-            // The same CID as `tx.id()`, without encoding the transaction a second time.
-            let id = cid_of(&encoded);
-            if !self.queued_ids.contains(&id) {
-                // Committed meanwhile, through another validator.
-                self.mempool.pop_front();
-                continue;
-            }
-            let tx_size = encoded.len() as u64 + 1;
-            if txs.len() as u64 >= self.config.max_block_transactions
-                || size + tx_size > self.config.max_block_bytes - 1024
-            {
-                break;
-            }
-            size += tx_size;
-            let Some(tx) = self.mempool.pop_front() else {
-                break;
-            };
-            self.queued_ids.remove(&id);
-            self.inflight.insert(id, (tx.clone(), round));
-            txs.push(tx);
-        }
+        let room = Room {
+            transactions: self.config.max_block_transactions,
+            bytes: self.config.max_block_bytes.saturating_sub(1024),
+        };
+        let (state, limits) = (&self.state, self.pool_limits());
+        let (txs, size) = self
+            .pool
+            .take(round, room, |k| state.account(k).nonce, &limits);
         if size <= self.config.inline_bytes {
             return Payload::Inline(txs);
         }
@@ -233,31 +229,24 @@ impl Core {
                 continue;
             };
             let blocks = self.linearizer.linearize(&self.dag, &leader);
-            let (mut transactions, mut touched) = (Vec::new(), Vec::new());
-            for cid in &blocks {
-                let Some(block) = self.dag.get(cid) else {
-                    continue;
-                };
-                for tx in block.transactions.iter() {
-                    let id = tx.id();
-                    self.inflight.remove(&id);
-                    self.queued_ids.remove(&id);
-                    let outcome = self.state.apply(&tx.tx);
-                    if outcome == Outcome::Applied {
-                        touched.push(*tx.tx.signer());
-                        if let Transaction::Transfer { to, .. } = &tx.tx {
-                            touched.push(*to);
-                        }
-                    }
-                    transactions.push((id, outcome));
-                }
+            let dag = &self.dag;
+            let ordered = blocks
+                .iter()
+                .filter_map(|cid| dag.get(cid))
+                .flat_map(|block| block.transactions.iter());
+            let executed = self.state.execute(self.height + 1, ordered);
+            for (id, _) in &executed.transactions {
+                self.pool.ordered(id);
             }
-            touched.sort_unstable();
-            touched.dedup();
-            let changed = touched
+            for id in &executed.waiting {
+                self.pool.ordered(id);
+            }
+            let changed = executed
+                .changed
                 .into_iter()
                 .map(|key| (key, self.state.account(&key)))
                 .collect();
+            let transactions = executed.transactions;
             self.height += 1;
             self.stats.committed_transactions += transactions.len() as u64;
             let commit = Commit {
