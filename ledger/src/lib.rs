@@ -17,6 +17,7 @@ pub mod crypto;
 pub mod dag;
 pub mod devnet;
 mod error;
+pub mod log_limit;
 pub mod node;
 pub mod state;
 pub mod storage;

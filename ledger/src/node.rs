@@ -21,6 +21,7 @@ use crate::{
     codec::decode,
     core::{Commit, Core, CoreConfig, CoreStats, MemoryParking, Output, Standing, SubmitError},
     dag::AcceptedBlock,
+    log_limit::LogLimit,
     storage::{Committed, Storage},
     types::{Genesis, Payload, SignedBlock, SignedTransaction},
     Account, Error, Keypair, PublicKey,
@@ -42,7 +43,8 @@ pub struct NodeConfig {
     pub fetch_attempts: u32,
     /// Fetches in flight at once.
     pub max_concurrent_fetches: usize,
-    /// How often the core is told the time (leader timeouts, re-broadcasts).
+    /// The longest the core goes without being told the time. It is woken sooner when it has
+    /// something due (a block to propose, a leader timeout, a re-broadcast).
     #[serde(with = "humantime_serde")]
     pub tick: Duration,
     /// Block timestamps count milliseconds from this Unix time at start; unset: the wall clock.
@@ -280,6 +282,7 @@ pub async fn spawn<C: Communication + Clone>(
         commits,
         fetch_permits: permits,
         fetched_tx,
+        quiet: Quiet::default(),
     };
     // Every block links to the genesis (`chain`), so it is made available like a block: a walk of
     // the DAG from any block (a recursive pin, `dag export`, the daemon's garbage collector) then
@@ -310,6 +313,26 @@ struct Node<C> {
     commits: broadcast::Sender<Arc<Commit>>,
     fetch_permits: Arc<Semaphore>,
     fetched_tx: mpsc::Sender<Fetched>,
+    quiet: Quiet,
+}
+
+/// How often one author's equivocations, or one kind of refusal, may take a log line: `left_out`
+/// in each line counts those since the previous one; the core's counters count them all.
+const QUIET_MS: u64 = 10_000;
+
+/// The log limits of the refusals and equivocations the core reports.
+struct Quiet {
+    rejected: LogLimit<&'static str>,
+    equivocations: LogLimit<u32>,
+}
+
+impl Default for Quiet {
+    fn default() -> Quiet {
+        Quiet {
+            rejected: LogLimit::new(QUIET_MS),
+            equivocations: LogLimit::new(QUIET_MS),
+        }
+    }
 }
 
 impl<C: Communication + Clone> Node<C> {
@@ -319,8 +342,8 @@ impl<C: Communication + Clone> Node<C> {
         mut subscription: comms::Subscription,
         mut fetched: mpsc::Receiver<Fetched>,
     ) {
-        let mut tick = tokio::time::interval(self.config.tick);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let wake = tokio::time::sleep(self.config.tick);
+        tokio::pin!(wake);
         loop {
             let mut out = Vec::new();
             tokio::select! {
@@ -331,7 +354,7 @@ impl<C: Communication + Clone> Node<C> {
                         let _ = reply.send(());
                         return;
                     }
-                    Some(command) => self.handle_command(command),
+                    Some(command) => self.handle_command(command, &mut out),
                     None => break,
                 },
                 Some((cid, result)) = fetched.recv() => self.handle_fetched(cid, result, &mut out),
@@ -339,7 +362,7 @@ impl<C: Communication + Clone> Node<C> {
                     Some(message) => self.core.receive(self.now_ms(), message.data, &mut out),
                     None => subscription = self.resubscribe().await,
                 },
-                _ = tick.tick() => self.core.tick(self.now_ms(), &mut out),
+                _ = &mut wake => self.core.tick(self.now_ms(), &mut out),
                 // Yields first, so that the writes and sends of the previous slice run before the
                 // next is taken: a history accepted at once must not pile up in spawned tasks.
                 _ = tokio::task::yield_now(), if self.core.has_backlog() => {
@@ -347,8 +370,23 @@ impl<C: Communication + Clone> Node<C> {
                 }
             }
             self.dispatch(out);
+            wake.as_mut().reset(self.next_wake());
         }
         self.shutdown();
+    }
+
+    /// When to tell the core the time next: when it has something due, at least a millisecond
+    /// from now (its clock counts milliseconds), and at most `tick` from now.
+    fn next_wake(&self) -> Instant {
+        let now = Instant::now();
+        let latest = now + self.config.tick;
+        let Some(due) = self.core.next_wake() else {
+            return latest;
+        };
+        let since_start = Duration::from_millis(due.saturating_sub(self.epoch));
+        (self.start + since_start)
+            .max(now + Duration::from_millis(1))
+            .min(latest)
     }
 
     /// Replays the store through the core, carrying out what it decides on the way, so that memory
@@ -434,10 +472,15 @@ impl<C: Communication + Clone> Node<C> {
         self.epoch + self.start.elapsed().as_millis() as u64
     }
 
-    fn handle_command(&mut self, command: Command) {
+    fn handle_command(&mut self, command: Command, out: &mut Vec<Output>) {
         match command {
             Command::Submit(tx, reply) => {
-                let _ = reply.send(self.core.submit(tx));
+                let result = self.core.submit(tx);
+                if result.is_ok() {
+                    // An idle validator proposes it now rather than at its idle pace.
+                    self.core.tick(self.now_ms(), out);
+                }
+                let _ = reply.send(result);
             }
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
@@ -581,13 +624,19 @@ impl<C: Communication + Clone> Node<C> {
                 let _ = self.commits.send(commit);
             }
             Output::Rejected { cid, error } => {
-                warn!(cid = ?cid.map(|c| c.to_string()), kind = error.kind(), %error, "rejected")
+                if let Some(left_out) = self.quiet.rejected.admit(error.kind(), self.now_ms()) {
+                    warn!(cid = ?cid.map(|c| c.to_string()), kind = error.kind(), %error, left_out, "rejected");
+                }
             }
             Output::Equivocation {
                 author,
                 round,
                 blocks,
-            } => warn!(author, round, ?blocks, "equivocation"),
+            } => {
+                if let Some(left_out) = self.quiet.equivocations.admit(author, self.now_ms()) {
+                    warn!(author, round, ?blocks, left_out, "equivocation");
+                }
+            }
         }
     }
 

@@ -1,8 +1,11 @@
 //! Transactions of one signer ordered out of nonce order wait for the ones before them, in any
 //! arrival order, and a gap that never fills expires with `NonceGap`.
 
+use std::time::Duration;
+
 use ledger::{state::WAIT_COMMITS, Outcome, SignedTransaction, State, Transaction};
 use proptest::prelude::*;
+use sim::LinkModel;
 
 mod common;
 
@@ -67,4 +70,96 @@ fn a_gap_that_never_fills_expires() {
     };
     assert_eq!(executed.transactions, vec![(txs[2].id(), gap)]);
     assert_eq!(state.waiting(), 0);
+}
+
+/// A Fisher-Yates shuffle driven by splitmix64 from `seed`.
+fn shuffle<T>(items: &mut [T], mut seed: u64) {
+    let mut next = move || {
+        seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    for i in (1..items.len()).rev() {
+        items.swap(i, (next() % (i as u64 + 1)) as usize);
+    }
+}
+
+/// 1,000 transfers from 4 accounts, submitted in shuffled order and spread over the 4 validators:
+/// every one applies, once, at every validator.
+#[tokio::test(start_paused = true)]
+async fn a_shuffled_burst_over_all_validators_applies_in_full() {
+    const ACCOUNTS: usize = 4;
+    const PER_ACCOUNT: u64 = 250;
+    let genesis = common::genesis(4, ACCOUNTS);
+    let chain = genesis.encode().1;
+    let seed = sim::seed_from_env(12);
+    let (_sim, peers) = common::network(4, seed, LinkModel::default());
+    let mut nodes = Vec::new();
+    for (i, peer) in peers.into_iter().enumerate() {
+        nodes.push(common::start_validator(&genesis, i, peer, None).await);
+    }
+    let mut txs: Vec<SignedTransaction> = (0..ACCOUNTS)
+        .flat_map(|a| {
+            let key = common::account_key(a);
+            (0..PER_ACCOUNT).map(move |nonce| {
+                let tx = Transaction::Transfer {
+                    from: common::account(a),
+                    to: common::account((a + 1) % ACCOUNTS),
+                    amount: 1,
+                    nonce,
+                };
+                SignedTransaction::sign(&chain, tx, &key)
+            })
+        })
+        .collect();
+    shuffle(&mut txs, seed);
+    let mut commits = nodes[0].commits().await.expect("running");
+    for (i, tx) in txs.into_iter().enumerate() {
+        nodes[i % nodes.len()]
+            .submit(tx)
+            .await
+            .expect("running")
+            .expect("accepted");
+    }
+
+    comms::conformance::eventually(
+        Duration::from_secs(60),
+        "every transfer applied at every validator",
+        || async {
+            for node in &nodes {
+                for a in 0..ACCOUNTS {
+                    let account = node.account(common::account(a)).await.expect("running");
+                    if account.nonce < PER_ACCOUNT {
+                        return false;
+                    }
+                }
+            }
+            true
+        },
+    )
+    .await;
+    let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
+    while let Ok(commit) = commits.try_recv() {
+        for (_, outcome) in &commit.transactions {
+            *outcomes.entry(format!("{outcome:?}")).or_default() += 1;
+        }
+    }
+    assert_eq!(
+        outcomes,
+        [("Applied".to_string(), ACCOUNTS * PER_ACCOUNT as usize)].into(),
+        "outcomes at validator 0"
+    );
+    for node in &nodes {
+        let status = node.status().await.expect("running");
+        assert_eq!(status.mempool, 0, "nothing left waiting");
+        for a in 0..ACCOUNTS {
+            let account = node.account(common::account(a)).await.expect("running");
+            assert_eq!(
+                account.balance, 1_000_000,
+                "each account sent and received 250"
+            );
+        }
+    }
 }

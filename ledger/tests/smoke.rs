@@ -31,8 +31,9 @@ async fn four_honest_validators_commit_a_transfer() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     for node in &nodes {
         let status = node.status().await.expect("running");
+        // Idle, rounds are a second apart (`idle_block_interval`): still a commit about each.
         assert!(
-            status.height >= 10,
+            status.height >= 3,
             "only {} commits in 5 simulated seconds",
             status.height
         );
@@ -186,4 +187,67 @@ async fn a_lagging_validator_keeps_its_transactions_in_order() {
         let account = node.account(common::account(1)).await.expect("running");
         assert_eq!(account.balance, 1_000_300, "{status:?}");
     }
+}
+
+/// Idle, the validators propose at `idle_block_interval`; a submitted transaction ends the wait,
+/// rounds then go as fast as the links deliver quorums until it is ordered, and the network slows
+/// down again afterwards.
+#[tokio::test(start_paused = true)]
+async fn rounds_are_fast_with_work_and_slow_when_idle() {
+    let genesis = common::genesis(4, 2);
+    let chain = genesis.encode().1;
+    let (_sim, peers) = common::network(4, 4, LinkModel::default());
+    let mut nodes = Vec::new();
+    for (i, peer) in peers.into_iter().enumerate() {
+        nodes.push(common::start_validator(&genesis, i, peer, None).await);
+    }
+    let idle = common::node_config().core.idle_block_interval;
+    let round = |node: &ledger::NodeHandle| {
+        let node = node.clone();
+        async move { node.status().await.expect("running").highest_round }
+    };
+    tokio::time::sleep(idle * 10).await;
+    let idle_rounds = round(&nodes[0]).await;
+    assert!(
+        (8..=12).contains(&idle_rounds),
+        "{idle_rounds} rounds in 10 idle intervals"
+    );
+
+    let mut commits = nodes[3].commits().await.expect("running");
+    let tx = Transaction::Transfer {
+        from: common::account(0),
+        to: common::account(1),
+        amount: 1,
+        nonce: 0,
+    };
+    let id = nodes[1]
+        .submit(SignedTransaction::sign(&chain, tx, &common::account_key(0)))
+        .await
+        .expect("running")
+        .expect("accepted");
+    let submitted = tokio::time::Instant::now();
+    let committed = tokio::time::timeout(idle, async {
+        loop {
+            let commit = commits.recv().await.expect("commits");
+            if commit.transactions.iter().any(|(t, _)| *t == id) {
+                return commit;
+            }
+        }
+    })
+    .await
+    .expect("committed at another validator within one idle interval");
+    let busy_rounds = committed.round + 1 - idle_rounds;
+    eprintln!(
+        "committed at validator 3 after {:?} and {busy_rounds} rounds",
+        submitted.elapsed()
+    );
+
+    let before = round(&nodes[0]).await;
+    tokio::time::sleep(idle * 10).await;
+    let after = round(&nodes[0]).await;
+    assert!(
+        after - before <= 12,
+        "{} rounds in 10 idle intervals after the commit",
+        after - before
+    );
 }

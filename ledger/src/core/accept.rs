@@ -334,6 +334,9 @@ impl Core {
             // disk): only its slot is kept, for the blocks that link it.
             self.forget(&cid, author, round);
         } else {
+            if !transactions.is_empty() {
+                self.unordered.insert(cid);
+            }
             let accepted = Arc::new(AcceptedBlock {
                 cid,
                 block,

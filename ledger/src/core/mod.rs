@@ -56,9 +56,15 @@ pub struct CoreConfig {
     /// that round, before proposing without it.
     #[serde(with = "humantime_serde")]
     pub leader_timeout: Duration,
-    /// The least time between two of a validator's blocks (bounds the DAG's growth when idle).
+    /// The least time between two of a validator's blocks while there is work: transactions
+    /// waiting here for a block, or in blocks not yet ordered. Rounds then advance as fast as the
+    /// network delivers quorums, up to this pace.
     #[serde(with = "humantime_serde")]
     pub min_block_interval: Duration,
+    /// The time between two of a validator's blocks while there is no work, so that an idle
+    /// network grows its DAG (and every node's disk) slowly. A transaction arriving ends the wait.
+    #[serde(with = "humantime_serde")]
+    pub idle_block_interval: Duration,
     /// How often a validator re-broadcasts its latest block, so that lost messages heal.
     #[serde(with = "humantime_serde")]
     pub rebroadcast_interval: Duration,
@@ -97,7 +103,8 @@ impl Default for CoreConfig {
     fn default() -> CoreConfig {
         CoreConfig {
             leader_timeout: Duration::from_millis(500),
-            min_block_interval: Duration::from_millis(100),
+            min_block_interval: Duration::from_millis(5),
+            idle_block_interval: Duration::from_secs(1),
             rebroadcast_interval: Duration::from_secs(2),
             max_block_transactions: 10_000,
             max_block_bytes: 1 << 20,
@@ -249,6 +256,11 @@ pub struct Core {
     now_ms: u64,
     round: u64,
     last_own: Option<OwnBlock>,
+    /// Accepted blocks in memory that carry transactions and are not yet ordered: while there are
+    /// any, the network has work, and rounds go at `min_block_interval` (only emptiness is read).
+    unordered: HashSet<Cid>,
+    /// When our next block may be proposed, if only time stands in its way.
+    propose_at: Option<u64>,
     quorum_since: Option<u64>,
     last_rebroadcast: u64,
     restoring: bool,
@@ -291,6 +303,8 @@ impl Core {
             now_ms: 0,
             round: 0,
             last_own: None,
+            unordered: HashSet::new(),
+            propose_at: None,
             quorum_since: None,
             last_rebroadcast: 0,
             restoring: false,
@@ -388,6 +402,7 @@ impl Core {
             if let Payload::Batch { cid, .. } = &block.block.block.payload {
                 self.parking.drop_batch(cid);
             }
+            self.unordered.remove(&block.cid);
             self.forget(&block.cid, block.author(), block.round());
         }
         self.linearizer.prune_below(floor);

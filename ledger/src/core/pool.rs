@@ -70,6 +70,8 @@ pub(crate) struct Pool {
     queued: BTreeMap<PublicKey, BTreeMap<u64, Entry>>,
     /// In our block of the round, by round and ID.
     inflight: BTreeMap<(u64, Cid), Entry>,
+    /// The signer and nonce of each in-flight transaction (looked up only).
+    inflight_nonces: HashSet<(PublicKey, u64)>,
     /// Every queued or in-flight transaction: its signer and nonce, or its round (looked up only).
     ids: HashMap<Cid, Where>,
     /// How many each signer has queued.
@@ -78,6 +80,8 @@ pub(crate) struct Pool {
     first: Option<PublicKey>,
     expired: VecDeque<Cid>,
     expired_ids: HashSet<Cid>,
+    /// Whether queued transactions within their signer's window wait (see [`Pool::has_work`]).
+    ready: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -92,12 +96,28 @@ impl Pool {
         self.ids.len()
     }
 
-    /// Adds a verified transaction with ID `id` and encoded size `size`; one already here is kept.
+    /// Whether a block of ours has work: transactions in flight (they may need proposing again),
+    /// or queued ones within the window of their signer's committed nonce (as of the last
+    /// [`Pool::take`] or [`Pool::expire`], or a submission since).
+    pub fn has_work(&self) -> bool {
+        !self.inflight.is_empty() || self.ready
+    }
+
+    /// Whether some signer's first queued transaction is within its window.
+    fn any_ready(&self, nonce_of: impl Fn(&PublicKey) -> u64) -> bool {
+        self.queued.iter().any(|(signer, nonces)| {
+            nonces
+                .first_key_value()
+                .is_some_and(|(n, _)| *n < nonce_of(signer).saturating_add(WAIT_WINDOW))
+        })
+    }
+
+    /// Adds a verified transaction with ID `id` and encoded size `size`, whose signer's committed
+    /// nonce is `next`; one already here is kept.
     pub fn submit(
         &mut self,
-        tx: SignedTransaction,
-        id: Cid,
-        size: u64,
+        (tx, id, size): (SignedTransaction, Cid, u64),
+        next: u64,
         now_ms: u64,
         limits: &Limits,
     ) -> Result<(), Refusal> {
@@ -113,6 +133,9 @@ impl Pool {
             return Err(Refusal::SignerFull);
         }
         let nonce = tx.tx.nonce();
+        if self.inflight_nonces.contains(&(signer, nonce)) {
+            return Err(Refusal::NonceTaken);
+        }
         let Slot::Vacant(slot) = self.queued.entry(signer).or_default().entry(nonce) else {
             return Err(Refusal::NonceTaken);
         };
@@ -124,6 +147,7 @@ impl Pool {
         });
         self.ids.insert(id, Where::Queued(signer, nonce));
         self.per_signer.insert(signer, count + 1);
+        self.ready |= nonce < next.saturating_add(WAIT_WINDOW);
         if self.expired_ids.remove(&id) {
             self.expired.retain(|e| *e != id);
         }
@@ -148,7 +172,10 @@ impl Pool {
                 self.unqueue(&signer, nonce);
             }
             Some(Where::InFlight(round)) => {
-                self.inflight.remove(&(round, *id));
+                if let Some(entry) = self.inflight.remove(&(round, *id)) {
+                    self.inflight_nonces
+                        .remove(&(*entry.tx.tx.signer(), entry.tx.tx.nonce()));
+                }
             }
             None => {}
         }
@@ -210,9 +237,11 @@ impl Pool {
                 bytes += size;
                 taken.push(entry.tx.clone());
                 self.ids.insert(entry.id, Where::InFlight(round));
+                self.inflight_nonces.insert((signer, nonce));
                 self.inflight.insert((round, entry.id), entry);
             }
         }
+        self.ready = self.any_ready(&nonce_of);
         (taken, bytes)
     }
 
@@ -234,6 +263,7 @@ impl Pool {
             }
             let entry = entry.remove();
             let (signer, nonce) = (*entry.tx.tx.signer(), entry.tx.tx.nonce());
+            self.inflight_nonces.remove(&(signer, nonce));
             match self.queued.entry(signer).or_default().entry(nonce) {
                 Slot::Vacant(slot) => {
                     self.ids.insert(entry.id, Where::Queued(signer, nonce));
@@ -280,6 +310,7 @@ impl Pool {
                 expired.push(id);
             }
         }
+        self.ready = self.any_ready(&nonce_of);
         expired
     }
 

@@ -69,7 +69,7 @@ impl Core {
         let (nonce, limits) = (tx.tx.nonce(), self.pool_limits());
         let size = encoded.len() as u64;
         self.pool
-            .submit(tx, id, size, self.now_ms, &limits)
+            .submit((tx, id, size), next, self.now_ms, &limits)
             .map_err(|refusal| match refusal {
                 Refusal::Full => SubmitError::Full(limits.total),
                 Refusal::SignerFull => SubmitError::SignerFull(limits.per_signer),
@@ -118,12 +118,9 @@ impl Core {
         {
             self.round += 1;
         }
-        if let Some(own) = &self.last_own {
-            if now_ms < own.at_ms + ms(self.config.min_block_interval) {
-                return false;
-            }
-        }
+        self.propose_at = None;
         let round = self.round;
+        let mut due = 0;
         if round > 0 {
             if !self.quorum_of(round - 1) {
                 return false;
@@ -134,12 +131,43 @@ impl Core {
                 .next()
                 .is_some();
             let since = *self.quorum_since.get_or_insert(now_ms);
-            if !leader_here && now_ms < since + ms(self.config.leader_timeout) {
-                return false;
+            if !leader_here {
+                due = since + ms(self.config.leader_timeout);
             }
+        }
+        if let Some(own) = &self.last_own {
+            due = due.max(own.at_ms + ms(self.block_interval()));
+        }
+        if now_ms < due {
+            self.propose_at = Some(due);
+            return false;
         }
         self.propose(author, round, now_ms, out);
         true
+    }
+
+    /// The pace of our blocks: `min_block_interval` while there is work (see `Core::unordered`),
+    /// `idle_block_interval` otherwise.
+    fn block_interval(&self) -> Duration {
+        match !self.unordered.is_empty() || self.pool.has_work() {
+            true => self.config.min_block_interval,
+            false => self.config.idle_block_interval,
+        }
+    }
+
+    /// The earliest time at which [`Core::tick`] has something to do, unless an input comes first
+    /// (a block, a fetch, a transaction): propose, re-broadcast, or drop expired transactions. The
+    /// shell sleeps until then.
+    pub fn next_wake(&self) -> Option<u64> {
+        let rebroadcast = self
+            .last_own
+            .as_ref()
+            .map(|_| self.last_rebroadcast + ms(self.config.rebroadcast_interval));
+        let expiry = (self.pool.len() > 0).then_some(self.last_expiry_ms + EXPIRY_INTERVAL_MS);
+        [self.propose_at, rebroadcast, expiry]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Whether the DAG holds blocks of `round` from a quorum of authors.
@@ -235,6 +263,9 @@ impl Core {
                 .filter_map(|cid| dag.get(cid))
                 .flat_map(|block| block.transactions.iter());
             let executed = self.state.execute(self.height + 1, ordered);
+            for cid in &blocks {
+                self.unordered.remove(cid);
+            }
             for (id, _) in &executed.transactions {
                 self.pool.ordered(id);
             }
