@@ -3,10 +3,12 @@
 # setup), K validators (`ledger-node run`), a load of transfers sent with the CLI, the commits, and
 # a check that every node reached the same state root. Stops everything it started, by PID.
 #
-#   scripts/devnet.sh [--nodes K] [--transfers N] [--dir DIR] [--hold]
+#   scripts/devnet.sh [--nodes K] [--transfers N] [--load M] [--dir DIR] [--hold]
 #
 #   --nodes K       validators, each on its own daemon (default 4)
 #   --transfers N   transfers per account; account i sends through validator i (default 5)
+#   --load M        then `ledger-node load`: M transfers from the K accounts as one burst, 32 in
+#                   flight, spread over every validator; its report goes to DIR/load.json (default 0)
 #   --dir DIR       where keys, genesis, configs, data and logs go (default: a fresh temp dir)
 #   --hold          keep the network running after the check, until Ctrl-C
 #
@@ -14,14 +16,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-nodes=4 transfers=5 dir="" hold=0
+nodes=4 transfers=5 load=0 dir="" hold=0
 while [ $# -gt 0 ]; do
     case $1 in
         --nodes) nodes=$2; shift 2 ;;
         --transfers) transfers=$2; shift 2 ;;
+        --load) load=$2; shift 2 ;;
         --dir) dir=$2; shift 2 ;;
         --hold) hold=1; shift ;;
-        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "devnet.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -118,6 +121,16 @@ for ((n = 0; n < transfers; n++)); do
     done
 done
 echo "  all committed, $(awk -v from="$sending" -v to="$(date +%s.%N)" 'BEGIN { printf "%.1f", to - from }') s after the first was sent"
+
+if [ "$load" -gt 0 ]; then
+    step "load: $load transfers as a burst over $nodes validators"
+    keys=()
+    for ((i = 0; i < nodes; i++)); do keys+=(--key "$dir/account-$i.key"); done
+    node_args=()
+    for url in "${urls[@]}"; do node_args+=(--node "$url"); done
+    ledger load "${node_args[@]}" "${keys[@]}" --count "$load" --quiet \
+        --json "$dir/load.json" --svg "$dir/load.svg"
+fi
 
 step "latest commits of validator 0"
 ledger query --node "${urls[0]}" commits --limit 3

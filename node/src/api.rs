@@ -33,7 +33,7 @@ use serde_json::{json, Value};
 use tokio::{sync::broadcast::error::RecvError, time::Instant};
 use tracing::{info, warn};
 
-use crate::metered::CommsMetrics;
+use crate::{metered::CommsMetrics, stream::Streams};
 
 /// Recent commits kept for `GET /v1/commits`.
 const RECENT_COMMITS: usize = 256;
@@ -59,6 +59,7 @@ pub struct Api {
     commit_latency: Histogram,
     comms_metrics: Arc<CommsMetrics>,
     extra: ExtraMetrics,
+    streams: Arc<Streams>,
 }
 
 /// What the API needs to know about the node it serves.
@@ -91,6 +92,7 @@ impl Api {
             commit_latency: Histogram::new(buckets),
             comms_metrics: parts.comms_metrics,
             extra: parts.extra,
+            streams: Arc::default(),
         });
         let mut commits = api.node.commits().await?;
         let follower = Arc::downgrade(&api);
@@ -146,6 +148,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/accounts/{key}", get(account))
         .route("/v1/blocks/{cid}", get(block))
         .route("/v1/commits", get(commits))
+        .route("/v1/commits/stream", get(commit_stream))
         .route("/v1/peers", get(peers))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
@@ -369,32 +372,83 @@ struct CommitsQuery {
     limit: Option<usize>,
 }
 
+/// A commit as the API shows it, in `GET /v1/commits` and in the commit stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CommitView {
+    pub height: u64,
+    pub round: u64,
+    pub leader: String,
+    /// How many blocks it ordered.
+    pub blocks: usize,
+    pub transactions: Vec<TransactionOutcome>,
+    pub state_root: String,
+}
+
+/// A committed transaction's ID and outcome.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TransactionOutcome {
+    pub id: String,
+    pub outcome: ledger::Outcome,
+}
+
+impl From<&Commit> for CommitView {
+    fn from(commit: &Commit) -> CommitView {
+        CommitView {
+            height: commit.height,
+            round: commit.round,
+            leader: commit.leader.to_string(),
+            blocks: commit.blocks.len(),
+            transactions: commit
+                .transactions
+                .iter()
+                .map(|(id, outcome)| TransactionOutcome {
+                    id: id.to_string(),
+                    outcome: *outcome,
+                })
+                .collect(),
+            state_root: ledger::node::hex(&commit.state_root),
+        }
+    }
+}
+
+/// `GET /v1/commits`: the latest commits, newest first.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CommitsReply {
+    pub commits: Vec<CommitView>,
+}
+
 async fn commits(
     State(api): State<Arc<Api>>,
     query: Result<Query<CommitsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Reply {
+) -> Result<Json<CommitsReply>, ApiError> {
     let Query(query) =
         query.map_err(|rejection| ApiError::bad_request("bad_query", rejection.body_text()))?;
     let limit = query.limit.unwrap_or(20).min(RECENT_COMMITS);
     let recent = lock(&api.recent);
-    let commits: Vec<Value> = recent
+    let commits = recent
         .iter()
         .rev()
         .take(limit)
-        .map(|commit| {
-            json!({
-                "height": commit.height,
-                "round": commit.round,
-                "leader": commit.leader.to_string(),
-                "blocks": commit.blocks.len(),
-                "transactions": commit.transactions.iter().map(|(id, outcome)| {
-                    json!({ "id": id.to_string(), "outcome": outcome })
-                }).collect::<Vec<_>>(),
-                "state_root": ledger::node::hex(&commit.state_root),
-            })
-        })
+        .map(|commit| CommitView::from(commit.as_ref()))
         .collect();
-    Ok(Json(json!({ "commits": commits })))
+    Ok(Json(CommitsReply { commits }))
+}
+
+/// `GET /v1/commits/stream`: Server-Sent Events, one `commit` per commit from now on (see
+/// [`crate::stream`]).
+async fn commit_stream(State(api): State<Arc<Api>>) -> Result<Response, ApiError> {
+    let Some(slot) = api.streams.slot() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_streams",
+            format!(
+                "{} clients follow the commit stream, the most at once",
+                crate::stream::MAX_STREAMS
+            ),
+        ));
+    };
+    let commits = api.node.commits().await?;
+    Ok(crate::stream::serve(api.streams.clone(), slot, commits).into_response())
 }
 
 async fn peers(State(api): State<Arc<Api>>) -> Reply {
@@ -507,6 +561,16 @@ async fn metrics(State(api): State<Arc<Api>>) -> Result<Response, ApiError> {
             "invalid_inputs",
             "Refused blocks and batches, by kind",
             rejected,
+        );
+        ledger.register(
+            "commit_stream_clients",
+            "Clients following GET /v1/commits/stream",
+            ConstGauge::new(api.streams.open() as i64),
+        );
+        ledger.register(
+            "commit_stream_dropped",
+            "Clients of the commit stream dropped for reading too slowly",
+            ConstCounter::new(api.streams.dropped()),
         );
         ledger.register(
             "commit_latency_seconds",

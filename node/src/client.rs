@@ -8,7 +8,10 @@ use comms::Cid;
 use ledger::{codec, PublicKey, SignedTransaction, Transaction};
 use serde_json::Value;
 
-use crate::{api::SubmitRequest, keys};
+use crate::{
+    api::{CommitsReply, SubmitRequest},
+    keys,
+};
 
 /// Which node to talk to.
 #[derive(clap::Args)]
@@ -234,12 +237,13 @@ async fn agreement(nodes: &[String]) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut commits = Vec::new();
     for client in &clients {
-        let reply = client.get("/v1/commits?limit=256").await?;
-        let by_height: std::collections::BTreeMap<u64, String> = reply["commits"]
-            .as_array()
-            .context("no commits in the reply")?
-            .iter()
-            .filter_map(|c| Some((c["height"].as_u64()?, c["state_root"].as_str()?.to_string())))
+        let reply: CommitsReply =
+            serde_json::from_value(client.get("/v1/commits?limit=256").await?)
+                .context("not the commits expected")?;
+        let by_height: std::collections::BTreeMap<u64, String> = reply
+            .commits
+            .into_iter()
+            .map(|c| (c.height, c.state_root))
             .collect();
         commits.push(by_height);
     }

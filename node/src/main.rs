@@ -4,11 +4,13 @@ mod api;
 mod client;
 mod config;
 mod keys;
+mod load;
 mod metered;
 mod plot;
 mod run;
 mod schedule;
 mod simulate;
+mod stream;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -40,6 +42,8 @@ enum Command {
     Tx(client::TxArgs),
     /// Ask a running node about accounts, blocks, transactions, commits and peers.
     Query(client::QueryArgs),
+    /// Send signed transfers to running nodes, as a burst or at a rate, and measure their commits.
+    Load(load::LoadArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -62,5 +66,6 @@ fn main() -> anyhow::Result<()> {
         Command::Run(args) => run::main(args),
         Command::Tx(args) => client::tx(args),
         Command::Query(args) => client::query(args),
+        Command::Load(args) => load::main(args),
     }
 }

@@ -6,8 +6,13 @@ use anyhow::Context;
 use plotters::prelude::*;
 
 /// Each transaction's commit latency (seconds) against when it committed (seconds since the
-/// start), with the median of each second as a line.
-pub fn latency_over_time(path: &Path, title: &str, samples: &[(f64, f64)]) -> anyhow::Result<()> {
+/// start, described by `x_desc`), with the median of each second as a line.
+pub fn latency_over_time(
+    path: &Path,
+    title: &str,
+    x_desc: &str,
+    samples: &[(f64, f64)],
+) -> anyhow::Result<()> {
     let x_max = samples.iter().map(|s| s.0).fold(1.0, f64::max);
     let y_max = samples.iter().map(|s| s.1 * 1000.0).fold(1.0, f64::max) * 1.05;
     let area = SVGBackend::new(path, (1000, 500)).into_drawing_area();
@@ -21,7 +26,7 @@ pub fn latency_over_time(path: &Path, title: &str, samples: &[(f64, f64)]) -> an
         .map_err(chart_error)?;
     chart
         .configure_mesh()
-        .x_desc("commit time (simulated s)")
+        .x_desc(x_desc)
         .y_desc("commit latency (ms)")
         .draw()
         .map_err(chart_error)?;

@@ -162,7 +162,12 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             "commit latency: {} validators, seed {}",
             report.validators, report.seed
         );
-        crate::plot::latency_over_time(path, &title, &report.latencies)?;
+        crate::plot::latency_over_time(
+            path,
+            &title,
+            "commit time (simulated s)",
+            &report.latencies,
+        )?;
         println!("chart written to {}", path.display());
     }
     anyhow::ensure!(report.agreement, "validators disagree: see the report");
@@ -414,19 +419,22 @@ async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<Trac
     Ok((report, sim.trace().await?))
 }
 
+/// A report's line of latency percentiles, in milliseconds.
+pub fn latency_line(name: &str, l: &LatencySummary) -> String {
+    let ms = |us: u64| us as f64 / 1000.0;
+    format!(
+        "  {name:<20} p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms  max {:.1} ms  (n={})",
+        ms(l.p50_us),
+        ms(l.p95_us),
+        ms(l.p99_us),
+        ms(l.max_us),
+        l.count
+    )
+}
+
 fn print_report(r: &Report) {
     let c = &r.network.counters;
-    let ms = |us: u64| us as f64 / 1000.0;
-    let line = |name: &str, l: &LatencySummary| {
-        println!(
-            "  {name:<20} p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms  max {:.1} ms  (n={})",
-            ms(l.p50_us),
-            ms(l.p95_us),
-            ms(l.p99_us),
-            ms(l.max_us),
-            l.count
-        );
-    };
+    let line = |name: &str, l: &LatencySummary| println!("{}", latency_line(name, l));
     let byzantine = match r.byzantine {
         0 => String::new(),
         b => format!(", {b} Byzantine ({:?})", r.behaviour).to_lowercase(),
