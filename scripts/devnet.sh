@@ -133,7 +133,7 @@ if [ "$load" -gt 0 ]; then
 fi
 
 step "latest commits of validator 0"
-ledger query --node "${urls[0]}" commits --limit 3
+ledger query --node "${urls[0]}" commits --limit 1
 
 step "agreement"
 ledger query agreement "${urls[@]}"

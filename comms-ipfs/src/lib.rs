@@ -57,6 +57,9 @@ pub use metrics::{IpfsMetrics, MetricsSnapshot};
 use peering::{ContactStore, Peering};
 use rpc::{Deadline, Failure, Rpc, Timed};
 
+/// How long [`IpfsComms::remember_peers`] asks the daemon for its peers.
+const REMEMBER_NOW_WITHIN: Duration = Duration::from_secs(1);
+
 /// Why the backend could not start. Each says what to change.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -297,9 +300,15 @@ impl IpfsComms {
         self.inner.peering.connect(address).await
     }
 
-    /// Records the connected peers in the contact store now (it also happens periodically).
+    /// Records the connected peers in the contact store now (it also happens periodically), asking
+    /// the daemon for at most [`REMEMBER_NOW_WITHIN`]: at shutdown the daemon may be stopping too,
+    /// and the periodic record is at most `contact_refresh` old anyway.
     pub async fn remember_peers(&self) {
-        self.inner.peering.remember_connected().await;
+        let deadline = Deadline {
+            total: REMEMBER_NOW_WITHIN,
+            attempt: REMEMBER_NOW_WITHIN,
+        };
+        self.inner.peering.remember_connected(Some(deadline)).await;
     }
 
     fn deadline(&self) -> Deadline {
@@ -333,7 +342,7 @@ async fn remember_peers(peering: Arc<Peering>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        peering.remember_connected().await;
+        peering.remember_connected(None).await;
     }
 }
 

@@ -69,10 +69,14 @@ impl Peering {
             .await
     }
 
-    /// Records the addresses of the peers connected now in the contact store.
-    pub async fn remember_connected(&self) {
+    /// Records the addresses of the peers connected now in the contact store, asking the daemon
+    /// within `deadline` (the call's own deadline when `None`).
+    pub async fn remember_connected(&self, deadline: Option<Deadline>) {
         let Some(store) = &self.store else { return };
-        match self.connected().await {
+        match self
+            .connected_within(deadline.unwrap_or(self.deadline))
+            .await
+        {
             Ok(addresses) => {
                 if let Err(error) = store.remember(addresses) {
                     warn!(path = %store.path.display(), %error, "could not write the contact store");
@@ -84,9 +88,16 @@ impl Peering {
 
     /// `/…/p2p/<peer>` addresses of the connected peers.
     pub async fn connected(&self) -> Result<Vec<(String, String)>, comms::Error> {
+        self.connected_within(self.deadline).await
+    }
+
+    async fn connected_within(
+        &self,
+        deadline: Deadline,
+    ) -> Result<Vec<(String, String)>, comms::Error> {
         let reply: PeersReply = self
             .rpc
-            .call(comms::Operation::Peers, self.deadline, |_| {
+            .call(comms::Operation::Peers, deadline, |_| {
                 self.rpc.json(SwarmPeers, None)
             })
             .await?;

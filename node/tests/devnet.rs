@@ -1,5 +1,7 @@
 //! `scripts/devnet.sh` end to end: four IPFS daemons, four `ledger-node run` validators, transfers
-//! through the CLI, and every node at the same state root; the script stops what it started.
+//! through the CLI, a burst of 1,000 transfers from `ledger-node load` (32 in flight, spread over
+//! the validators, so they arrive out of nonce order) that must apply in full, and every node at the
+//! same state root; the script stops what it started.
 
 use std::{path::Path, process::Command};
 
@@ -10,7 +12,15 @@ fn the_devnet_script_runs_four_validators_over_ipfs_to_agreement() {
     let _ = std::fs::remove_dir_all(&dir);
     let output = Command::new("bash")
         .arg(root.join("scripts/devnet.sh"))
-        .args(["--nodes", "4", "--transfers", "3", "--dir"])
+        .args([
+            "--nodes",
+            "4",
+            "--transfers",
+            "3",
+            "--load",
+            "1000",
+            "--dir",
+        ])
         .arg(&dir)
         .env("LEDGER_NODE_BIN", env!("CARGO_BIN_EXE_ledger-node"))
         .env("IPFS_TESTNET_BIN", env!("CARGO_BIN_EXE_ipfs-testnet"))
@@ -32,6 +42,25 @@ fn the_devnet_script_runs_four_validators_over_ipfs_to_agreement() {
     assert!(
         stdout.contains("all 4 nodes agree at height"),
         "no agreement line:\n{stdout}"
+    );
+    // Nothing accepted was lost or failed, and every transfer was seen committed at every node.
+    let report = std::fs::read_to_string(dir.join("load.json")).expect("read load.json");
+    let report: serde_json::Value = serde_json::from_str(&report).expect("parse load.json");
+    assert_eq!(report["accepted"], 1000, "load report: {report:#}");
+    assert_eq!(report["lost"], 0, "load report: {report:#}");
+    assert_eq!(
+        report["refused"],
+        serde_json::json!({}),
+        "load report: {report:#}"
+    );
+    assert_eq!(
+        report["outcomes"],
+        serde_json::json!({ "applied": 1000 }),
+        "load report: {report:#}"
+    );
+    assert_eq!(
+        report["latency_all"]["count"], 1000,
+        "load report: {report:#}"
     );
     // Every node stopped cleanly: a node removes its API file only after flushing its store.
     for i in 0..4 {
