@@ -3,12 +3,15 @@
 # setup), K validators (`ledger-node run`), a load of transfers sent with the CLI, the commits, and
 # a check that every node reached the same state root. Stops everything it started, by PID.
 #
-#   scripts/devnet.sh [--nodes K] [--transfers N] [--load M] [--dir DIR] [--hold]
+#   scripts/devnet.sh [--nodes K] [--transfers N] [--load M] [--rate R] [--link-delay D] [--dir DIR] [--hold]
 #
 #   --nodes K       validators, each on its own daemon (default 4)
 #   --transfers N   transfers per account; account i sends through validator i (default 5)
 #   --load M        then `ledger-node load`: M transfers from the K accounts as one burst, 32 in
 #                   flight, spread over every validator; its report goes to DIR/load.json (default 0)
+#   --rate R        send the load at R transfers per second rather than as a burst
+#   --link-delay D  D (e.g. 20ms) on every link between two daemons, both ways: each daemon's peers
+#                   reach its swarm through a relay that holds every byte for D (ipfs-testnet)
 #   --dir DIR       where keys, genesis, configs, data and logs go (default: a fresh temp dir)
 #   --hold          keep the network running after the check, until Ctrl-C
 #
@@ -16,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-nodes=4 transfers=5 load=0 dir="" hold=0
+nodes=4 transfers=5 load=0 rate="" link_delay="" dir="" hold=0
 while [ $# -gt 0 ]; do
     case $1 in
         --nodes) nodes=$2; shift 2 ;;
@@ -24,7 +27,9 @@ while [ $# -gt 0 ]; do
         --load) load=$2; shift 2 ;;
         --dir) dir=$2; shift 2 ;;
         --hold) hold=1; shift ;;
-        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --rate) rate=$2; shift 2 ;;
+        --link-delay) link_delay=$2; shift 2 ;;
+        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "devnet.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -51,9 +56,12 @@ pids=()
 stop_all() {
     [ ${#pids[@]} -gt 0 ] || return 0
     step "stopping ${#pids[@]} processes (SIGTERM by PID)"
-    # Nodes first (they flush their stores), the daemons last.
-    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill -TERM "${pids[i]}" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    # Validators first, waited for (they flush their stores and record their peers), then daemons.
+    local daemons_end=${daemon_pids:-${#pids[@]}} pid
+    for pid in "${pids[@]:daemons_end}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]:daemons_end}"; do wait "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]:0:daemons_end}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]:0:daemons_end}"; do wait "$pid" 2>/dev/null || true; done
     pids=()
 }
 trap stop_all EXIT
@@ -72,9 +80,12 @@ fi
 ledger() { "$LEDGER_NODE_BIN" "$@"; }
 
 step "starting $nodes IPFS daemons"
-"$IPFS_TESTNET_BIN" --count "$nodes" --out "$dir/daemons.txt" 2>"$dir/ipfs-testnet.log" &
+delay=()
+[ -z "$link_delay" ] || delay=(--link-delay "$link_delay")
+"$IPFS_TESTNET_BIN" --count "$nodes" "${delay[@]}" --out "$dir/daemons.txt" 2>"$dir/ipfs-testnet.log" &
 pids+=($!)
 wait_for_file "$dir/daemons.txt" 180 "${pids[0]}" "$dir/ipfs-testnet.log"
+daemon_pids=${#pids[@]}
 mapfile -t daemons <"$dir/daemons.txt"
 printf '  %s\n' "${daemons[@]}"
 
@@ -104,7 +115,7 @@ for ((i = 0; i < nodes; i++)); do
 done
 urls=()
 for ((i = 0; i < nodes; i++)); do
-    wait_for_file "$dir/node-$i/api" 120 "${pids[i + 1]}" "$dir/node-$i.log"
+    wait_for_file "$dir/node-$i/api" 120 "${pids[i + daemon_pids]}" "$dir/node-$i.log"
     urls+=("$(cat "$dir/node-$i/api")")
     echo "  validator $i: ${urls[i]}  (log $dir/node-$i.log)"
 done
@@ -123,12 +134,14 @@ done
 echo "  all committed, $(awk -v from="$sending" -v to="$(date +%s.%N)" 'BEGIN { printf "%.1f", to - from }') s after the first was sent"
 
 if [ "$load" -gt 0 ]; then
-    step "load: $load transfers as a burst over $nodes validators"
+    pace=(); how="as a burst"
+    [ -z "$rate" ] || { pace=(--rate "$rate"); how="at $rate per second"; }
+    step "load: $load transfers $how over $nodes validators"
     keys=()
     for ((i = 0; i < nodes; i++)); do keys+=(--key "$dir/account-$i.key"); done
     node_args=()
     for url in "${urls[@]}"; do node_args+=(--node "$url"); done
-    ledger load "${node_args[@]}" "${keys[@]}" --count "$load" --quiet \
+    ledger load "${node_args[@]}" "${keys[@]}" --count "$load" "${pace[@]}" --quiet \
         --json "$dir/load.json" --svg "$dir/load.svg"
 fi
 
