@@ -2,6 +2,14 @@
 
 use crate::{crypto::PublicKey, types::Genesis};
 
+/// Leader slots per round (at most): a protocol constant, the same at every node. With more than
+/// one, a block of each of several validators can commit directly, in about three message delays,
+/// rather than only one per round with the others ordered a round later (Mysticeti's multi-leader
+/// rule). Slots commit in order, so a slot left undecided (its block reached too few validators in
+/// time) holds back the ones after it until an anchor decides it, and each slot costs deciding
+/// work. Measured trade-off in `ledger/DESIGN.md` ("Several leaders per round").
+pub const LEADERS_PER_ROUND: u64 = 2;
+
 /// The validators of a chain, by index, with their weights.
 #[derive(Clone, Debug)]
 pub struct Committee {
@@ -54,8 +62,54 @@ impl Committee {
         authors.into_iter().map(|a| self.weight(a)).sum()
     }
 
-    /// The leader of `round`: round-robin over the validators.
+    /// The first leader of `round`, whose block proposers wait for: round-robin over the validators.
     pub fn leader(&self, round: u64) -> u32 {
         (round % self.keys.len() as u64) as u32
+    }
+
+    /// Leader slots per round: [`LEADERS_PER_ROUND`], or every validator in a smaller committee.
+    pub fn leaders_per_round(&self) -> u64 {
+        LEADERS_PER_ROUND.min(self.keys.len() as u64)
+    }
+
+    /// The round and the leader of slot number `slot`: slots are numbered round by round, and the
+    /// `k`-th slot of round `r` belongs to validator `r + k` (mod n), so slot 0 of a round is
+    /// [`Committee::leader`].
+    pub fn slot(&self, slot: u64) -> (u64, u32) {
+        let per_round = self.leaders_per_round();
+        let (round, k) = (slot / per_round, slot % per_round);
+        (round, ((round + k) % self.keys.len() as u64) as u32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn a_rounds_slots_name_distinct_leaders_the_first_being_the_rounds_leader() {
+        for validators in [1, 3, 4, 7, 10] {
+            let committee = Committee::new(&crate::devnet::genesis("t", 1, validators, 0, 0));
+            let per_round = committee.leaders_per_round();
+            assert_eq!(per_round, LEADERS_PER_ROUND.min(validators as u64));
+            for round in 0..3 * validators as u64 {
+                let slots = (0..per_round).map(|k| committee.slot(round * per_round + k));
+                let leaders: Vec<u32> = slots
+                    .map(|(r, leader)| {
+                        assert_eq!(r, round);
+                        leader
+                    })
+                    .collect();
+                assert_eq!(leaders[0], committee.leader(round));
+                let distinct: BTreeSet<u32> = leaders.iter().copied().collect();
+                assert_eq!(
+                    distinct.len() as u64,
+                    per_round,
+                    "{validators}: {leaders:?}"
+                );
+            }
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! The ordering rule: which leader blocks commit, and the order of everything they reference.
 //!
-//! Every round `r` has a leader slot (the block of `committee.leader(r)` at round `r`). Over an
-//! uncertified DAG (a Byzantine author may sign two blocks for one slot):
+//! Every round `r` has [`Committee::leaders_per_round`] leader slots (the blocks of the validators
+//! [`Committee::slot`] names at round `r`), numbered round by round. Over an uncertified DAG (a
+//! Byzantine author may sign two blocks for one slot):
 //! - a block at `r+1` **votes** for a leader block `A` if `A` is one of its parents;
 //! - a block at `r+2` **certifies** `A` if the authors of its parents that vote for `A` hold a quorum;
 //! - **direct commit**: blocks at `r+2` from a quorum of authors certify `A`;
@@ -10,17 +11,20 @@
 //!   skipped. If it is undecided, so is this slot; if it commits block `X`, this slot commits `A` when
 //!   `X`'s causal history holds a block certifying `A`, and is skipped when it holds none.
 //!
-//! Decided slots commit in round order, up to the first undecided one. Safety rests on quorum
+//! Decided slots commit in slot order, up to the first undecided one. Safety rests on quorum
 //! intersection: two quorums share an honest author, which signs one block per round, so two versions
 //! of a slot can never both be certified, nor one certified and skipped; and once a quorum certifies
 //! `A`, every block from round `r+3` on has a certifier of `A` in its history, so every anchor sees it.
 //! See DESIGN.md for the full argument.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use comms::Cid;
 
-use crate::{committee::Committee, dag::Dag};
+use crate::{
+    committee::Committee,
+    dag::{AcceptedBlock, Dag},
+};
 
 /// What happens to a leader slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +41,10 @@ pub enum Decision {
 #[derive(Debug, Default)]
 pub struct Committer {
     next_slot: u64,
+    /// Slots after `next_slot` already decided: a decision, once made, never changes (the DAG only
+    /// grows, so a certificate or skip quorum stays one, and an anchor's decision is final), so it is
+    /// not worked out again while an earlier slot waits.
+    decided: BTreeMap<u64, Decision>,
 }
 
 impl Committer {
@@ -44,6 +52,7 @@ impl Committer {
     pub fn resume(decided_slots: u64) -> Committer {
         Committer {
             next_slot: decided_slots,
+            decided: BTreeMap::new(),
         }
     }
 
@@ -53,36 +62,45 @@ impl Committer {
     }
 
     /// The slots newly decided, in order: `(round, Some(leader))` commits, `(round, None)` skips.
+    /// A round has [`Committee::leaders_per_round`] slots (see [`Committee::slot`]).
     pub fn try_decide(&mut self, dag: &Dag, committee: &Committee) -> Vec<(u64, Option<Cid>)> {
-        let top = dag.highest_round();
-        if top < self.next_slot + 2 {
+        let per_round = committee.leaders_per_round();
+        // The slots of rounds below `top - 1` have a round `r + 2` to be certified in.
+        let end = dag.highest_round().saturating_sub(1) * per_round;
+        if end <= self.next_slot {
             return Vec::new();
         }
         let first = self.next_slot;
-        let mut decisions = vec![Decision::Undecided; (top - 1 - first) as usize];
-        for round in (first..top - 1).rev() {
-            let mut decision = direct(dag, committee, round);
-            if decision == Decision::Undecided {
-                decision = indirect(
-                    dag,
-                    committee,
-                    round,
-                    &decisions[(round - first) as usize + 1..],
-                );
+        let mut decisions = vec![Decision::Undecided; (end - first) as usize];
+        for slot in (first..end).rev() {
+            if let Some(decision) = self.decided.get(&slot) {
+                decisions[(slot - first) as usize] = *decision;
+                continue;
             }
-            decisions[(round - first) as usize] = decision;
+            let (round, author) = committee.slot(slot);
+            let mut decision = direct(dag, committee, round, author);
+            if decision == Decision::Undecided {
+                // Anchors are the slots from round `r + 3` on.
+                let anchors = ((round + 3) * per_round - first).min(end - first) as usize;
+                decision = indirect(dag, committee, round, author, &decisions[anchors..]);
+            }
+            if decision != Decision::Undecided {
+                self.decided.insert(slot, decision);
+            }
+            decisions[(slot - first) as usize] = decision;
         }
         let decided: Vec<_> = decisions
             .iter()
             .take_while(|d| **d != Decision::Undecided)
             .collect();
         self.next_slot += decided.len() as u64;
+        self.decided = self.decided.split_off(&self.next_slot);
         decided
             .into_iter()
             .enumerate()
             .map(|(i, d)| {
                 (
-                    first + i as u64,
+                    committee.slot(first + i as u64).0,
                     if let Decision::Commit(cid) = d {
                         Some(*cid)
                     } else {
@@ -94,22 +112,23 @@ impl Committer {
     }
 }
 
-fn votes(dag: &Dag, voter: &Cid, leader: &Cid) -> bool {
-    dag.get(voter).is_some_and(|b| b.parents().contains(leader))
+/// The blocks of `round + 1` that vote for `leader` (of `round`), with their authors: those with it
+/// among their parents.
+fn voters(dag: &Dag, round: u64, leader: &Cid) -> Vec<(Cid, u32)> {
+    dag.round(round + 1)
+        .filter(|b| b.parents().contains(leader))
+        .map(|b| (b.cid, b.author()))
+        .collect()
 }
 
-/// Whether block `certifier` certifies `leader`: a quorum of its parents vote for it.
-fn certifies(dag: &Dag, committee: &Committee, certifier: &Cid, leader: &Cid) -> bool {
-    let Some(block) = dag.get(certifier) else {
-        return false;
-    };
-    let voters = block
-        .parents()
+/// Whether `certifier` certifies the leader that `voters` vote for: the authors of its parents
+/// among them hold a quorum. A block's parents have distinct authors, so each counts once.
+fn certifies(committee: &Committee, certifier: &AcceptedBlock, voters: &[(Cid, u32)]) -> bool {
+    let voting = voters
         .iter()
-        .filter(|p| votes(dag, p, leader))
-        .filter_map(|p| dag.get(p))
-        .map(|p| p.author());
-    committee.stake(voters) >= committee.quorum()
+        .filter(|(voter, _)| certifier.parents().contains(voter))
+        .map(|(_, author)| *author);
+    committee.stake(voting) >= committee.quorum()
 }
 
 /// The stake of the distinct authors of `round` with a block satisfying `test`.
@@ -128,16 +147,20 @@ pub(crate) fn stake_where(
     committee.stake(authors)
 }
 
-fn direct(dag: &Dag, committee: &Committee, round: u64) -> Decision {
-    let leaders: Vec<Cid> = dag
-        .slot(round, committee.leader(round))
-        .map(|b| b.cid)
-        .collect();
+/// Decides the slot of `author` at `round` from rounds `r + 1` and `r + 2` alone.
+fn direct(dag: &Dag, committee: &Committee, round: u64, author: u32) -> Decision {
+    let leaders: Vec<Cid> = dag.slot(round, author).map(|b| b.cid).collect();
     for leader in &leaders {
-        if stake_where(dag, committee, round + 2, |c| {
-            certifies(dag, committee, c, leader)
-        }) >= committee.quorum()
-        {
+        let voters = voters(dag, round, leader);
+        if voters.is_empty() {
+            continue;
+        }
+        let certifying = dag
+            .round(round + 2)
+            .filter(|b| certifies(committee, b, &voters));
+        let mut authors: Vec<u32> = certifying.map(|b| b.author()).collect();
+        authors.dedup();
+        if committee.stake(authors) >= committee.quorum() {
             return Decision::Commit(*leader);
         }
     }
@@ -160,19 +183,27 @@ fn direct(dag: &Dag, committee: &Committee, round: u64) -> Decision {
     }
 }
 
-/// Decides slot `round` from the first non-skipped later slot at least three rounds up, given the
-/// decisions of the slots after it (`later[0]` is slot `round + 1`).
-fn indirect(dag: &Dag, committee: &Committee, round: u64, later: &[Decision]) -> Decision {
-    let anchor = later.iter().skip(2).find(|d| **d != Decision::Skip);
+/// Decides the slot of `author` at `round` from the first non-skipped slot at least three rounds up,
+/// given the decisions of the slots from round `round + 3` on, in order.
+fn indirect(
+    dag: &Dag,
+    committee: &Committee,
+    round: u64,
+    author: u32,
+    anchors: &[Decision],
+) -> Decision {
+    let anchor = anchors.iter().find(|d| **d != Decision::Skip);
     let Some(Decision::Commit(anchor)) = anchor else {
         return Decision::Undecided;
     };
     let certifiers = history_at(dag, anchor, round + 2);
-    let leaders = dag.slot(round, committee.leader(round)).map(|b| b.cid);
+    let leaders = dag.slot(round, author).map(|b| b.cid);
     for leader in leaders.collect::<Vec<_>>() {
+        let voters = voters(dag, round, &leader);
         if certifiers
             .iter()
-            .any(|c| certifies(dag, committee, c, &leader))
+            .filter_map(|c| dag.get(c))
+            .any(|c| certifies(committee, c, &voters))
         {
             return Decision::Commit(leader);
         }

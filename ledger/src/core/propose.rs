@@ -133,6 +133,8 @@ impl Core {
             let since = *self.quorum_since.get_or_insert(now_ms);
             if !leader_here {
                 due = since + ms(self.config.leader_timeout);
+            } else if self.stragglers(round - 1) {
+                due = since + self.straggler_wait(round - 1, since);
             }
         }
         if let Some(own) = &self.last_own {
@@ -144,6 +146,31 @@ impl Core {
         }
         self.propose(author, round, now_ms, out);
         true
+    }
+
+    /// Whether a leader of `round` other than its first, which had a block in the round before, has
+    /// none in `round` yet. Its slot is likely to be certified if our block votes for it, and left
+    /// undecided (holding back every later slot until an anchor decides it) if we propose without.
+    fn stragglers(&self, round: u64) -> bool {
+        let per_round = self.committee.leaders_per_round();
+        (1..per_round).any(|k| {
+            let (_, author) = self.committee.slot(round * per_round + k);
+            round > 0
+                && self.dag.slot(round, author).next().is_none()
+                && self.dag.slot(round - 1, author).next().is_some()
+        })
+    }
+
+    /// How long after a quorum of `round` formed (at `since`) we wait for its other leaders: as long
+    /// again as that quorum took to form after our own block of `round`, so the wait follows the
+    /// network's delay, at most `leader_timeout`. Nothing when we did not propose in `round`.
+    fn straggler_wait(&self, round: u64, since: u64) -> u64 {
+        match &self.last_own {
+            Some(own) if own.round == round && own.at_ms > 0 => since
+                .saturating_sub(own.at_ms)
+                .min(ms(self.config.leader_timeout)),
+            _ => 0,
+        }
     }
 
     /// The pace of our blocks: `min_block_interval` while there is work (see `Core::unordered`),
