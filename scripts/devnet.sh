@@ -3,7 +3,7 @@
 # setup), K validators (`ledger-node run`), a load of transfers sent with the CLI, the commits, and
 # a check that every node reached the same state root. Stops everything it started, by PID.
 #
-#   scripts/devnet.sh [--nodes K] [--transfers N] [--load M] [--rate R] [--link-delay D] [--dir DIR] [--hold]
+#   scripts/devnet.sh [--nodes K] [--transfers N] [--load M] [--rate R] [--link-delay D] [--block-interval D] [--dir DIR] [--hold]
 #
 #   --nodes K       validators, each on its own daemon (default 4)
 #   --transfers N   transfers per account; account i sends through validator i (default 5)
@@ -12,6 +12,7 @@
 #   --rate R        send the load at R transfers per second rather than as a burst
 #   --link-delay D  D (e.g. 20ms) on every link between two daemons, both ways: each daemon's peers
 #                   reach its swarm through a relay that holds every byte for D (ipfs-testnet)
+#   --block-interval D  the validators' min_block_interval (their pace while busy; default 5ms)
 #   --dir DIR       where keys, genesis, configs, data and logs go (default: a fresh temp dir)
 #   --hold          keep the network running after the check, until Ctrl-C
 #
@@ -19,7 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-nodes=4 transfers=5 load=0 rate="" link_delay="" dir="" hold=0
+nodes=4 transfers=5 load=0 rate="" link_delay="" block_interval="" dir="" hold=0
 while [ $# -gt 0 ]; do
     case $1 in
         --nodes) nodes=$2; shift 2 ;;
@@ -29,7 +30,8 @@ while [ $# -gt 0 ]; do
         --hold) hold=1; shift ;;
         --rate) rate=$2; shift 2 ;;
         --link-delay) link_delay=$2; shift 2 ;;
-        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --block-interval) block_interval=$2; shift 2 ;;
+        -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "devnet.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -110,6 +112,8 @@ for ((i = 0; i < nodes; i++)); do
     ledger config --genesis "$dir/genesis.json" --key "$dir/validator-$i.key" \
         --data-dir "$dir/node-$i" --api 127.0.0.1:0 --ipfs-api "$api" "${peers[@]}" \
         --out "$dir/node-$i.toml" --force
+    [ -z "$block_interval" ] ||
+        sed -i "s/^min_block_interval = .*/min_block_interval = \"$block_interval\"/" "$dir/node-$i.toml"
     RUST_LOG=${RUST_LOG:-info} "$LEDGER_NODE_BIN" run --config "$dir/node-$i.toml" 2>"$dir/node-$i.log" &
     pids+=($!)
 done
