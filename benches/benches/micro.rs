@@ -296,10 +296,12 @@ fn ordering(c: &mut Criterion) {
         let genesis = devnet::genesis("micro", SEED, validators, 0, 0);
         let committee = Committee::new(&genesis);
         let (dag, by_round) = full_dag(&genesis, validators, ROUNDS);
-        // The step when round ROUNDS - 1 arrives: it decides the leader two rounds back, and orders
-        // what of its history the previous leader did not (the rest of the round before it).
-        let slot = ROUNDS - 3;
-        let previous = by_round[slot as usize - 1][committee.leader(slot - 1) as usize];
+        // The step when round ROUNDS - 1 arrives: it decides the leader slots two rounds back, and
+        // orders what of the first one's history the previous leader (the last slot of the round
+        // before) did not: the rest of that round, and the leader.
+        let slot = (ROUNDS - 3) * committee.leaders_per_round();
+        let (round, author) = committee.slot(slot - 1);
+        let previous = by_round[round as usize][author as usize];
         let fresh = || {
             let mut linearizer = Linearizer::default();
             linearizer.linearize(&dag, &previous);
