@@ -136,11 +136,11 @@ pub(crate) fn stake_where(
     dag: &Dag,
     committee: &Committee,
     round: u64,
-    test: impl Fn(&Cid) -> bool,
+    test: impl Fn(&AcceptedBlock) -> bool,
 ) -> u64 {
     let mut authors: Vec<u32> = dag
         .round(round)
-        .filter(|b| test(&b.cid))
+        .filter(|b| test(b))
         .map(|b| b.author())
         .collect();
     authors.dedup();
@@ -155,12 +155,10 @@ fn direct(dag: &Dag, committee: &Committee, round: u64, author: u32) -> Decision
         if voters.is_empty() {
             continue;
         }
-        let certifying = dag
-            .round(round + 2)
-            .filter(|b| certifies(committee, b, &voters));
-        let mut authors: Vec<u32> = certifying.map(|b| b.author()).collect();
-        authors.dedup();
-        if committee.stake(authors) >= committee.quorum() {
+        let certifying = stake_where(dag, committee, round + 2, |b| {
+            certifies(committee, b, &voters)
+        });
+        if certifying >= committee.quorum() {
             return Decision::Commit(*leader);
         }
     }

@@ -122,7 +122,11 @@ impl Client {
 }
 
 /// The JSON body of a 2xx reply; otherwise the node's error message.
-async fn answer(response: reqwest::Result<reqwest::Response>, base: &str) -> anyhow::Result<Value> {
+/// A node's JSON answer, or an error with its status and message.
+pub(crate) async fn answer(
+    response: reqwest::Result<reqwest::Response>,
+    base: &str,
+) -> anyhow::Result<Value> {
     let response = response.with_context(|| format!("no answer from the node at {base}"))?;
     let status = response.status();
     let body: Value = response
@@ -134,6 +138,19 @@ async fn answer(response: reqwest::Result<reqwest::Response>, base: &str) -> any
         bail!("{status}: {message}");
     }
     Ok(body)
+}
+
+/// The chain's CID in a `GET /v1/status` answer.
+pub(crate) fn chain_in(status: &Value) -> anyhow::Result<Cid> {
+    status["chain"]
+        .as_str()
+        .and_then(|c| c.parse().ok())
+        .context("the node's status has no chain CID")
+}
+
+/// The committed nonce in a `GET /v1/accounts/{key}` answer.
+pub(crate) fn nonce_in(account: &Value) -> anyhow::Result<u64> {
+    account["nonce"].as_u64().context("no nonce in the reply")
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -173,17 +190,14 @@ pub fn tx(args: TxArgs) -> anyhow::Result<()> {
     let key = keys::read_key(key_path)?;
     runtime()?.block_on(async {
         let status = client.get("/v1/status").await?;
-        let chain: Cid = status["chain"]
-            .as_str()
-            .and_then(|c| c.parse().ok())
-            .context("the node's status has no chain CID")?;
+        let chain = chain_in(&status)?;
         let nonce = match args.nonce {
             Some(nonce) => nonce,
             None => {
                 let account = client
                     .get(&format!("/v1/accounts/{}", key.public().to_hex()))
                     .await?;
-                account["nonce"].as_u64().context("no nonce in the reply")?
+                nonce_in(&account)?
             }
         };
         let tx = match args.kind {

@@ -22,7 +22,7 @@ use tokio::{
 
 use crate::{
     api::{CommitView, SubmitRequest},
-    keys,
+    client, keys,
     stream::{Close, EventParser},
 };
 
@@ -139,25 +139,12 @@ impl Nodes {
         Ok(Nodes { http, bases })
     }
 
-    async fn get<T: serde::de::DeserializeOwned>(
-        &self,
-        node: usize,
-        path: &str,
-    ) -> anyhow::Result<T> {
-        let url = format!("{}{path}", self.bases[node]);
-        let response = self
-            .http
-            .get(&url)
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await;
-        let response = response.with_context(|| format!("no answer from {url}"))?;
-        let status = response.status();
-        anyhow::ensure!(status.is_success(), "{url} answered {status}");
-        response
-            .json()
-            .await
-            .with_context(|| format!("{url}: not the JSON expected"))
+    /// Node `node`'s JSON answer to `GET path`.
+    async fn get(&self, node: usize, path: &str) -> anyhow::Result<serde_json::Value> {
+        let base = &self.bases[node];
+        let request = self.http.get(format!("{base}{path}"));
+        let response = request.timeout(Duration::from_secs(30)).send().await;
+        client::answer(response, base).await
     }
 
     /// Submits `tx` to node `node`: its ID, or the API's error kind.
@@ -317,11 +304,8 @@ async fn run(args: &LoadArgs) -> anyhow::Result<LoadReport> {
 async fn chain_of(nodes: &Nodes) -> anyhow::Result<Cid> {
     let mut chain = None;
     for node in 0..nodes.bases.len() {
-        let status: serde_json::Value = nodes.get(node, "/v1/status").await?;
-        let this: Cid = status["chain"]
-            .as_str()
-            .and_then(|c| c.parse().ok())
-            .with_context(|| format!("{}: no chain CID in its status", nodes.bases[node]))?;
+        let status = nodes.get(node, "/v1/status").await?;
+        let this = client::chain_in(&status).with_context(|| nodes.bases[node].clone())?;
         match chain {
             Some(first) if first != this => {
                 bail!("{} is on chain {this}, not {first}", nodes.bases[node])
@@ -335,8 +319,7 @@ async fn chain_of(nodes: &Nodes) -> anyhow::Result<Cid> {
 /// An account's committed nonce, at node 0.
 async fn nonce_of(nodes: &Nodes, key: &Keypair) -> anyhow::Result<u64> {
     let path = format!("/v1/accounts/{}", key.public().to_hex());
-    let account: serde_json::Value = nodes.get(0, &path).await?;
-    account["nonce"].as_u64().context("no nonce in the account")
+    client::nonce_in(&nodes.get(0, &path).await?)
 }
 
 /// `count` fresh accounts, and the transfers from `funder` that give each enough for its share of

@@ -228,16 +228,30 @@ mod tests {
         })
     }
 
+    /// One client's forwarding task on a commit broadcast of `capacity`: the streams, the
+    /// broadcast's sender, the client's queue and the task.
+    fn forwarder(
+        capacity: usize,
+    ) -> (
+        Arc<Streams>,
+        broadcast::Sender<Arc<ledger::Commit>>,
+        mpsc::Receiver<Message>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let streams = Arc::new(Streams::default());
+        let (sender, commits) = broadcast::channel(capacity);
+        let (messages, queue) = mpsc::channel(QUEUE);
+        let slot = streams.slot().expect("a free slot");
+        let task = tokio::spawn(forward(streams.clone(), slot, commits, messages));
+        (streams, sender, queue, task)
+    }
+
     /// A client that reads nothing gets the commits its queue holds, then a `lagged` close, and
     /// its slot is free again; the sender never waits for it.
     #[tokio::test]
     async fn a_client_that_does_not_read_is_dropped_with_a_reason() {
-        let streams = Arc::new(Streams::default());
-        let (sender, commits) = broadcast::channel(1024);
-        let (messages, mut queue) = mpsc::channel(QUEUE);
-        let slot = streams.slot().expect("a free slot");
+        let (streams, sender, mut queue, task) = forwarder(1024);
         assert_eq!(streams.open(), 1);
-        let task = tokio::spawn(forward(streams.clone(), slot, commits, messages));
         for height in 1..=2 * QUEUE as u64 {
             sender.send(commit(height)).expect("a subscriber");
         }
@@ -262,11 +276,7 @@ mod tests {
     /// The node stopping ends every stream with a `stopping` close.
     #[tokio::test]
     async fn a_stopping_node_closes_the_stream() {
-        let streams = Arc::new(Streams::default());
-        let (sender, commits) = broadcast::channel(16);
-        let (messages, mut queue) = mpsc::channel(QUEUE);
-        let slot = streams.slot().expect("a free slot");
-        let task = tokio::spawn(forward(streams.clone(), slot, commits, messages));
+        let (streams, sender, mut queue, task) = forwarder(16);
         sender.send(commit(1)).expect("a subscriber");
         drop(sender);
         task.await.expect("join");

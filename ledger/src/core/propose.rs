@@ -152,11 +152,13 @@ impl Core {
     /// none in `round` yet. Its slot is likely to be certified if our block votes for it, and left
     /// undecided (holding back every later slot until an anchor decides it) if we propose without.
     fn stragglers(&self, round: u64) -> bool {
+        if round == 0 {
+            return false;
+        }
         let per_round = self.committee.leaders_per_round();
         (1..per_round).any(|k| {
             let (_, author) = self.committee.slot(round * per_round + k);
-            round > 0
-                && self.dag.slot(round, author).next().is_none()
+            self.dag.slot(round, author).next().is_none()
                 && self.dag.slot(round - 1, author).next().is_some()
         })
     }
