@@ -6,6 +6,7 @@
 //! | `broadcast` | `pubsub/pub` of a frame (topic as multibase base64url, data as a multipart file), and `block/put` of it, unpinned |
 //! | `subscribe` | `pubsub/sub`, an ndjson stream decoded here (see [`pubsub`](crate::pubsub)) |
 //! | `put` | `block/put?cid-codec=<codec>&mhtype=sha2-256&pin=true` (CIDv1; pinned against GC) |
+//! | `keep` | one `block/put?cid-codec=<codec>&mhtype=sha2-256&pin=false` of several blocks, up to [`KEEP_CALL_BYTES`] |
 //! | `fetch` | `block/get` with the daemon's own `timeout=`, re-hashed before it is returned |
 //! | `peers`, `topic_peers` | `swarm/peers`, `pubsub/peers` |
 //!
@@ -393,6 +394,31 @@ impl Communication for IpfsComms {
         .await
     }
 
+    /// `block/put` of several blocks in one call, unpinned (kubo; one call per block for the
+    /// legacy dialect), in calls of at most [`KEEP_CALL_BYTES`].
+    async fn keep(&self, codec: Codec, blocks: Vec<Bytes>) -> Result<(), Error> {
+        for block in &blocks {
+            self.limits().check_block(block.len())?;
+        }
+        let inner = &self.inner;
+        let mut rest = &blocks[..];
+        while !rest.is_empty() {
+            let mut take = 1;
+            let mut bytes = rest[0].len();
+            while inner.dialect == Dialect::Kubo
+                && take < rest.len()
+                && bytes + rest[take].len() <= KEEP_CALL_BYTES
+            {
+                bytes += rest[take].len();
+                take += 1;
+            }
+            let (call, later) = rest.split_at(take);
+            put_blocks(&inner.rpc, inner.dialect, self.deadline(), codec, call).await?;
+            rest = later;
+        }
+        Ok(())
+    }
+
     async fn fetch(&self, cid: &Cid, timeout: Duration) -> Result<Bytes, Error> {
         let inner = &self.inner;
         let limit = self.limits().max_block_bytes;
@@ -458,6 +484,41 @@ impl publish::Daemon for RpcDaemon {
             tracing::warn!(%error, "could not store a published frame; a receiver that lost it cannot fetch it");
         }
     }
+}
+
+/// The most bytes of blocks that one call of [`IpfsComms`]'s `keep` sends.
+pub const KEEP_CALL_BYTES: usize = 4 << 20;
+
+/// One unpinned `block/put` of every block of `blocks` under `codec`, checking that the daemon
+/// reports each one's CID, in order.
+async fn put_blocks(
+    rpc: &Rpc,
+    dialect: Dialect,
+    deadline: Deadline,
+    codec: Codec,
+    blocks: &[Bytes],
+) -> Result<(), Error> {
+    let expected: Vec<Cid> = blocks.iter().map(|b| comms::cid_for(codec, b)).collect();
+    let request = || BlockPut::new(dialect, codec, false);
+    rpc.call(Operation::Put, deadline, |_| async {
+        let replies: Vec<PutReply> = rpc.json_each(request(), blocks).await?;
+        if replies.len() != expected.len() {
+            return Err(Failure::Transient(
+                metrics::RetryCause::Malformed,
+                format!(
+                    "block/put of {} blocks replied with {} keys",
+                    expected.len(),
+                    replies.len()
+                )
+                .into(),
+            ));
+        }
+        for (cid, reply) in expected.iter().zip(&replies) {
+            check_stored(cid, &reply.key)?;
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// `block/put` of `data` under `codec`, checking that the daemon reports `expected`, its CID.

@@ -145,13 +145,26 @@ impl Rpc {
         Req: ApiRequest,
         Res: DeserializeOwned,
     {
-        let body = self.raw(request, data).await?;
-        serde_json::from_slice(&body).map_err(|error| {
-            Failure::transient(
-                RetryCause::Malformed,
-                format!("{error} in {}", preview(&body)),
-            )
-        })
+        let body = self.raw(request, parts(data)).await?;
+        parse(&body)
+    }
+
+    /// One request with `files` as multipart file parts, whose reply is one JSON value per file
+    /// (kubo's `block/put` of several blocks).
+    pub async fn json_each<Req, Res>(
+        &self,
+        request: Req,
+        files: &[Bytes],
+    ) -> Result<Vec<Res>, Failure>
+    where
+        Req: ApiRequest,
+        Res: DeserializeOwned,
+    {
+        let body = self.raw(request, files).await?;
+        serde_json::Deserializer::from_slice(&body)
+            .into_iter()
+            .map(|value| value.map_err(|error| malformed(error, &body)))
+            .collect()
     }
 
     /// One request whose reply body is ignored.
@@ -160,15 +173,11 @@ impl Rpc {
         request: Req,
         data: Option<&Bytes>,
     ) -> Result<(), Failure> {
-        self.raw(request, data).await.map(drop)
+        self.raw(request, parts(data)).await.map(drop)
     }
 
-    async fn raw<Req: ApiRequest>(
-        &self,
-        request: Req,
-        data: Option<&Bytes>,
-    ) -> Result<Bytes, Failure> {
-        let response = self.send(request, data).await?;
+    async fn raw<Req: ApiRequest>(&self, request: Req, files: &[Bytes]) -> Result<Bytes, Failure> {
+        let response = self.send(request, files).await?;
         let status = response.status().as_u16();
         let body = hyper::body::to_bytes(response.into_body())
             .await
@@ -179,19 +188,19 @@ impl Rpc {
         }
     }
 
-    /// Sends `request`, with `data` as the multipart file part kubo expects: one body of known
+    /// Sends `request`, with `files` as the multipart file parts kubo expects: one body of known
     /// length (the crate's form streams its parts as a chunked body).
     async fn send<Req: ApiRequest>(
         &self,
         request: Req,
-        data: Option<&Bytes>,
+        files: &[Bytes],
     ) -> Result<Response<Body>, Failure> {
         let mut request = self
             .client
             .build_base_request(request, None)
             .map_err(transport_failure)?;
-        if let Some(data) = data {
-            let (content_type, body) = multipart(data);
+        if !files.is_empty() {
+            let (content_type, body) = multipart(files);
             request
                 .headers_mut()
                 .insert(hyper::header::CONTENT_TYPE, content_type);
@@ -206,7 +215,7 @@ impl Rpc {
         request: Req,
         limit: usize,
     ) -> Result<Bytes, Failure> {
-        let response = self.send(request, None).await?;
+        let response = self.send(request, &[]).await?;
         let status = response.status().as_u16();
         let mut reply = response.into_body();
         let mut body = Vec::new();
@@ -265,22 +274,43 @@ pub(crate) fn chunks(body: Body) -> futures::stream::BoxStream<'static, Result<B
     .boxed()
 }
 
-/// A multipart/form-data body holding `data` as one file part named `data` (js-ipfs wants its
-/// content type), and its content type. The boundary is one that `data` does not contain.
-fn multipart(data: &Bytes) -> (HeaderValue, Bytes) {
+/// No file parts, or `data` as the one.
+fn parts(data: Option<&Bytes>) -> &[Bytes] {
+    data.map(std::slice::from_ref).unwrap_or_default()
+}
+
+fn parse<Res: DeserializeOwned>(body: &Bytes) -> Result<Res, Failure> {
+    serde_json::from_slice(body).map_err(|error| malformed(error, body))
+}
+
+fn malformed(error: serde_json::Error, body: &[u8]) -> Failure {
+    Failure::transient(
+        RetryCause::Malformed,
+        format!("{error} in {}", preview(body)),
+    )
+}
+
+/// A multipart/form-data body holding each of `files` as one file part named `data` (js-ipfs
+/// wants its content type), and its content type. The boundary is one that no file contains.
+fn multipart(files: &[Bytes]) -> (HeaderValue, Bytes) {
     let mut boundary = String::from("comms-ipfs-part-boundary");
-    while data
-        .windows(boundary.len())
-        .any(|w| w == boundary.as_bytes())
-    {
+    while files.iter().any(|data| {
+        data.windows(boundary.len())
+            .any(|w| w == boundary.as_bytes())
+    }) {
         boundary.push('x');
     }
     let head = format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"data\"; filename=\"data\"\r\n\
          Content-Type: application/octet-stream\r\n\r\n"
     );
-    let tail = format!("\r\n--{boundary}--\r\n");
-    let body = [head.as_bytes(), data, tail.as_bytes()].concat();
+    let mut body = Vec::with_capacity(files.iter().map(|f| f.len() + head.len() + 4).sum());
+    for data in files {
+        body.extend_from_slice(head.as_bytes());
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
     let content_type = HeaderValue::from_str(&format!("multipart/form-data; boundary={boundary}"))
         .expect("an ASCII boundary is a valid header value");
     (content_type, body.into())
@@ -426,7 +456,7 @@ mod tests {
     #[test]
     fn a_multipart_body_frames_the_data_with_a_boundary_it_does_not_contain() {
         let data = Bytes::from_static(b"\x00\x01--comms-ipfs-part-boundary--\r\n\xff");
-        let (content_type, body) = multipart(&data);
+        let (content_type, body) = multipart(std::slice::from_ref(&data));
         let content_type = content_type.to_str().expect("ASCII");
         let boundary = content_type
             .strip_prefix("multipart/form-data; boundary=")
@@ -443,5 +473,26 @@ mod tests {
         assert_eq!(&body[start..body.len() - tail.len()], &data[..]);
         let headers = String::from_utf8_lossy(&body[..start]);
         assert!(headers.contains("name=\"data\"") && headers.contains("application/octet-stream"));
+    }
+
+    #[test]
+    fn a_multipart_body_of_several_files_holds_each_in_its_own_part_in_order() {
+        let files = [&b"first"[..], b"", b"third\r\n"].map(Bytes::from_static);
+        let (content_type, body) = multipart(&files);
+        let boundary = content_type
+            .to_str()
+            .expect("ASCII")
+            .split("boundary=")
+            .nth(1);
+        let delimiter = format!("--{}", boundary.expect("a boundary"));
+        let body = String::from_utf8(body.to_vec()).expect("ASCII files");
+        let parts: Vec<&str> = body.split(&delimiter).collect();
+        // Before the first delimiter nothing; after the last, its closing "--".
+        assert_eq!(parts.len(), files.len() + 2);
+        assert_eq!((parts[0], parts[files.len() + 1]), ("", "--\r\n"));
+        for (part, file) in parts[1..=files.len()].iter().zip(&files) {
+            let (_, content) = part.split_once("\r\n\r\n").expect("part headers");
+            assert_eq!(content.strip_suffix("\r\n"), std::str::from_utf8(file).ok());
+        }
     }
 }

@@ -351,6 +351,32 @@ pub async fn put_then_fetch_elsewhere<H: Harness>(h: &H) {
     }
 }
 
+/// Blocks kept on one peer, several in one call, are fetched from it by another with identical
+/// bytes, and keeping them again changes nothing.
+pub async fn kept_blocks_are_fetched_elsewhere<H: Harness>(h: &H) {
+    let peers = h.peers(2).await;
+    let blocks: Vec<Bytes> = [64, 4096, 300].map(unique_block).into();
+    peers[0]
+        .keep(Codec::Raw, blocks.clone())
+        .await
+        .expect("keep");
+    for block in &blocks {
+        let cid = cid_for(Codec::Raw, block);
+        assert_eq!(
+            &peers[1]
+                .fetch(&cid, h.patience())
+                .await
+                .expect("remote fetch of a kept block"),
+            block
+        );
+    }
+    peers[0].keep(Codec::Raw, blocks).await.expect("keep again");
+    peers[0]
+        .keep(Codec::Raw, Vec::new())
+        .await
+        .expect("keep nothing");
+}
+
 /// A CID nobody has ends in a timeout error within the fetch's own bound: never a hang.
 pub async fn fetch_of_unknown_cid_times_out<H: Harness>(h: &H) {
     let peers = h.peers(2).await;
@@ -450,6 +476,7 @@ macro_rules! conformance_tests {
             nothing_arrives_after_unsubscribe,
             oversized_is_refused,
             put_then_fetch_elsewhere,
+            kept_blocks_are_fetched_elsewhere,
             fetch_of_unknown_cid_times_out,
             corrupted_block_is_refused,
             unverifiable_cid_is_refused,

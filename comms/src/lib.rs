@@ -75,6 +75,19 @@ pub trait Communication: Send + Sync + 'static {
     /// Stores a block locally, makes it available to peers, and returns its CID.
     async fn put(&self, codec: Codec, data: Bytes) -> Result<Cid, Error>;
 
+    /// Stores copies of blocks that another peer made available first (with [`put`]), so that
+    /// they stay available from here too: in one call where the backend can, and not pinned, since
+    /// this peer is not their first source. Fails when any of them could not be stored. By default,
+    /// a `put` of each.
+    ///
+    /// [`put`]: Communication::put
+    async fn keep(&self, codec: Codec, blocks: Vec<Bytes>) -> Result<(), Error> {
+        for block in blocks {
+            self.put(codec, block).await?;
+        }
+        Ok(())
+    }
+
     /// The verified bytes of `cid`, from the local store or a peer, within `timeout`.
     async fn fetch(&self, cid: &Cid, timeout: Duration) -> Result<Bytes, Error>;
 
@@ -105,6 +118,10 @@ impl<T: Communication + ?Sized> Communication for std::sync::Arc<T> {
 
     async fn put(&self, codec: Codec, data: Bytes) -> Result<Cid, Error> {
         (**self).put(codec, data).await
+    }
+
+    async fn keep(&self, codec: Codec, blocks: Vec<Bytes>) -> Result<(), Error> {
+        (**self).keep(codec, blocks).await
     }
 
     async fn fetch(&self, cid: &Cid, timeout: Duration) -> Result<Bytes, Error> {

@@ -72,6 +72,12 @@ impl Committee {
         LEADERS_PER_ROUND.min(self.keys.len() as u64)
     }
 
+    /// Whether `author` holds one of `round`'s leader slots.
+    pub fn leads(&self, round: u64, author: u32) -> bool {
+        let n = self.keys.len() as u64;
+        (u64::from(author) + n - round % n) % n < self.leaders_per_round()
+    }
+
     /// The round and the leader of slot number `slot`: slots are numbered round by round, and the
     /// `k`-th slot of round `r` belongs to validator `r + k` (mod n), so slot 0 of a round is
     /// [`Committee::leader`].
@@ -89,7 +95,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_rounds_slots_name_distinct_leaders_the_first_being_the_rounds_leader() {
+    fn a_rounds_slots_name_distinct_leaders_the_first_being_the_rounds_leader_and_leads_agrees() {
         for validators in [1, 3, 4, 7, 10] {
             let committee = Committee::new(&crate::devnet::genesis("t", 1, validators, 0, 0));
             let per_round = committee.leaders_per_round();
@@ -109,6 +115,13 @@ mod tests {
                     per_round,
                     "{validators}: {leaders:?}"
                 );
+                for author in 0..validators as u32 {
+                    assert_eq!(
+                        committee.leads(round, author),
+                        leaders.contains(&author),
+                        "{validators} validators, round {round}, author {author}"
+                    );
+                }
             }
         }
     }

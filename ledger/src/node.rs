@@ -271,6 +271,7 @@ pub async fn spawn<C: Communication + Clone>(
     let (commits, _) = broadcast::channel(1024);
     let (fetched_tx, fetched) = mpsc::channel(256);
     let permits = Arc::new(Semaphore::new(config.max_concurrent_fetches.max(1)));
+    let keeper = spawn_keeper(comms.clone(), span.clone());
     let mut node = Node {
         core,
         comms,
@@ -282,16 +283,81 @@ pub async fn spawn<C: Communication + Clone>(
         commits,
         fetch_permits: permits,
         fetched_tx,
+        keeper,
         quiet: Quiet::default(),
     };
     // Every block links to the genesis (`chain`), so it is made available like a block: a walk of
     // the DAG from any block (a recursive pin, `dag export`, the daemon's garbage collector) then
     // finds every link on the daemon.
-    let (genesis_bytes, genesis_cid) = genesis.encode();
-    span.in_scope(|| node.make_available(genesis_cid, genesis_bytes.into()));
+    node.keep(genesis.encode().0.into(), true);
     node.replay().instrument(span.clone()).await?;
     tokio::spawn(node.run(receiver, subscription, fetched).instrument(span));
     Ok(NodeHandle { commands })
+}
+
+/// Bytes of blocks the keeper stores in one round of calls, at most.
+const KEEP_ROUND_BYTES: usize = 4 << 20;
+
+/// Entries waiting for the keeper above which it warns that the daemon falls behind.
+const KEEPER_BEHIND: usize = 4096;
+
+/// A block or batch for the keeper: ours (`put`, pinned) or another's (`keep`, a copy).
+struct ToKeep {
+    bytes: Bytes,
+    own: bool,
+}
+
+/// Starts the keeper, which makes the blocks and batches the node accepted available from its
+/// backend, in the order they were accepted: ours with `put` (pinned: we are their first source),
+/// and a copy of every other with `keep` (so that they stay available from here if their author's
+/// daemon goes). What queued during one round of calls goes in the next: the copies in one `keep`
+/// call, then our blocks. Since a block is accepted only after everything it links, every link of
+/// a pinned block is on the daemon before it is pinned, which kubo's garbage collector needs (it
+/// aborts on a pinned block with a missing link). So nothing is dropped: the queue is unbounded,
+/// holding blocks that the node accepted and stored, and it warns when the daemon falls behind.
+fn spawn_keeper<C: Communication>(comms: C, span: tracing::Span) -> mpsc::UnboundedSender<ToKeep> {
+    let (sender, mut queue) = mpsc::unbounded_channel::<ToKeep>();
+    tokio::spawn(
+        async move {
+            let (mut limit, started) = (LogLimit::new(QUIET_MS), Instant::now());
+            while let Some(first) = queue.recv().await {
+                if queue.len() > KEEPER_BEHIND {
+                    let now_ms = started.elapsed().as_millis() as u64;
+                    if let Some(left_out) = limit.admit((), now_ms) {
+                        warn!(
+                            queued = queue.len(),
+                            left_out, "the IPFS daemon falls behind storing accepted blocks"
+                        );
+                    }
+                }
+                let (mut bytes, mut copies, mut own) = (0, Vec::new(), Vec::new());
+                let mut next = Some(first);
+                while let Some(entry) = next.take() {
+                    bytes += entry.bytes.len();
+                    match entry.own {
+                        true => own.push(entry.bytes),
+                        false => copies.push(entry.bytes),
+                    }
+                    if bytes < KEEP_ROUND_BYTES {
+                        next = queue.try_recv().ok();
+                    }
+                }
+                let count = copies.len();
+                if count > 0 {
+                    if let Err(error) = comms.keep(Codec::DagCbor, copies).await {
+                        warn!(count, %error, "keeping copies of others' blocks failed");
+                    }
+                }
+                for bytes in own {
+                    if let Err(error) = comms.put(Codec::DagCbor, bytes).await {
+                        warn!(%error, "making one of our blocks available failed");
+                    }
+                }
+            }
+        }
+        .instrument(span),
+    );
+    sender
 }
 
 fn wall_clock_ms() -> u64 {
@@ -313,6 +379,8 @@ struct Node<C> {
     commits: broadcast::Sender<Arc<Commit>>,
     fetch_permits: Arc<Semaphore>,
     fetched_tx: mpsc::Sender<Fetched>,
+    /// What the keeper ([`spawn_keeper`]) makes available from the backend.
+    keeper: mpsc::UnboundedSender<ToKeep>,
     quiet: Quiet,
 }
 
@@ -579,29 +647,27 @@ impl<C: Communication + Clone> Node<C> {
         }
     }
 
-    /// Puts a block (DAG-CBOR) to the network, pinned, in the background.
-    fn make_available(&self, cid: Cid, bytes: Bytes) {
-        let comms = self.comms.clone();
-        tokio::spawn(
-            async move {
-                if let Err(error) = comms.put(Codec::DagCbor, bytes).await {
-                    warn!(%cid, %error, "making a block available failed");
-                }
-            }
-            .in_current_span(),
-        );
+    /// Hands an accepted block (DAG-CBOR), or ours, to the keeper.
+    fn keep(&self, bytes: Bytes, own: bool) {
+        // The keeper ends only with the node.
+        let _ = self.keeper.send(ToKeep { bytes, own });
     }
 
     fn carry_out(&mut self, output: Output) {
         match output {
-            Output::Store { cid, bytes, batch } => {
+            Output::Store {
+                cid,
+                bytes,
+                batch,
+                own,
+            } => {
                 // The core's parking already wrote batches to the store.
                 if let Some(storage) = self.storage.as_ref().filter(|_| !batch) {
                     if let Err(error) = storage.put_block(&cid, &bytes, false) {
                         warn!(%cid, %error, "storing a block failed");
                     }
                 }
-                self.make_available(cid, bytes);
+                self.keep(bytes, own);
             }
             Output::Broadcast(bytes) => {
                 let (comms, topic) = (self.comms.clone(), self.topic.clone());

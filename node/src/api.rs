@@ -533,6 +533,11 @@ async fn metrics(State(api): State<Arc<Api>>) -> Result<Response, ApiError> {
             ),
             ("skipped_slots", "Leader slots skipped", stats.skipped_slots),
             (
+                "leader_timeouts",
+                "Own blocks proposed without the round's first leader, after leader_timeout",
+                stats.leader_timeouts,
+            ),
+            (
                 "new_blocks_by_broadcast",
                 "Valid blocks new here that arrived by broadcast",
                 stats.new_blocks_by_broadcast,

@@ -32,6 +32,7 @@ pub struct CommsMetrics {
     fetches: Counter,
     fetch_seconds: Histogram,
     puts: Counter,
+    kept: Counter,
     errors: Family<ErrorLabel, Counter>,
 }
 
@@ -47,6 +48,7 @@ impl Default for CommsMetrics {
             fetches: Counter::default(),
             fetch_seconds: Histogram::new(buckets),
             puts: Counter::default(),
+            kept: Counter::default(),
             errors: Family::default(),
         }
     }
@@ -79,6 +81,11 @@ impl CommsMetrics {
             self.fetch_seconds.clone(),
         );
         r.register("puts", "Blocks made available", self.puts.clone());
+        r.register(
+            "kept",
+            "Copies kept of blocks that other peers made available",
+            self.kept.clone(),
+        );
         r.register(
             "errors",
             "Failed operations, by operation and error kind",
@@ -169,6 +176,18 @@ impl<C: Communication> Communication for Metered<C> {
                 self.metrics.puts.inc();
             }
             Err(error) => self.metrics.failed("put", error),
+        }
+        result
+    }
+
+    async fn keep(&self, codec: Codec, blocks: Vec<Bytes>) -> Result<(), Error> {
+        let count = blocks.len() as u64;
+        let result = self.inner.keep(codec, blocks).await;
+        match &result {
+            Ok(()) => {
+                self.metrics.kept.inc_by(count);
+            }
+            Err(error) => self.metrics.failed("keep", error),
         }
         result
     }

@@ -170,6 +170,7 @@ impl Core {
                         cid,
                         bytes,
                         batch: true,
+                        own: false,
                     });
                 }
                 self.resolved(cid, out);
@@ -354,7 +355,8 @@ impl Core {
             }
         }
         self.stats.accepted += 1;
-        if self.me.as_ref().is_some_and(|(me, _)| *me == author) && round >= self.round {
+        let own = self.me.as_ref().is_some_and(|(me, _)| *me == author);
+        if own && round >= self.round {
             self.round = round + 1;
             self.last_own = Some(super::OwnBlock {
                 cid,
@@ -368,6 +370,7 @@ impl Core {
                 cid,
                 bytes,
                 batch: false,
+                own,
             });
         }
         true

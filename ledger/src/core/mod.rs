@@ -126,7 +126,14 @@ pub enum Output {
     /// Broadcast these block bytes to the other nodes.
     Broadcast(Bytes),
     /// Keep this accepted block (or batch) on disk and serve it to peers by CID.
-    Store { cid: Cid, bytes: Bytes, batch: bool },
+    Store {
+        cid: Cid,
+        bytes: Bytes,
+        /// A batch of transactions rather than a block.
+        batch: bool,
+        /// Ours: this node is its first source, so it must be available from here at once.
+        own: bool,
+    },
     /// Fetch this block or batch by CID, and report back.
     Fetch(Cid),
     /// A leader committed: its history is now ordered and applied.
@@ -171,6 +178,8 @@ pub struct CoreStats {
     pub equivocations: u64,
     /// Leader slots skipped.
     pub skipped_slots: u64,
+    /// Our blocks proposed without the round's first leader, after waiting `leader_timeout` for it.
+    pub leader_timeouts: u64,
     /// Transactions committed (valid or not).
     pub committed_transactions: u64,
     /// Valid blocks new to this node that arrived by broadcast.

@@ -113,9 +113,13 @@ impl Core {
         let Some((author, _)) = self.me else {
             return false;
         };
-        // Catch up: skip rounds the others completed without us.
+        // Catch up: skip rounds the others completed without us, but not one we lead while the
+        // others may still wait for our block (until a quorum of the next round forms without it).
         while self.round > 0 && self.round <= self.dag.highest_round() && self.quorum_of(self.round)
         {
+            if self.committee.leads(self.round, author) && !self.quorum_of(self.round + 1) {
+                break;
+            }
             self.round += 1;
         }
         self.propose_at = None;
@@ -125,11 +129,7 @@ impl Core {
             if !self.quorum_of(round - 1) {
                 return false;
             }
-            let leader_here = self
-                .dag
-                .slot(round - 1, self.committee.leader(round - 1))
-                .next()
-                .is_some();
+            let leader_here = self.has_leader(round - 1);
             let since = *self.quorum_since.get_or_insert(now_ms);
             if !leader_here {
                 due = since + ms(self.config.leader_timeout);
@@ -144,8 +144,22 @@ impl Core {
             self.propose_at = Some(due);
             return false;
         }
+        if round > 0 && !self.has_leader(round - 1) {
+            self.stats.leader_timeouts += 1;
+            tracing::debug!(
+                round,
+                leader = self.committee.leader(round - 1),
+                "proposing without the leader"
+            );
+        }
         self.propose(author, round, now_ms, out);
         true
+    }
+
+    /// Whether the first leader of `round` has a block here.
+    fn has_leader(&self, round: u64) -> bool {
+        let leader = self.committee.leader(round);
+        self.dag.slot(round, leader).next().is_some()
     }
 
     /// Whether a leader of `round` other than its first, which had a block in the round before, has
@@ -274,6 +288,7 @@ impl Core {
             cid,
             bytes,
             batch: true,
+            own: true,
         });
         payload
     }
@@ -322,5 +337,148 @@ impl Core {
             out.push(Output::Committed(Arc::new(commit)));
             self.collect_garbage(round);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use crate::{
+        core::{Core, CoreConfig, Output},
+        devnet::{self, Role},
+        types::SignedBlock,
+    };
+
+    /// Validators exchanging every block at once, in steps of virtual time; what is sent to the
+    /// `held` one waits until it is released.
+    struct Net {
+        cores: Vec<Core>,
+        now: u64,
+        held: Option<usize>,
+        stash: Vec<Bytes>,
+    }
+
+    impl Net {
+        fn new(validators: usize) -> Net {
+            let genesis = devnet::genesis("t", 1, validators, 0, 0);
+            let config = CoreConfig {
+                idle_block_interval: std::time::Duration::from_millis(5),
+                ..CoreConfig::default()
+            };
+            let cores = (0..validators)
+                .map(|i| {
+                    let key = devnet::key(1, Role::Validator, i);
+                    Core::new(&genesis, Some(key), config.clone())
+                })
+                .collect();
+            Net {
+                cores,
+                now: 0,
+                held: None,
+                stash: Vec::new(),
+            }
+        }
+
+        /// 10 ms later: every validator is told the time, and what they propose is delivered
+        /// until nothing more is. Returns the blocks proposed, as (author, round).
+        fn step(&mut self) -> Vec<(u32, u64)> {
+            self.now += 10;
+            let mut sent = Vec::new();
+            for i in 0..self.cores.len() {
+                let mut out = Vec::new();
+                self.cores[i].tick(self.now, &mut out);
+                sent.extend(broadcasts(i, out));
+            }
+            self.deliver(sent)
+        }
+
+        /// Hands the held validator everything sent to it, and delivers what follows.
+        fn release(&mut self) -> Vec<(u32, u64)> {
+            let late = self.held.take().expect("a validator is held");
+            let mut sent = Vec::new();
+            for bytes in std::mem::take(&mut self.stash) {
+                sent.extend(self.receive(late, bytes));
+            }
+            self.deliver(sent)
+        }
+
+        fn receive(&mut self, to: usize, bytes: Bytes) -> Vec<(usize, Bytes)> {
+            let (core, mut out) = (&mut self.cores[to], Vec::new());
+            core.receive(self.now, bytes, &mut out);
+            while core.has_backlog() {
+                core.resume(self.now, &mut out);
+            }
+            broadcasts(to, out)
+        }
+
+        fn deliver(&mut self, mut queue: Vec<(usize, Bytes)>) -> Vec<(u32, u64)> {
+            let mut proposed = rounds(&queue);
+            while let Some((from, bytes)) = queue.pop() {
+                for to in (0..self.cores.len()).filter(|&to| to != from) {
+                    if self.held == Some(to) {
+                        self.stash.push(bytes.clone());
+                        continue;
+                    }
+                    let sent = self.receive(to, bytes.clone());
+                    proposed.extend(rounds(&sent));
+                    queue.extend(sent);
+                }
+            }
+            proposed
+        }
+    }
+
+    fn broadcasts(from: usize, out: Vec<Output>) -> Vec<(usize, Bytes)> {
+        out.into_iter()
+            .filter_map(|output| match output {
+                Output::Broadcast(bytes) => Some((from, bytes)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn rounds(sent: &[(usize, Bytes)]) -> Vec<(u32, u64)> {
+        sent.iter()
+            .map(|(_, bytes)| {
+                let block = SignedBlock::decode(bytes).expect("our own encoding").block;
+                (block.author, block.round)
+            })
+            .collect()
+    }
+
+    /// A leader that falls behind, and finds its round complete without it, still proposes its
+    /// block for that round: the others wait for it (up to `leader_timeout`) before they go on.
+    #[test]
+    fn a_late_leader_proposes_the_round_it_leads_rather_than_skipping_it() {
+        let mut net = Net::new(4);
+        let round = 3;
+        let late = net.cores[0].committee.leader(round);
+        net.held = Some(late as usize);
+        for _ in 0..10 {
+            net.step();
+        }
+        // 100 ms in, well within the leader timeout: the others completed the late leader's round
+        // and wait for its block there.
+        for (i, core) in net.cores.iter().enumerate() {
+            let expected = if i == late as usize { 1 } else { round + 1 };
+            assert_eq!(core.round, expected, "validator {i}");
+        }
+        // It gets everything at once, answers round 0's quorum at once, and its next block is due
+        // one block interval later.
+        let mut proposed = net.release();
+        assert_eq!(proposed, [(late, 1)]);
+        proposed = net.step();
+        assert!(
+            proposed.contains(&(late, round)),
+            "the late leader skipped its round: {proposed:?}"
+        );
+        for other in (0..4).filter(|&a| a != late) {
+            assert!(
+                proposed.contains(&(other, round + 1)),
+                "validator {other} went on at once: {proposed:?}"
+            );
+        }
+        assert!(net.cores.iter().all(|core| core.stats.leader_timeouts == 0));
     }
 }
