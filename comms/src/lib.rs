@@ -25,6 +25,10 @@
 //! - [`Communication::put`] stores a block locally under CIDv1 (sha2-256, codec `raw` or `dag-cbor`),
 //!   makes it available to peers, keeps it from garbage collection, and returns its CID. Putting the
 //!   same bytes twice is harmless and yields the same CID on every backend.
+//! - [`Communication::keep`] stores copies of blocks that another peer made available first, so that
+//!   they are fetchable from here too: several per call where the backend can, and not kept from
+//!   garbage collection for their own sake (an IPFS daemon's collector still keeps what a pinned
+//!   block links).
 //! - [`Communication::fetch`] returns the bytes of a CID from the local store or any reachable peer,
 //!   **after verifying** that they hash to that CID ([`Error::CidMismatch`] otherwise). It never waits
 //!   past its `timeout`: a CID nobody serves ends in [`Error::Timeout`], since absence cannot be proven
