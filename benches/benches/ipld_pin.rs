@@ -139,11 +139,8 @@ async fn on_kubo(history: Vec<Bytes>, leader: &str, dir: &Path) {
             .await;
         assert_eq!(failed, 0, "puts failed");
     }
-    report(
-        "own pinned, others kept in calls of 64",
-        started.elapsed(),
-        count,
-    );
+    let what = format!("own pinned, copies {KEPT_PER_CALL} per call");
+    report(&what, started.elapsed(), count);
 
     let (took, _) = timed(&daemon, &["pin", "add", "--recursive", leader]);
     report("pin add --recursive <leader>", took, count);

@@ -382,16 +382,18 @@ impl Communication for IpfsComms {
         self.limits().check_block(data.len())?;
         let inner = &self.inner;
         let cid = comms::cid_for(codec, &data);
-        put_block(
+        let block = std::slice::from_ref(&data);
+        put_blocks(
             &inner.rpc,
             inner.dialect,
             self.deadline(),
             codec,
-            &data,
+            block,
+            &[cid],
             true,
-            cid,
         )
         .await
+        .map(|()| cid)
     }
 
     /// `block/put` of several blocks in one call, unpinned (kubo; one call per block for the
@@ -413,7 +415,18 @@ impl Communication for IpfsComms {
                 take += 1;
             }
             let (call, later) = rest.split_at(take);
-            put_blocks(&inner.rpc, inner.dialect, self.deadline(), codec, call).await?;
+            let cids: Vec<Cid> = call.iter().map(|b| comms::cid_for(codec, b)).collect();
+            let deadline = self.deadline();
+            put_blocks(
+                &inner.rpc,
+                inner.dialect,
+                deadline,
+                codec,
+                call,
+                &cids,
+                false,
+            )
+            .await?;
             rest = later;
         }
         Ok(())
@@ -470,14 +483,15 @@ impl publish::Daemon for RpcDaemon {
 
     /// Unpinned: the frame is for receivers that lose it, and goes at the daemon's next `repo gc`.
     async fn store(&self, frame: Bytes, cid: Cid) {
-        let stored = put_block(
+        let (block, cids) = (std::slice::from_ref(&frame), [cid]);
+        let stored = put_blocks(
             &self.rpc,
             self.dialect,
             self.deadline,
             Codec::Raw,
-            &frame,
+            block,
+            &cids,
             false,
-            cid,
         );
         if let Err(error) = stored.await {
             metrics::bump(&self.metrics.frame_puts_failed);
@@ -489,17 +503,18 @@ impl publish::Daemon for RpcDaemon {
 /// The most bytes of blocks that one call of [`IpfsComms`]'s `keep` sends.
 pub const KEEP_CALL_BYTES: usize = 4 << 20;
 
-/// One unpinned `block/put` of every block of `blocks` under `codec`, checking that the daemon
-/// reports each one's CID, in order.
+/// One `block/put` of every block of `blocks` under `codec`, pinned or not, checking that the
+/// daemon reports `expected`, their CIDs, in order.
 async fn put_blocks(
     rpc: &Rpc,
     dialect: Dialect,
     deadline: Deadline,
     codec: Codec,
     blocks: &[Bytes],
+    expected: &[Cid],
+    pin: bool,
 ) -> Result<(), Error> {
-    let expected: Vec<Cid> = blocks.iter().map(|b| comms::cid_for(codec, b)).collect();
-    let request = || BlockPut::new(dialect, codec, false);
+    let request = || BlockPut::new(dialect, codec, pin);
     rpc.call(Operation::Put, deadline, |_| async {
         let replies: Vec<PutReply> = rpc.json_each(request(), blocks).await?;
         if replies.len() != expected.len() {
@@ -517,24 +532,6 @@ async fn put_blocks(
             check_stored(cid, &reply.key)?;
         }
         Ok(())
-    })
-    .await
-}
-
-/// `block/put` of `data` under `codec`, checking that the daemon reports `expected`, its CID.
-async fn put_block(
-    rpc: &Rpc,
-    dialect: Dialect,
-    deadline: Deadline,
-    codec: Codec,
-    data: &Bytes,
-    pin: bool,
-    expected: Cid,
-) -> Result<Cid, Error> {
-    let request = || BlockPut::new(dialect, codec, pin);
-    rpc.call(Operation::Put, deadline, |_| async {
-        let reply: PutReply = rpc.json(request(), Some(data)).await?;
-        check_stored(&expected, &reply.key)
     })
     .await
 }

@@ -74,8 +74,8 @@ impl Committee {
 
     /// Whether `author` holds one of `round`'s leader slots.
     pub fn leads(&self, round: u64, author: u32) -> bool {
-        let n = self.keys.len() as u64;
-        (u64::from(author) + n - round % n) % n < self.leaders_per_round()
+        let per_round = self.leaders_per_round();
+        (0..per_round).any(|k| self.slot(round * per_round + k).1 == author)
     }
 
     /// The round and the leader of slot number `slot`: slots are numbered round by round, and the

@@ -121,8 +121,7 @@ impl Client {
     }
 }
 
-/// The JSON body of a 2xx reply; otherwise the node's error message.
-/// A node's JSON answer, or an error with its status and message.
+/// The JSON body of a 2xx reply; otherwise an error with the status and the node's message.
 pub(crate) async fn answer(
     response: reqwest::Result<reqwest::Response>,
     base: &str,

@@ -124,12 +124,12 @@ impl Core {
         }
         self.propose_at = None;
         let round = self.round;
-        let mut due = 0;
+        let (mut due, mut leader_here) = (0, true);
         if round > 0 {
             if !self.quorum_of(round - 1) {
                 return false;
             }
-            let leader_here = self.has_leader(round - 1);
+            leader_here = self.has_leader(round - 1);
             let since = *self.quorum_since.get_or_insert(now_ms);
             if !leader_here {
                 due = since + ms(self.config.leader_timeout);
@@ -144,7 +144,7 @@ impl Core {
             self.propose_at = Some(due);
             return false;
         }
-        if round > 0 && !self.has_leader(round - 1) {
+        if !leader_here {
             self.stats.leader_timeouts += 1;
             tracing::debug!(
                 round,
