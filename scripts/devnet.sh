@@ -74,7 +74,7 @@ step "installing the IPFS daemon (kubo, built once)"
 
 if [ -z "${LEDGER_NODE_BIN:-}" ] || [ -z "${IPFS_TESTNET_BIN:-}" ]; then
     step "building ledger-node and ipfs-testnet"
-    cargo build -p node --bins --locked
+    cargo build -p node --features testnet --bins --locked
     bin_dir=${CARGO_TARGET_DIR:-target}/$(rustc -vV | sed -n 's/^host: //p')/debug
     LEDGER_NODE_BIN=${LEDGER_NODE_BIN:-$bin_dir/ledger-node}
     IPFS_TESTNET_BIN=${IPFS_TESTNET_BIN:-$bin_dir/ipfs-testnet}

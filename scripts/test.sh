@@ -16,6 +16,7 @@ cargo run -p benches --bin latency --locked -- --quick
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace --locked 2>&1 | tee "$log"
+# `node/testnet`: the `ipfs-testnet` binary the devnet test starts its daemons with.
+cargo test --workspace --features node/testnet --locked 2>&1 | tee "$log"
 awk '/^test result:/ { passed += $4; failed += $6; skipped += $8 }
      END { printf "tests: %d passed, %d failed, %d skipped\n", passed, failed, skipped }' "$log"

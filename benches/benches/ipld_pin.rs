@@ -97,7 +97,7 @@ async fn build_history(blocks: u64, dir: &Path) -> (Bytes, comms::Cid) {
             .expect("a validator starts");
         nodes.push(node);
     }
-    let log = nodes[0].commit_log().await.expect("running");
+    let log = scenario::CommitLog::open(&nodes[0]).await.expect("running");
     let rounds = blocks.div_ceil(VALIDATORS as u64);
     while nodes[0].status().await.expect("running").highest_round < rounds {
         tokio::time::sleep(Duration::from_secs(1)).await;

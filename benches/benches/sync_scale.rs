@@ -13,7 +13,8 @@
 use std::time::{Duration, Instant};
 
 use benches::memory_kib;
-use ledger::{devnet, NodeConfig, NodeHandle, Status, Storage};
+use ledger::{NodeConfig, NodeHandle, Status, Storage};
+use scenario::Network;
 use sim::{LinkModel, Sim};
 
 struct Args {
@@ -96,20 +97,21 @@ async fn run(args: Args) {
         idle,
     } = args;
     let seed = sim::seed_from_env(1);
-    let genesis = devnet::genesis("sync-scale", seed, validators, 1, 1);
-    let (sim, peers) = Sim::builder()
+    let network = Network::builder()
+        .validators(validators)
+        .observers(1)
         .seed(seed)
         .link(LinkModel::default())
-        .peers(validators + 1)
-        .build();
-    let mut nodes = Vec::new();
-    for (i, peer) in peers[..validators].iter().enumerate() {
-        let key = devnet::key(seed, devnet::Role::Validator, i);
-        let node = ledger::spawn(&genesis, Some(key), config(), peer.clone(), None)
-            .await
-            .expect("a validator starts");
-        nodes.push(node);
-    }
+        .chain_id("sync-scale")
+        .accounts(1, 1)
+        .node_config(config())
+        .start()
+        .await
+        .expect("the validators start");
+    let genesis = network.genesis().clone();
+    let nodes: Vec<NodeHandle> = (0..validators)
+        .map(|i| network.node(i).expect("running").clone())
+        .collect();
     println!("sync scale: {validators} validators, a {blocks}-block history, seed {seed}");
 
     let (wall, virtual_start) = (Instant::now(), tokio::time::Instant::now());
@@ -130,7 +132,7 @@ async fn run(args: Args) {
     let dir = std::env::temp_dir().join(format!("sync-scale-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let storage = store.then(|| Storage::open(&dir).expect("an empty store"));
-    let stored_before = stored_bytes(&sim).await;
+    let stored_before = stored_bytes(network.sim()).await;
     let rss_before = memory_kib("VmRSS:");
     let peak_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
     let (wall, virtual_start) = (Instant::now(), tokio::time::Instant::now());
@@ -143,10 +145,10 @@ async fn run(args: Args) {
             "no one joined",
         );
         println!("  RSS growth idle      {}", growth(rss_before, peak_reset));
-        print_stored(stored_bytes(&sim).await - stored_before);
+        print_stored(stored_bytes(network.sim()).await - stored_before);
         return;
     }
-    let fresh = ledger::spawn(&genesis, None, config(), peers[validators].clone(), storage)
+    let fresh = ledger::spawn(&genesis, None, config(), network.peer(validators), storage)
         .await
         .expect("the fresh node starts");
     let (mut most_in_memory, mut most_parked) = (0, 0);
@@ -172,11 +174,9 @@ async fn run(args: Args) {
         if store { "a store" } else { "no store" }
     );
     println!("  RSS growth in sync   {}", growth(rss_before, peak_reset));
-    print_stored(stored_bytes(&sim).await - stored_before);
+    print_stored(stored_bytes(network.sim()).await - stored_before);
     fresh.shutdown().await.expect("stops");
-    for node in &nodes {
-        node.shutdown().await.expect("stops");
-    }
+    network.finish().await.expect("the validators stop");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

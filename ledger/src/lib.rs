@@ -8,13 +8,14 @@
 //! [`comms::Communication`] and never names a backend. `DESIGN.md` has the data model and the
 //! ordering rule's argument.
 
-pub mod byzantine;
 pub mod codec;
 pub mod committee;
 pub mod consensus;
 pub mod core;
 pub mod crypto;
 pub mod dag;
+#[cfg(test)]
+mod dag_builder;
 pub mod devnet;
 mod error;
 pub mod log_limit;
@@ -31,10 +32,7 @@ pub use crate::core::{
 pub use committee::Committee;
 pub use crypto::{from_hex, HexError, Keypair, PublicKey, Signature};
 pub use error::{Error, ParentsError};
-pub use node::{
-    hex, spawn, CommitLog, CommitLogError, NodeConfig, NodeError, NodeHandle, Status, TxStatus,
-    REPLAY_SLICE,
-};
+pub use node::{hex, spawn, NodeConfig, NodeError, NodeHandle, Status, TxStatus, REPLAY_SLICE};
 pub use state::{Account, Executed, Outcome, State};
 pub use storage::{Committed, Storage, StoreParking};
 pub use types::{

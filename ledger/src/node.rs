@@ -135,36 +135,6 @@ pub enum NodeError {
     Stopped,
 }
 
-/// Every commit of a node from when [`NodeHandle::commit_log`] opened it until the node stopped,
-/// with the time each arrived: what simulations and tests compare across nodes.
-pub struct CommitLog(tokio::task::JoinHandle<Result<Vec<TimedCommit>, CommitLogError>>);
-
-/// A commit and when it arrived.
-pub type TimedCommit = (Instant, Arc<Commit>);
-
-/// A commit log that is not complete.
-#[derive(Debug, thiserror::Error)]
-pub enum CommitLogError {
-    /// Its reader fell more than 1,024 commits behind and lost some.
-    #[error("the commit log fell behind and lost {0} commits")]
-    Lagged(u64),
-    /// Its task was cancelled (the runtime stopped) or panicked.
-    #[error("the commit log's task ended: {0}")]
-    Task(#[from] tokio::task::JoinError),
-}
-
-impl CommitLog {
-    /// Waits for the node to stop; its commits in order, with the time of each.
-    pub async fn finish(self) -> Result<Vec<TimedCommit>, CommitLogError> {
-        self.0.await?
-    }
-
-    /// Waits for the node to stop; its commits in order.
-    pub async fn commits(self) -> Result<Vec<Arc<Commit>>, CommitLogError> {
-        Ok(self.finish().await?.into_iter().map(|(_, c)| c).collect())
-    }
-}
-
 /// A handle to a running node. Clone it freely; the node stops when the last one is dropped or
 /// on [`NodeHandle::shutdown`].
 #[derive(Clone)]
@@ -205,23 +175,6 @@ impl NodeHandle {
     /// 1,024 behind loses the oldest.
     pub async fn commits(&self) -> Result<broadcast::Receiver<Arc<Commit>>, NodeError> {
         self.ask(Command::Commits).await
-    }
-
-    /// Records every commit from now until the node stops, with the (tokio) time of each.
-    pub async fn commit_log(&self) -> Result<CommitLog, NodeError> {
-        let mut commits = self.commits().await?;
-        Ok(CommitLog(tokio::spawn(async move {
-            let mut all = Vec::new();
-            loop {
-                match commits.recv().await {
-                    Ok(commit) => all.push((Instant::now(), commit)),
-                    Err(broadcast::error::RecvError::Closed) => return Ok(all),
-                    Err(broadcast::error::RecvError::Lagged(lost)) => {
-                        return Err(CommitLogError::Lagged(lost))
-                    }
-                }
-            }
-        })))
     }
 
     /// Stops the node after flushing its storage.

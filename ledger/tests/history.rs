@@ -51,7 +51,7 @@ async fn a_long_history_leaves_memory_and_a_fresh_node_syncs_all_of_it() {
         let store = (i == 0).then_some(dir.as_path());
         nodes.push(common::start_validator(&genesis, i, peer.clone(), store).await);
     }
-    let reference = nodes[1].commit_log().await.expect("running");
+    let reference = scenario::CommitLog::open(&nodes[1]).await.expect("running");
     // The first commit, taken as it happens: the rounds below commit more than the stream buffers.
     let mut early = nodes[1].commits().await.expect("running");
     let first = tokio::spawn(async move { early.recv().await });
@@ -143,7 +143,7 @@ async fn a_long_history_leaves_memory_and_a_fresh_node_syncs_all_of_it() {
         let node = ledger::spawn(&genesis, None, config, peer.clone(), storage)
             .await
             .expect("starts");
-        let log = node.commit_log().await.expect("running");
+        let log = scenario::CommitLog::open(&node).await.expect("running");
         fresh.push((node, log));
     }
     let target = status(&nodes[1]).await.height;

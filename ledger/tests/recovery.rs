@@ -26,7 +26,7 @@ async fn a_restarted_validator_resumes_its_committed_prefix() {
                 .await,
         );
     }
-    let first_life = nodes[0].commit_log().await.expect("running");
+    let first_life = scenario::CommitLog::open(&nodes[0]).await.expect("running");
     let tx = Transaction::Transfer {
         from: common::account(0),
         to: common::account(1),
@@ -64,7 +64,7 @@ async fn a_restarted_validator_resumes_its_committed_prefix() {
     let replayed = nodes[0].status().await.expect("running");
     assert_eq!(replayed.height, last.height, "the replayed height");
     assert_eq!(replayed.state_root, ledger::hex(&last.state_root));
-    let second_life = nodes[0].commit_log().await.expect("running");
+    let second_life = scenario::CommitLog::open(&nodes[0]).await.expect("running");
     tokio::time::sleep(Duration::from_secs(15)).await;
     let status = nodes[0].status().await.expect("running");
     nodes[0].shutdown().await.expect("stops");

@@ -8,13 +8,10 @@ use std::{collections::HashMap, path::PathBuf, time::Duration};
 use anyhow::Context;
 use comms::Cid;
 use indicatif::{ProgressBar, ProgressStyle};
-use ledger::{
-    byzantine::{self, Behaviour, Faulty},
-    devnet::{self, Role},
-    NodeConfig, SignedTransaction, Transaction,
-};
+use ledger::NodeConfig;
+use scenario::{agreement, byzantine::Behaviour, Accounts, Network};
 use serde::Serialize;
-use sim::{Latency, LatencyHistogram, LatencySummary, Sim, SimConfig, Stats, TraceEvent};
+use sim::{Latency, LatencyHistogram, LatencySummary, SimConfig, Stats, TraceEvent};
 use tokio::time::Instant;
 use tracing::info;
 
@@ -70,6 +67,10 @@ pub struct Args {
     /// No partition and no crash.
     #[arg(long, conflicts_with_all = ["partitions", "crashes"])]
     no_faults: bool,
+    /// The most commits an honest validator may be behind the highest at the end and still count
+    /// as in agreement (a validator restarted late may still be catching up).
+    #[arg(long, default_value_t = 50)]
+    max_lag: u64,
     /// Write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -100,8 +101,13 @@ struct Report {
     commit_latency: LatencySummary,
     height: u64,
     state_root: String,
-    /// Whether every honest validator committed the same sequence (and so the same state roots).
+    /// Each honest validator's height at the end.
+    heights: Vec<u64>,
+    /// Whether the honest validators' commit sequences are prefixes of each other, pair by pair,
+    /// and none is more than `--max-lag` commits behind.
     agreement: bool,
+    /// If not, why not.
+    disagreement: Option<String>,
     /// Delivered broadcast copies over published messages times the other validators.
     delivery_ratio: f64,
     /// Invalid blocks and batches the honest validators refused.
@@ -209,20 +215,7 @@ const ACCOUNTS: usize = 64;
 async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<TraceEvent>)> {
     let (n, seed) = (args.validators, config.seed);
     let honest = n - args.byzantine;
-    let genesis = devnet::genesis(
-        &format!("simulation-{seed}"),
-        seed,
-        n,
-        ACCOUNTS,
-        1_000_000_000,
-    );
-    let chain = genesis.encode().1;
     info!(validators = n, byzantine = args.byzantine, seed, link = ?config.link, "starting simulated ledger network");
-    let (sim, peers) = Sim::builder().config(config).peers(n).build();
-    let node_config = NodeConfig {
-        epoch_ms: Some(1_700_000_000_000),
-        ..NodeConfig::default()
-    };
     let (partitions, crashes) = match args.no_faults {
         true => (vec![], vec![]),
         false if args.partitions.is_empty() && args.crashes.is_empty() => {
@@ -235,48 +228,20 @@ async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<Trac
     let victims: Vec<usize> = (1..honest).rev().collect();
     let events = schedule::events(args.duration, &partitions, &crashes, &victims)
         .map_err(anyhow::Error::msg)?;
-    let crashing: Vec<usize> = victims[..crashes.len()].to_vec();
-    let dir = std::env::temp_dir().join(format!("ledger-simulate-{}-{seed}", std::process::id()));
-    let start_node = |i: usize| {
-        let (genesis, peer, node_config) = (&genesis, peers[i].clone(), node_config.clone());
-        // A validator that will crash keeps a store to restart from.
-        let store = crashing.contains(&i).then(|| dir.join(i.to_string()));
-        async move {
-            let storage = match store {
-                Some(dir) => Some(ledger::Storage::open(&dir)?),
-                None => None,
-            };
-            let key = Some(devnet::key(seed, Role::Validator, i));
-            anyhow::Ok(ledger::spawn(genesis, key, node_config, peer, storage).await?)
-        }
-    };
-    let mut nodes = Vec::new();
-    let mut collectors = Vec::new();
-    for i in 0..honest {
-        let node = start_node(i).await?;
-        collectors.push(node.commit_log().await?);
-        nodes.push(Some(node));
-    }
-    // Byzantine validators: honest cores over a misbehaving backend, or a stream of junk.
-    let mut faulty = Vec::new();
-    let mut saboteurs = Vec::new();
-    for (i, peer) in peers.iter().enumerate().skip(honest) {
-        let key = devnet::key(seed, Role::Validator, i);
-        match args.behaviour {
-            Behaviour::Invalid => saboteurs.push(tokio::spawn(byzantine::send_invalid_blocks(
-                peer.clone(),
-                chain,
-                i as u32,
-                key,
-                ledger::node::blocks_topic(&chain),
-            ))),
-            behaviour => {
-                let comms = Faulty::new(peer.clone(), behaviour, key.clone());
-                let config = node_config.clone();
-                faulty.push(ledger::spawn(&genesis, Some(key), config, comms, None).await?);
-            }
-        }
-    }
+    // A validator that will crash keeps a store to restart from.
+    let mut network = Network::builder()
+        .validators(n)
+        .byzantine(vec![args.behaviour; args.byzantine])
+        .sim(config)
+        .accounts(ACCOUNTS, 1_000_000_000)
+        .node_config(NodeConfig {
+            epoch_ms: Some(1_700_000_000_000),
+            ..NodeConfig::default()
+        })
+        .stores(victims[..crashes.len()].to_vec())
+        .start()
+        .await?;
+    let mut accounts = Accounts::new(network.chain(), seed, ACCOUNTS);
 
     let start = Instant::now();
     let step = Duration::from_secs(1) / args.tps.max(1);
@@ -288,8 +253,6 @@ async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<Trac
         .progress_chars("=> "),
     );
     let mut submitted_at: HashMap<Cid, Instant> = HashMap::new();
-    let mut nonces = [0u64; ACCOUNTS];
-    let mut lives = Vec::new();
     let mut pending = events.iter().peekable();
     let mut faults = Vec::new();
     for k in 0..steps {
@@ -298,24 +261,14 @@ async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<Trac
             bar.suspend(|| info!(?t, "{event}"));
             faults.push(format!("{:.1}s {event}", t.as_secs_f64()));
             match *event {
-                Event::Partition => sim.partition(vec![(0..n / 2).collect()]).await?,
-                Event::Heal => sim.heal().await?,
-                Event::Crash(v) => {
-                    if let Some(node) = nodes[v].take() {
-                        node.shutdown().await?;
-                    }
-                    sim.crash(v).await?;
-                }
-                Event::Restart(v) => {
-                    sim.restart(v).await?;
-                    let node = start_node(v).await?;
-                    lives.push((v, node.commit_log().await?));
-                    nodes[v] = Some(node);
-                }
+                Event::Partition => network.partition(vec![(0..n / 2).collect()]).await?,
+                Event::Heal => network.heal().await?,
+                Event::Crash(v) => network.crash(v).await?,
+                Event::Restart(v) => network.restart(v).await?,
             }
         }
         if k % (steps / 100).max(1) == 0 {
-            if let Some(node) = nodes[0].as_ref() {
+            if let Some(node) = network.node(0) {
                 let status = node.status().await?;
                 bar.set_position(start.elapsed().as_secs());
                 bar.set_message(format!(
@@ -327,52 +280,33 @@ async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<Trac
             }
         }
         let account = (k as usize) % ACCOUNTS;
-        let tx = Transaction::Transfer {
-            from: devnet::key(seed, Role::Account, account).public(),
-            to: devnet::key(seed, Role::Account, (account * 7 + 1) % ACCOUNTS).public(),
-            amount: 1 + k % 100,
-            nonce: nonces[account],
-        };
-        let signed =
-            SignedTransaction::sign(&chain, tx, &devnet::key(seed, Role::Account, account));
-        if let Some(node) = nodes[k as usize % honest].as_ref() {
-            if let Ok(Ok(_)) = node.submit(signed.clone()).await {
-                nonces[account] += 1;
-                submitted_at.insert(signed.id(), Instant::now());
+        let tx = accounts.transfer(account, (account * 7 + 1) % ACCOUNTS, 1 + k % 100);
+        if let Some(node) = network.node(k as usize % honest).cloned() {
+            if let Ok(Ok(id)) = accounts.submit(&node, account, tx).await {
+                submitted_at.insert(id, Instant::now());
             }
         }
         tokio::time::sleep(step).await;
     }
     bar.finish_and_clear();
 
-    let (mut rejected, mut dag_blocks_in_memory, mut pruned_in_memory) = (0, 0, 0);
-    for node in nodes.iter().flatten() {
-        let status = node.status().await?;
-        rejected += status.stats.rejected.values().sum::<u64>();
-        dag_blocks_in_memory = dag_blocks_in_memory.max(status.dag_blocks);
-        pruned_in_memory = pruned_in_memory.max(status.pruned_in_memory);
-        node.shutdown().await?;
-    }
-    for node in &faulty {
-        node.shutdown().await?;
-    }
-    for saboteur in &saboteurs {
-        saboteur.abort();
-    }
-    let mut histories = Vec::new();
-    for collector in collectors {
-        histories.push(collector.finish().await?);
-    }
-    // A restarted validator replays its stored commits before it starts: each later life's log
-    // goes on where the one before stopped.
-    for (v, log) in lives {
-        histories[v].extend(log.finish().await?);
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-
-    let agreement = histories
+    let finished = network.finish().await?;
+    let statuses = &finished.statuses;
+    let rejected = statuses
         .iter()
-        .all(|h| h.iter().zip(&histories[0]).all(|((_, a), (_, b))| a == b));
+        .map(|s| s.stats.rejected.values().sum::<u64>())
+        .sum();
+    let dag_blocks_in_memory = statuses.iter().map(|s| s.dag_blocks).max().unwrap_or(0);
+    let pruned_in_memory = statuses
+        .iter()
+        .map(|s| s.pruned_in_memory)
+        .max()
+        .unwrap_or(0);
+    let histories = &finished.histories;
+    let commits: Vec<Vec<_>> = (histories.iter())
+        .map(|h| h.iter().map(|(_, c)| c.clone()).collect())
+        .collect();
+    let agreement = agreement::check(&commits, args.max_lag);
     let mut latency = LatencyHistogram::default();
     let mut latencies = Vec::new();
     let submitted = submitted_at.len() as u64;
@@ -388,8 +322,8 @@ async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<Trac
         }
     }
     let last = histories[0].last().map(|(_, c)| c.clone());
-    let network = sim.stats().await?;
-    let expected = network.counters.published * (n as u64 - 1);
+    let stats = finished.stats;
+    let expected = stats.counters.published * (n as u64 - 1);
     let committed = latencies.len() as u64;
     let report = Report {
         validators: n,
@@ -405,18 +339,20 @@ async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<Trac
         commit_latency: latency.summary(),
         height: last.as_ref().map_or(0, |c| c.height),
         state_root: last.map_or_else(String::new, |c| ledger::node::hex(&c.state_root)),
-        agreement,
+        heights: commits.iter().map(|c| c.len() as u64).collect(),
+        agreement: agreement.is_ok(),
+        disagreement: agreement.err().map(|e| e.to_string()),
         delivery_ratio: match expected {
             0 => 1.0,
-            _ => network.counters.delivered as f64 / expected as f64,
+            _ => stats.counters.delivered as f64 / expected as f64,
         },
         rejected_inputs: rejected,
         dag_blocks_in_memory,
         pruned_in_memory,
-        network,
+        network: stats,
         latencies,
     };
-    Ok((report, sim.trace().await?))
+    Ok((report, finished.trace))
 }
 
 /// A report's line of latency percentiles, in milliseconds.
@@ -456,14 +392,14 @@ fn print_report(r: &Report) {
         r.height,
         &r.state_root[..r.state_root.len().min(16)]
     );
-    println!(
-        "  agreement            {}",
-        if r.agreement {
-            "all honest validators committed the same sequence"
-        } else {
-            "DISAGREEMENT"
-        }
-    );
+    match &r.disagreement {
+        None => println!(
+            "  agreement            every pair of honest validators committed the same sequence \
+             (heights {:?})",
+            r.heights
+        ),
+        Some(why) => println!("  agreement            DISAGREEMENT: {why}"),
+    }
     println!(
         "  broadcast            published {}, delivered {}, ratio {:.3}",
         c.published, c.delivered, r.delivery_ratio

@@ -50,7 +50,7 @@ async fn commit_and_agree(daemons: &[testnet::Daemon]) -> (Cid, Vec<Vec<Arc<Comm
         let node = ledger::spawn(&genesis, key, NodeConfig::default(), comms, None)
             .await
             .expect("the validator starts");
-        collectors.push(node.commit_log().await.expect("running"));
+        collectors.push(scenario::CommitLog::open(&node).await.expect("running"));
         nodes.push(node);
     }
 

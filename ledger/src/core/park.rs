@@ -82,6 +82,8 @@ impl Parking for MemoryParking {
                 }
             }
         }
+        // In CID byte order, as the store's key order gives them: never in hash order.
+        ready.sort_unstable_by_key(|cid| cid.to_bytes());
         ready
     }
 
@@ -91,10 +93,12 @@ impl Parking for MemoryParking {
 
     fn discard(&mut self, dependency: &Cid) -> Vec<Cid> {
         let children = self.waiting.remove(dependency).unwrap_or_default();
-        children
+        let mut discarded: Vec<Cid> = children
             .into_iter()
             .filter(|child| self.blocks.remove(child).is_some())
-            .collect()
+            .collect();
+        discarded.sort_unstable_by_key(|cid| cid.to_bytes());
+        discarded
     }
 
     fn len(&self) -> usize {

@@ -3,38 +3,28 @@
 
 use std::time::Duration;
 
-use ledger::{Allocation, Genesis, Keypair, NodeConfig, NodeHandle, PublicKey, Validator};
+use ledger::{
+    devnet::{self, Role},
+    Genesis, Keypair, NodeConfig, NodeHandle, PublicKey,
+};
 use sim::{Sim, SimPeer};
+
+/// The seed of the tests' devnet keys.
+const SEED: u64 = 7;
 
 /// Validator `i`'s key (fixed, so runs are reproducible).
 pub fn validator_key(i: usize) -> Keypair {
-    Keypair::from_secret([i as u8 + 1; 32])
+    devnet::key(SEED, Role::Validator, i)
 }
 
 /// Account `i`'s key.
 pub fn account_key(i: usize) -> Keypair {
-    let mut secret = [0xA0; 32];
-    secret[0] = i as u8;
-    Keypair::from_secret(secret)
+    devnet::key(SEED, Role::Account, i)
 }
 
 /// `validators` equal-weight validators and `accounts` accounts holding 1,000,000 each.
 pub fn genesis(validators: usize, accounts: usize) -> Genesis {
-    Genesis {
-        chain_id: "test".into(),
-        validators: (0..validators)
-            .map(|i| Validator {
-                key: validator_key(i).public(),
-                weight: 1,
-            })
-            .collect(),
-        balances: (0..accounts)
-            .map(|i| Allocation {
-                account: account_key(i).public(),
-                balance: 1_000_000,
-            })
-            .collect(),
-    }
+    devnet::genesis("test", SEED, validators, accounts, 1_000_000)
 }
 
 /// The node config of simulated tests: fixed timestamps, short timeouts.

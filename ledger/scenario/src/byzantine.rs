@@ -13,7 +13,7 @@ use bytes::Bytes;
 use comms::{Cid, Codec, Communication, Error, Limits, PeerId, Subscription, Topic};
 use serde::{Deserialize, Serialize};
 
-use crate::{codec::encode, Block, Keypair, Payload, SignedBlock};
+use ledger::{codec::encode, Block, Keypair, Payload, SignedBlock};
 
 /// How a faulty validator misbehaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -273,3 +273,6 @@ impl Linearizer {
         self.ordered.retain(|_, r| *r >= round);
     }
 }
+
+#[cfg(test)]
+mod tests;
