@@ -6,6 +6,7 @@
 use std::{
     collections::{HashMap, VecDeque},
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use axum::{
@@ -16,34 +17,34 @@ use axum::{
     Json, Router,
 };
 use comms::{Cid, Communication, Topic};
-use ledger::{
-    codec, Commit, NodeHandle, Payload, PublicKey, SignedTransaction, SubmitError, Transaction,
-};
-use prometheus_client::{
-    metrics::{
-        counter::{ConstCounter, Counter},
-        family::Family,
-        gauge::ConstGauge,
-        histogram::Histogram,
-    },
-    registry::Registry,
-};
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use ledger::{codec, Commit, NodeHandle, PublicKey, SignedTransaction, SubmitError};
+use prometheus_client::{metrics::histogram::Histogram, registry::Registry};
+use serde::Deserialize;
 use tokio::{sync::broadcast::error::RecvError, time::Instant};
 use tracing::{info, warn};
 
-use crate::{metered::CommsMetrics, stream::Streams};
+use crate::{
+    metered::CommsMetrics,
+    scrape::{self, StatusCollector},
+    stream::Streams,
+    wire::{
+        AccountReply, BlockReply, CommitView, CommitsReply, ErrorReply, PeersReply, StatusReply,
+        SubmitRequest, TransactionReply,
+    },
+};
 
 /// Recent commits kept for `GET /v1/commits`.
 const RECENT_COMMITS: usize = 256;
-/// Submissions whose commit latency is being timed, at most.
+/// Submissions whose commit latency is being timed, at most: beyond, the oldest is forgotten.
 const TIMED_SUBMISSIONS: usize = 100_000;
+/// How long a submission is timed: one that has not committed by then (it was refused at
+/// execution, or its commit was missed while the API fell behind) is forgotten.
+const TIMED_FOR: Duration = Duration::from_secs(600);
 /// The largest request body: a signed transaction in hex is far below it.
 const MAX_BODY: usize = 64 << 10;
 
-/// Registers backend-specific metrics (for IPFS: the daemon's errors and retries) at each scrape.
-pub type ExtraMetrics = Box<dyn Fn(&mut Registry) + Send + Sync>;
+/// Registers backend-specific metrics (for IPFS: the daemon's errors and retries), once.
+pub type ExtraMetrics = Box<dyn FnOnce(&mut Registry) + Send>;
 
 /// What the handlers share.
 pub struct Api {
@@ -55,10 +56,11 @@ pub struct Api {
     validator: Option<u32>,
     backend: &'static str,
     recent: Mutex<VecDeque<Arc<Commit>>>,
-    submitted: Mutex<HashMap<Cid, Instant>>,
+    submitted: Mutex<Timings>,
     commit_latency: Histogram,
-    comms_metrics: Arc<CommsMetrics>,
-    extra: ExtraMetrics,
+    /// `/metrics`, built once; the status the last scrape read, for its collector.
+    registry: Registry,
+    latest_status: Arc<Mutex<Option<ledger::Status>>>,
     streams: Arc<Streams>,
 }
 
@@ -79,6 +81,14 @@ impl Api {
         let chain = parts.genesis.encode().1;
         // 10 ms to about 5.5 min, doubling.
         let buckets = prometheus_client::metrics::histogram::exponential_buckets(0.01, 2.0, 16);
+        let commit_latency = Histogram::new(buckets);
+        let streams = Arc::<Streams>::default();
+        let (collector, latest_status) = StatusCollector::new(streams.clone());
+        let (comms_metrics, extra) = (parts.comms_metrics, parts.extra);
+        let registry = scrape::registry(collector, commit_latency.clone(), |registry| {
+            comms_metrics.register(registry);
+            extra(registry);
+        });
         let api = Arc::new(Api {
             node: parts.node,
             comms: parts.comms,
@@ -88,11 +98,11 @@ impl Api {
             validator: parts.validator,
             backend: parts.backend,
             recent: Mutex::new(VecDeque::new()),
-            submitted: Mutex::new(HashMap::new()),
-            commit_latency: Histogram::new(buckets),
-            comms_metrics: parts.comms_metrics,
-            extra: parts.extra,
-            streams: Arc::default(),
+            submitted: Mutex::new(Timings::default()),
+            commit_latency,
+            registry,
+            latest_status,
+            streams,
         });
         let mut commits = api.node.commits().await?;
         let follower = Arc::downgrade(&api);
@@ -119,7 +129,7 @@ impl Api {
         {
             let mut submitted = lock(&self.submitted);
             for (id, _) in &commit.transactions {
-                if let Some(at) = submitted.remove(id) {
+                if let Some(at) = submitted.take(id) {
                     self.commit_latency.observe(at.elapsed().as_secs_f64());
                 }
             }
@@ -132,8 +142,42 @@ impl Api {
     }
 }
 
+/// Submissions being timed until they commit, bounded in number and in age.
+#[derive(Default)]
+struct Timings {
+    started: HashMap<Cid, Instant>,
+    /// Every entry of `started`, oldest first, and entries taken since (dropped when they reach the
+    /// front): never more than `TIMED_SUBMISSIONS`.
+    order: VecDeque<(Instant, Cid)>,
+}
+
+impl Timings {
+    /// Times `id` from `now`, unless it is timed already; forgets the entries too old or too many.
+    fn start(&mut self, id: Cid, now: Instant) {
+        while let Some(&(at, oldest)) = self.order.front() {
+            let full = self.order.len() >= TIMED_SUBMISSIONS;
+            if !full && now.duration_since(at) < TIMED_FOR {
+                break;
+            }
+            self.order.pop_front();
+            if self.started.get(&oldest) == Some(&at) {
+                self.started.remove(&oldest);
+            }
+        }
+        if let std::collections::hash_map::Entry::Vacant(entry) = self.started.entry(id) {
+            entry.insert(now);
+            self.order.push_back((now, id));
+        }
+    }
+
+    /// When `id` was submitted, if it is being timed; it no longer is.
+    fn take(&mut self, id: &Cid) -> Option<Instant> {
+        self.started.remove(id)
+    }
+}
+
 /// A poisoned lock still holds consistent data here (every critical section is one update).
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -203,7 +247,10 @@ impl IntoResponse for ApiError {
                 info!(status = %self.status, kind = self.kind, message = %self.message, "request refused")
             }
         }
-        let body = Json(json!({ "error": self.kind, "message": self.message }));
+        let body = Json(ErrorReply {
+            error: self.kind.to_string(),
+            message: self.message,
+        });
         (self.status, body).into_response()
     }
 }
@@ -214,33 +261,17 @@ impl From<ledger::NodeError> for ApiError {
     }
 }
 
-type Reply = Result<Json<Value>, ApiError>;
+type Reply<T> = Result<Json<T>, ApiError>;
 
-async fn status(State(api): State<Arc<Api>>) -> Reply {
-    let status = api.node.status().await?;
-    Ok(Json(json!({
-        "chain": api.chain.to_string(),
-        "chain_id": api.chain_id,
-        "validator": api.validator,
-        "backend": api.backend,
-        "peer": api.comms.local_peer().as_str(),
-        "height": status.height,
-        "state_root": status.state_root,
-        "dag_blocks": status.dag_blocks,
-        "dag_floor": status.dag_floor,
-        "pruned_in_memory": status.pruned_in_memory,
-        "highest_round": status.highest_round,
-        "pending_blocks": status.pending_blocks,
-        "pending_fetches": status.pending_fetches,
-        "mempool": status.mempool,
-        "stats": status.stats,
-    })))
-}
-
-/// `POST /v1/transactions`: a signed transaction, DAG-CBOR in hex.
-#[derive(Serialize, Deserialize)]
-pub struct SubmitRequest {
-    pub transaction: String,
+async fn status(State(api): State<Arc<Api>>) -> Reply<StatusReply> {
+    Ok(Json(StatusReply {
+        chain: api.chain,
+        chain_id: api.chain_id.clone(),
+        validator: api.validator,
+        backend: api.backend.to_string(),
+        peer: api.comms.local_peer().as_str().to_string(),
+        status: api.node.status().await?,
+    }))
 }
 
 /// The answer to a refused submission.
@@ -263,7 +294,7 @@ fn refusal(error: SubmitError) -> ApiError {
 async fn submit(
     State(api): State<Arc<Api>>,
     body: Result<Json<SubmitRequest>, JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<TransactionReply>), ApiError> {
     let Json(request) = body.map_err(|rejection| {
         ApiError::new(rejection.status(), "bad_body", rejection.body_text())
     })?;
@@ -276,19 +307,15 @@ async fn submit(
         )
     })?;
     let id = api.node.submit(tx).await?.map_err(refusal)?;
-    {
-        let mut submitted = lock(&api.submitted);
-        if submitted.len() < TIMED_SUBMISSIONS {
-            submitted.entry(id).or_insert_with(Instant::now);
-        }
-    }
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "id": id.to_string(), "status": "pending" })),
-    ))
+    lock(&api.submitted).start(id, Instant::now());
+    let status = ledger::TxStatus::Pending;
+    Ok((StatusCode::ACCEPTED, Json(TransactionReply { id, status })))
 }
 
-async fn transaction(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Reply {
+async fn transaction(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+) -> Reply<TransactionReply> {
     let id = parse_cid(&id)?;
     let status = api.node.transaction(id).await?;
     if status == ledger::TxStatus::Unknown {
@@ -298,24 +325,22 @@ async fn transaction(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Rep
             "neither pending here nor committed",
         ));
     }
-    let mut body = serde_json::to_value(status).unwrap_or(Value::Null);
-    body["id"] = json!(id.to_string());
-    Ok(Json(body))
+    Ok(Json(TransactionReply { id, status }))
 }
 
-async fn account(State(api): State<Arc<Api>>, Path(key): Path<String>) -> Reply {
+async fn account(State(api): State<Arc<Api>>, Path(key): Path<String>) -> Reply<AccountReply> {
     let key: PublicKey = key
         .parse()
         .map_err(|error| ApiError::bad_request("bad_key", format!("{error}")))?;
     let account = api.node.account(key).await?;
-    Ok(Json(json!({
-        "account": key.to_hex(),
-        "balance": account.balance,
-        "nonce": account.nonce,
-    })))
+    Ok(Json(AccountReply {
+        account: key,
+        balance: account.balance,
+        nonce: account.nonce,
+    }))
 }
 
-async fn block(State(api): State<Arc<Api>>, Path(cid): Path<String>) -> Reply {
+async fn block(State(api): State<Arc<Api>>, Path(cid): Path<String>) -> Reply<BlockReply> {
     let cid = parse_cid(&cid)?;
     let Some(accepted) = api.node.block(cid).await? else {
         return Err(ApiError::new(
@@ -324,97 +349,12 @@ async fn block(State(api): State<Arc<Api>>, Path(cid): Path<String>) -> Reply {
             "no accepted block with this CID",
         ));
     };
-    let block = &accepted.block.block;
-    let payload = match &block.payload {
-        Payload::Inline(_) => json!({ "inline": true }),
-        Payload::Batch { cid, count, size } => {
-            json!({ "batch": cid.to_string(), "count": count, "size": size })
-        }
-    };
-    Ok(Json(json!({
-        "cid": cid.to_string(),
-        "author": block.author,
-        "round": block.round,
-        "parents": block.parents.iter().map(Cid::to_string).collect::<Vec<_>>(),
-        "timestamp_ms": block.timestamp_ms,
-        "payload": payload,
-        "transactions": accepted.transactions.iter().map(transaction_view).collect::<Vec<_>>(),
-    })))
-}
-
-fn transaction_view(tx: &SignedTransaction) -> Value {
-    let mut view = match &tx.tx {
-        Transaction::Transfer {
-            from,
-            to,
-            amount,
-            nonce,
-        } => json!({
-            "type": "transfer", "from": from.to_hex(), "to": to.to_hex(),
-            "amount": amount, "nonce": nonce,
-        }),
-        Transaction::Record {
-            author,
-            nonce,
-            payload,
-            size,
-        } => json!({
-            "type": "record", "author": author.to_hex(), "nonce": nonce,
-            "payload": payload.to_string(), "size": size,
-        }),
-    };
-    view["id"] = json!(tx.id().to_string());
-    view
+    Ok(Json(BlockReply::from(accepted.as_ref())))
 }
 
 #[derive(Deserialize)]
 struct CommitsQuery {
     limit: Option<usize>,
-}
-
-/// A commit as the API shows it, in `GET /v1/commits` and in the commit stream.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CommitView {
-    pub height: u64,
-    pub round: u64,
-    pub leader: String,
-    /// How many blocks it ordered.
-    pub blocks: usize,
-    pub transactions: Vec<TransactionOutcome>,
-    pub state_root: String,
-}
-
-/// A committed transaction's ID and outcome.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TransactionOutcome {
-    pub id: String,
-    pub outcome: ledger::Outcome,
-}
-
-impl From<&Commit> for CommitView {
-    fn from(commit: &Commit) -> CommitView {
-        CommitView {
-            height: commit.height,
-            round: commit.round,
-            leader: commit.leader.to_string(),
-            blocks: commit.blocks.len(),
-            transactions: commit
-                .transactions
-                .iter()
-                .map(|(id, outcome)| TransactionOutcome {
-                    id: id.to_string(),
-                    outcome: *outcome,
-                })
-                .collect(),
-            state_root: ledger::node::hex(&commit.state_root),
-        }
-    }
-}
-
-/// `GET /v1/commits`: the latest commits, newest first.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct CommitsReply {
-    pub commits: Vec<CommitView>,
 }
 
 async fn commits(
@@ -451,7 +391,7 @@ async fn commit_stream(State(api): State<Arc<Api>>) -> Result<Response, ApiError
     Ok(crate::stream::serve(api.streams.clone(), slot, commits).into_response())
 }
 
-async fn peers(State(api): State<Arc<Api>>) -> Reply {
+async fn peers(State(api): State<Arc<Api>>) -> Reply<PeersReply> {
     let (peers, topic_peers) = tokio::join!(api.comms.peers(), api.comms.topic_peers(&api.topic));
     let names = |peers: Vec<comms::PeerId>| {
         peers
@@ -460,11 +400,11 @@ async fn peers(State(api): State<Arc<Api>>) -> Reply {
             .collect::<Vec<_>>()
     };
     match (peers, topic_peers) {
-        (Ok(peers), Ok(topic_peers)) => Ok(Json(json!({
-            "healthy": true,
-            "peers": names(peers),
-            "topic_peers": names(topic_peers),
-        }))),
+        (Ok(peers), Ok(topic_peers)) => Ok(Json(PeersReply {
+            healthy: true,
+            peers: names(peers),
+            topic_peers: names(topic_peers),
+        })),
         (Err(error), _) | (_, Err(error)) => Err(ApiError::new(
             StatusCode::BAD_GATEWAY,
             "backend_unavailable",
@@ -475,118 +415,9 @@ async fn peers(State(api): State<Arc<Api>>) -> Reply {
 
 async fn metrics(State(api): State<Arc<Api>>) -> Result<Response, ApiError> {
     let status = api.node.status().await?;
-    let mut registry = Registry::default();
-    {
-        let ledger = registry.sub_registry_with_prefix("ledger");
-        let gauges = [
-            ("height", "Commits so far", status.height),
-            (
-                "dag_blocks",
-                "Accepted blocks in memory (from the floor up)",
-                status.dag_blocks as u64,
-            ),
-            (
-                "dag_floor",
-                "The lowest round in memory; older blocks are on disk",
-                status.dag_floor,
-            ),
-            (
-                "highest_round",
-                "The DAG's highest round",
-                status.highest_round,
-            ),
-            (
-                "pending_blocks",
-                "Blocks waiting for their ancestors",
-                status.pending_blocks as u64,
-            ),
-            (
-                "pending_fetches",
-                "CIDs being fetched",
-                status.pending_fetches as u64,
-            ),
-            (
-                "mempool",
-                "Transactions submitted here, not committed yet",
-                status.mempool as u64,
-            ),
-        ];
-        for (name, help, value) in gauges {
-            ledger.register(name, help, ConstGauge::new(value as i64));
-        }
-        let stats = &status.stats;
-        let counters = [
-            (
-                "blocks_accepted",
-                "Blocks accepted into the DAG",
-                stats.accepted,
-            ),
-            (
-                "committed_transactions",
-                "Transactions committed, valid or not",
-                stats.committed_transactions,
-            ),
-            (
-                "equivocations",
-                "Slots where a validator signed two blocks",
-                stats.equivocations,
-            ),
-            ("skipped_slots", "Leader slots skipped", stats.skipped_slots),
-            (
-                "leader_timeouts",
-                "Own blocks proposed without the round's first leader, after leader_timeout",
-                stats.leader_timeouts,
-            ),
-            (
-                "new_blocks_by_broadcast",
-                "Valid blocks new here that arrived by broadcast",
-                stats.new_blocks_by_broadcast,
-            ),
-            (
-                "new_blocks_by_fetch",
-                "Valid blocks new here that had to be fetched by CID",
-                stats.new_blocks_by_fetch,
-            ),
-        ];
-        for (name, help, value) in counters {
-            ledger.register(name, help, ConstCounter::new(value));
-        }
-        ledger.register(
-            "broadcast_delivery_ratio",
-            "Share of the valid blocks new here that arrived by broadcast rather than by fetch",
-            ConstGauge::new(stats.broadcast_share()),
-        );
-        let rejected = Family::<Vec<(String, String)>, Counter>::default();
-        for (kind, count) in &stats.rejected {
-            rejected
-                .get_or_create(&vec![("kind".to_string(), kind.clone())])
-                .inc_by(*count);
-        }
-        ledger.register(
-            "invalid_inputs",
-            "Refused blocks and batches, by kind",
-            rejected,
-        );
-        ledger.register(
-            "commit_stream_clients",
-            "Clients following GET /v1/commits/stream",
-            ConstGauge::new(api.streams.open() as i64),
-        );
-        ledger.register(
-            "commit_stream_dropped",
-            "Clients of the commit stream dropped for reading too slowly",
-            ConstCounter::new(api.streams.dropped()),
-        );
-        ledger.register(
-            "commit_latency_seconds",
-            "Submission here to commit, for transactions submitted through this API",
-            api.commit_latency.clone(),
-        );
-    }
-    api.comms_metrics.register(&mut registry);
-    (api.extra)(&mut registry);
+    *lock(&api.latest_status) = Some(status);
     let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &registry).map_err(|_| {
+    prometheus_client::encoding::text::encode(&mut text, &api.registry).map_err(|_| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "metrics",
@@ -618,4 +449,30 @@ pub fn hex_bytes(text: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(i: usize) -> Cid {
+        comms::cid_for(comms::Codec::Raw, &i.to_be_bytes())
+    }
+
+    #[test]
+    fn submission_timings_stay_bounded_in_number_and_age() {
+        let (mut timings, start) = (Timings::default(), Instant::now());
+        for i in 0..TIMED_SUBMISSIONS + 10 {
+            timings.start(id(i), start);
+        }
+        assert!(timings.order.len() <= TIMED_SUBMISSIONS);
+        assert!(timings.started.len() <= TIMED_SUBMISSIONS);
+        assert_eq!(timings.take(&id(0)), None, "the oldest was forgotten");
+        assert_eq!(timings.take(&id(TIMED_SUBMISSIONS + 9)), Some(start));
+        assert_eq!(timings.take(&id(TIMED_SUBMISSIONS + 9)), None, "taken once");
+
+        // Whatever was never taken (its commit missed) is forgotten once too old.
+        timings.start(id(usize::MAX), start + TIMED_FOR);
+        assert_eq!((timings.started.len(), timings.order.len()), (1, 1));
+    }
 }

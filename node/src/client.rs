@@ -5,12 +5,15 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::{bail, Context};
 use comms::Cid;
-use ledger::{codec, PublicKey, SignedTransaction, Transaction};
-use serde_json::Value;
+use ledger::{codec, PublicKey, SignedTransaction, Transaction, TxStatus};
+use serde::de::DeserializeOwned;
 
 use crate::{
-    api::{CommitsReply, SubmitRequest},
     keys,
+    wire::{
+        AccountReply, BlockReply, CommitsReply, ErrorReply, PeersReply, StatusReply, SubmitRequest,
+        TransactionReply,
+    },
 };
 
 /// Which node to talk to.
@@ -109,47 +112,38 @@ impl Client {
         })
     }
 
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         let response = self.http.get(format!("{}{path}", self.base)).send().await;
         answer(response, &self.base).await
     }
 
-    async fn post(&self, path: &str, body: &impl serde::Serialize) -> anyhow::Result<Value> {
+    async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> anyhow::Result<T> {
         let url = format!("{}{path}", self.base);
         let response = self.http.post(url).json(body).send().await;
         answer(response, &self.base).await
     }
 }
 
-/// The JSON body of a 2xx reply; otherwise an error with the status and the node's message.
-pub(crate) async fn answer(
+/// The body of a 2xx reply; otherwise an error with the status and the node's message.
+pub(crate) async fn answer<T: DeserializeOwned>(
     response: reqwest::Result<reqwest::Response>,
     base: &str,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<T> {
     let response = response.with_context(|| format!("no answer from the node at {base}"))?;
     let status = response.status();
-    let body: Value = response
-        .json()
-        .await
-        .with_context(|| format!("the node answered {status} without JSON"))?;
+    let body = (response.bytes().await)
+        .with_context(|| format!("the node at {base} answered {status}, then broke off"))?;
     if !status.is_success() {
-        let message = body["message"].as_str().unwrap_or("no message");
+        let refusal = serde_json::from_slice::<ErrorReply>(&body);
+        let message = refusal.map_or_else(|_| "no message".to_string(), |r| r.message);
         bail!("{status}: {message}");
     }
-    Ok(body)
-}
-
-/// The chain's CID in a `GET /v1/status` answer.
-pub(crate) fn chain_in(status: &Value) -> anyhow::Result<Cid> {
-    status["chain"]
-        .as_str()
-        .and_then(|c| c.parse().ok())
-        .context("the node's status has no chain CID")
-}
-
-/// The committed nonce in a `GET /v1/accounts/{key}` answer.
-pub(crate) fn nonce_in(account: &Value) -> anyhow::Result<u64> {
-    account["nonce"].as_u64().context("no nonce in the reply")
+    serde_json::from_slice(&body)
+        .with_context(|| format!("the node at {base} answered {status} with an unexpected body"))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -158,26 +152,38 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn print(value: &Value) -> anyhow::Result<()> {
+fn print(value: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
 pub fn query(args: QueryArgs) -> anyhow::Result<()> {
-    if let Query::Agreement { nodes } = &args.what {
-        return runtime()?.block_on(agreement(nodes));
-    }
+    let runtime = runtime()?;
     let client = Client::new(&args.node)?;
-    let path = match &args.what {
-        Query::Balance { account } => format!("/v1/accounts/{}", account.to_hex()),
-        Query::Block { cid } => format!("/v1/blocks/{cid}"),
-        Query::Tx { id } => format!("/v1/transactions/{id}"),
-        Query::Status => "/v1/status".to_string(),
-        Query::Commits { limit } => format!("/v1/commits?limit={limit}"),
-        Query::Peers => "/v1/peers".to_string(),
-        Query::Agreement { .. } => unreachable!("answered above"),
-    };
-    print(&runtime()?.block_on(client.get(&path))?)
+    runtime.block_on(async {
+        match &args.what {
+            Query::Agreement { nodes } => agreement(nodes).await,
+            Query::Balance { account } => {
+                let path = format!("/v1/accounts/{}", account.to_hex());
+                print(&client.get::<AccountReply>(&path).await?)
+            }
+            Query::Block { cid } => print(
+                &client
+                    .get::<BlockReply>(&format!("/v1/blocks/{cid}"))
+                    .await?,
+            ),
+            Query::Tx { id } => {
+                let path = format!("/v1/transactions/{id}");
+                print(&client.get::<TransactionReply>(&path).await?)
+            }
+            Query::Status => print(&client.get::<StatusReply>("/v1/status").await?),
+            Query::Commits { limit } => {
+                let path = format!("/v1/commits?limit={limit}");
+                print(&client.get::<CommitsReply>(&path).await?)
+            }
+            Query::Peers => print(&client.get::<PeersReply>("/v1/peers").await?),
+        }
+    })
 }
 
 pub fn tx(args: TxArgs) -> anyhow::Result<()> {
@@ -188,15 +194,12 @@ pub fn tx(args: TxArgs) -> anyhow::Result<()> {
         .context("--key: the signer's key file")?;
     let key = keys::read_key(key_path)?;
     runtime()?.block_on(async {
-        let status = client.get("/v1/status").await?;
-        let chain = chain_in(&status)?;
+        let status: StatusReply = client.get("/v1/status").await?;
         let nonce = match args.nonce {
             Some(nonce) => nonce,
             None => {
-                let account = client
-                    .get(&format!("/v1/accounts/{}", key.public().to_hex()))
-                    .await?;
-                nonce_in(&account)?
+                let path = format!("/v1/accounts/{}", key.public().to_hex());
+                client.get::<AccountReply>(&path).await?.nonce
             }
         };
         let tx = match args.kind {
@@ -213,28 +216,26 @@ pub fn tx(args: TxArgs) -> anyhow::Result<()> {
                 size,
             },
         };
-        let signed = SignedTransaction::sign(&chain, tx, &key);
+        let signed = SignedTransaction::sign(&status.chain, tx, &key);
         let request = SubmitRequest {
             transaction: ledger::node::hex(&codec::encode(&signed)),
         };
-        let reply = client.post("/v1/transactions", &request).await?;
+        let reply: TransactionReply = client.post("/v1/transactions", &request).await?;
         let Some(wait) = args.wait else {
             return print(&reply);
         };
-        let id = reply["id"]
-            .as_str()
-            .context("no id in the reply")?
-            .to_string();
         let deadline = tokio::time::Instant::now() + wait;
+        let path = format!("/v1/transactions/{}", reply.id);
         loop {
-            let status = client.get(&format!("/v1/transactions/{id}")).await?;
-            if status["status"] == "committed" {
-                return print(&status);
+            let answer: TransactionReply = client.get(&path).await?;
+            if let TxStatus::Committed(_) = answer.status {
+                return print(&answer);
             }
             if tokio::time::Instant::now() >= deadline {
                 bail!(
-                    "{id} not committed within {wait:?} (still {})",
-                    status["status"]
+                    "{} not committed within {wait:?} (still {:?})",
+                    reply.id,
+                    answer.status
                 );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -250,9 +251,7 @@ async fn agreement(nodes: &[String]) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut commits = Vec::new();
     for client in &clients {
-        let reply: CommitsReply =
-            serde_json::from_value(client.get("/v1/commits?limit=256").await?)
-                .context("not the commits expected")?;
+        let reply: CommitsReply = client.get("/v1/commits?limit=256").await?;
         let by_height: std::collections::BTreeMap<u64, String> = reply
             .commits
             .into_iter()

@@ -13,7 +13,7 @@ use std::{
 use anyhow::{bail, Context};
 use comms::Cid;
 use ledger::{codec, Keypair, SignedTransaction, Transaction};
-use serde::{Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sim::{LatencyHistogram, LatencySummary};
 use tokio::{
     sync::{mpsc, Semaphore},
@@ -21,9 +21,9 @@ use tokio::{
 };
 
 use crate::{
-    api::{CommitView, SubmitRequest},
     client, keys,
     stream::{Close, EventParser},
+    wire::{AccountReply, CommitView, ErrorReply, StatusReply, SubmitRequest},
 };
 
 /// Options of `load`.
@@ -139,8 +139,8 @@ impl Nodes {
         Ok(Nodes { http, bases })
     }
 
-    /// Node `node`'s JSON answer to `GET path`.
-    async fn get(&self, node: usize, path: &str) -> anyhow::Result<serde_json::Value> {
+    /// Node `node`'s answer to `GET path`.
+    async fn get<T: DeserializeOwned>(&self, node: usize, path: &str) -> anyhow::Result<T> {
         let base = &self.bases[node];
         let request = self.http.get(format!("{base}{path}"));
         let response = request.timeout(Duration::from_secs(30)).send().await;
@@ -162,8 +162,8 @@ impl Nodes {
         if response.status().is_success() {
             return Ok(());
         }
-        let body: serde_json::Value = response.json().await.unwrap_or_default();
-        Err(body["error"].as_str().unwrap_or("bad_answer").to_string())
+        let refusal = response.json::<ErrorReply>().await;
+        Err(refusal.map_or_else(|_| "bad_answer".to_string(), |r| r.error))
     }
 
     /// Follows node `node`'s commit stream, sending each commit (with when it arrived) to `sink`
@@ -304,8 +304,7 @@ async fn run(args: &LoadArgs) -> anyhow::Result<LoadReport> {
 async fn chain_of(nodes: &Nodes) -> anyhow::Result<Cid> {
     let mut chain = None;
     for node in 0..nodes.bases.len() {
-        let status = nodes.get(node, "/v1/status").await?;
-        let this = client::chain_in(&status).with_context(|| nodes.bases[node].clone())?;
+        let this = nodes.get::<StatusReply>(node, "/v1/status").await?.chain;
         match chain {
             Some(first) if first != this => {
                 bail!("{} is on chain {this}, not {first}", nodes.bases[node])
@@ -319,7 +318,7 @@ async fn chain_of(nodes: &Nodes) -> anyhow::Result<Cid> {
 /// An account's committed nonce, at node 0.
 async fn nonce_of(nodes: &Nodes, key: &Keypair) -> anyhow::Result<u64> {
     let path = format!("/v1/accounts/{}", key.public().to_hex());
-    client::nonce_in(&nodes.get(0, &path).await?)
+    Ok(nodes.get::<AccountReply>(0, &path).await?.nonce)
 }
 
 /// `count` fresh accounts, and the transfers from `funder` that give each enough for its share of

@@ -9,8 +9,10 @@ mod metered;
 mod plot;
 mod run;
 mod schedule;
+mod scrape;
 mod simulate;
 mod stream;
+mod wire;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;

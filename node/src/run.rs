@@ -5,7 +5,9 @@ use std::{path::PathBuf, sync::Arc};
 
 use anyhow::Context;
 use comms_ipfs::IpfsComms;
-use prometheus_client::{metrics::counter::ConstCounter, registry::Registry};
+use prometheus_client::{
+    collector::Collector, encoding::DescriptorEncoder, metrics::counter::ConstCounter,
+};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn, Instrument};
 
@@ -79,7 +81,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         validator,
         backend: "ipfs",
         comms_metrics,
-        extra: Box::new(move |registry| ipfs_counters(registry, &ipfs_metrics.snapshot())),
+        extra: Box::new(move |registry| {
+            let ipfs = registry.sub_registry_with_prefix("ipfs");
+            ipfs.register_collector(Box::new(IpfsCounters(ipfs_metrics)));
+        }),
     })
     .await?;
     let listener = tokio::net::TcpListener::bind(config.api)
@@ -130,14 +135,20 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-/// The IPFS backend's counters, under `ipfs_`.
-fn ipfs_counters(registry: &mut Registry, snapshot: &comms_ipfs::MetricsSnapshot) {
-    let registry = registry.sub_registry_with_prefix("ipfs");
-    let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(snapshot) else {
-        return;
-    };
-    for (name, value) in fields {
-        let help = format!("IPFS backend: {}", name.replace('_', " "));
-        registry.register(name, help, ConstCounter::new(value.as_u64().unwrap_or(0)));
+/// The IPFS backend's counters (under `ipfs_`), read at each scrape.
+#[derive(Debug)]
+struct IpfsCounters(Arc<comms_ipfs::IpfsMetrics>);
+
+impl Collector for IpfsCounters {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(self.0.snapshot()) else {
+            return Ok(());
+        };
+        for (name, value) in fields {
+            let help = format!("IPFS backend: {}", name.replace('_', " "));
+            let counter = ConstCounter::new(value.as_u64().unwrap_or(0));
+            crate::scrape::put(&mut encoder, &name, &help, &counter)?;
+        }
+        Ok(())
     }
 }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::info;
 
-use crate::api::CommitView;
+use crate::wire::CommitView;
 
 /// Commits queued for one client, at most.
 pub const QUEUE: usize = 256;
@@ -41,6 +41,7 @@ pub struct Close {
 }
 
 /// The stream's bounds and counters, shared by its clients.
+#[derive(Debug)]
 pub struct Streams {
     slots: Arc<Semaphore>,
     dropped: AtomicU64,

@@ -282,24 +282,32 @@ async fn a_node_serves_its_api_refuses_bad_input_and_stops_cleanly_on_sigterm() 
     let (status, block) = call(http.get(format!("{url}/v1/blocks/{leader}"))).await;
     assert_eq!(status, 200, "{block}");
     assert_eq!(block["author"], 0);
-    let metrics = http
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let scrape = || async {
+        let response = http.get(format!("{url}/metrics")).send().await;
+        response.expect("metrics").text().await.expect("text")
+    };
+    let metrics = scrape().await;
     for family in [
         "ledger_height ",
         "ledger_broadcast_delivery_ratio 1.0",
         "ledger_commit_latency_seconds_count 1",
+        "ledger_commit_stream_clients 0",
+        "ledger_invalid_inputs",
         "comms_broadcasts_total ",
         "comms_fetch_seconds_bucket",
-        "ipfs_",
+        "ipfs_requests_total ",
     ] {
         assert!(metrics.contains(family), "no {family} in\n{metrics}");
     }
+    let families = |text: &str| -> Vec<String> {
+        let help = text.lines().filter(|line| line.starts_with("# HELP"));
+        help.map(String::from).collect()
+    };
+    assert_eq!(
+        families(&metrics),
+        families(&scrape().await),
+        "a second scrape shows the same metrics, none added"
+    );
 
     // More transfers straight to the API, then SIGTERM while they may be in flight.
     let alice_key = key("alice.key");

@@ -1,0 +1,271 @@
+//! The HTTP API's bodies: one type per request and reply, shared by the server ([`crate::api`]) and
+//! its clients (`tx`, `query`, `load`), so that the two ends cannot drift apart. CIDs travel as
+//! their text form, keys as hex.
+
+use comms::Cid;
+use ledger::{
+    dag::AcceptedBlock, Commit, Outcome, Payload, PublicKey, SignedTransaction, Status,
+    Transaction, TxStatus,
+};
+use serde::{Deserialize, Serialize};
+
+/// `POST /v1/transactions`: a signed transaction, DAG-CBOR in hex.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SubmitRequest {
+    pub transaction: String,
+}
+
+/// Every refusal: a stable kind and a message for people.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorReply {
+    pub error: String,
+    pub message: String,
+}
+
+/// `GET /v1/status`: the chain, this node, and its progress.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StatusReply {
+    #[serde(with = "as_text")]
+    pub chain: Cid,
+    pub chain_id: String,
+    /// This node's validator index; none for an observer.
+    pub validator: Option<u32>,
+    pub backend: String,
+    pub peer: String,
+    #[serde(flatten)]
+    pub status: Status,
+}
+
+/// `POST /v1/transactions` (`pending`) and `GET /v1/transactions/{id}`: where a transaction stands.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TransactionReply {
+    #[serde(with = "as_text")]
+    pub id: Cid,
+    #[serde(flatten)]
+    pub status: TxStatus,
+}
+
+/// `GET /v1/accounts/{key}`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AccountReply {
+    pub account: PublicKey,
+    pub balance: u64,
+    /// Its committed transactions so far: the nonce of its next one.
+    pub nonce: u64,
+}
+
+/// `GET /v1/blocks/{cid}`: an accepted block with its transactions.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BlockReply {
+    #[serde(with = "as_text")]
+    pub cid: Cid,
+    pub author: u32,
+    pub round: u64,
+    #[serde(with = "as_texts")]
+    pub parents: Vec<Cid>,
+    pub timestamp_ms: u64,
+    pub payload: PayloadView,
+    pub transactions: Vec<TransactionView>,
+}
+
+/// Where a block's transactions are.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PayloadView {
+    /// In a batch block of their own.
+    Batch {
+        #[serde(with = "as_text")]
+        batch: Cid,
+        count: u64,
+        size: u64,
+    },
+    /// In the block (`inline` is always true).
+    Inline { inline: bool },
+}
+
+/// A transaction as the API shows it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TransactionView {
+    #[serde(with = "as_text")]
+    pub id: Cid,
+    #[serde(flatten)]
+    pub tx: TransactionKind,
+}
+
+/// What a transaction does.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TransactionKind {
+    Transfer {
+        from: PublicKey,
+        to: PublicKey,
+        amount: u64,
+        nonce: u64,
+    },
+    Record {
+        author: PublicKey,
+        nonce: u64,
+        #[serde(with = "as_text")]
+        payload: Cid,
+        size: u64,
+    },
+}
+
+/// A commit as the API shows it, in `GET /v1/commits` and in the commit stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CommitView {
+    pub height: u64,
+    pub round: u64,
+    pub leader: String,
+    /// How many blocks it ordered.
+    pub blocks: usize,
+    pub transactions: Vec<TransactionOutcome>,
+    pub state_root: String,
+}
+
+/// A committed transaction's ID and outcome.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TransactionOutcome {
+    pub id: String,
+    pub outcome: Outcome,
+}
+
+/// `GET /v1/commits`: the latest commits, newest first.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CommitsReply {
+    pub commits: Vec<CommitView>,
+}
+
+/// `GET /v1/peers`: the backend's peers, and those on the chain's topic.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PeersReply {
+    /// Always true in a reply: a backend that cannot answer gets a 502.
+    pub healthy: bool,
+    pub peers: Vec<String>,
+    pub topic_peers: Vec<String>,
+}
+
+impl From<&AcceptedBlock> for BlockReply {
+    fn from(accepted: &AcceptedBlock) -> BlockReply {
+        let block = &accepted.block.block;
+        BlockReply {
+            cid: accepted.cid,
+            author: block.author,
+            round: block.round,
+            parents: block.parents.clone(),
+            timestamp_ms: block.timestamp_ms,
+            payload: match &block.payload {
+                Payload::Inline(_) => PayloadView::Inline { inline: true },
+                Payload::Batch { cid, count, size } => PayloadView::Batch {
+                    batch: *cid,
+                    count: *count,
+                    size: *size,
+                },
+            },
+            transactions: accepted
+                .transactions
+                .iter()
+                .map(TransactionView::from)
+                .collect(),
+        }
+    }
+}
+
+impl From<&SignedTransaction> for TransactionView {
+    fn from(signed: &SignedTransaction) -> TransactionView {
+        let tx = match signed.tx.clone() {
+            Transaction::Transfer {
+                from,
+                to,
+                amount,
+                nonce,
+            } => TransactionKind::Transfer {
+                from,
+                to,
+                amount,
+                nonce,
+            },
+            Transaction::Record {
+                author,
+                nonce,
+                payload,
+                size,
+            } => TransactionKind::Record {
+                author,
+                nonce,
+                payload,
+                size,
+            },
+        };
+        TransactionView {
+            id: signed.id(),
+            tx,
+        }
+    }
+}
+
+impl From<&Commit> for CommitView {
+    fn from(commit: &Commit) -> CommitView {
+        CommitView {
+            height: commit.height,
+            round: commit.round,
+            leader: commit.leader.to_string(),
+            blocks: commit.blocks.len(),
+            transactions: (commit.transactions.iter())
+                .map(|(id, outcome)| TransactionOutcome {
+                    id: id.to_string(),
+                    outcome: *outcome,
+                })
+                .collect(),
+            state_root: ledger::node::hex(&commit.state_root),
+        }
+    }
+}
+
+/// A value as its `Display` text, read back with `FromStr`.
+mod as_text {
+    use std::{fmt::Display, str::FromStr};
+
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<T: Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(value)
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        String::deserialize(d)?.parse().map_err(D::Error::custom)
+    }
+}
+
+/// A list of values as their `Display` texts.
+mod as_texts {
+    use std::{fmt::Display, str::FromStr};
+
+    use serde::{de::Error, ser::SerializeSeq, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<T: Display, S: Serializer>(values: &[T], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(values.len()))?;
+        for value in values {
+            seq.serialize_element(&value.to_string())?;
+        }
+        seq.end()
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<Vec<T>, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        let texts = Vec::<String>::deserialize(d)?;
+        texts
+            .iter()
+            .map(|t| t.parse().map_err(D::Error::custom))
+            .collect()
+    }
+}
