@@ -6,6 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/install-deps.sh
+# The protocol core stays free of IO: no runtime, store, HTTP client or backend among its dependencies.
+if cargo tree -p ledger-core -e normal --prefix none --locked |
+    grep -E '^(tokio|mio|rocksdb|librocksdb-sys|hyper|reqwest|comms-ipfs|sim) '; then
+    echo "ledger-core depends on the IO crates above" >&2
+    exit 1
+fi
 # In the test profile: the benchmarks' package depends on the ledger, and an optimized build of its
 # RocksDB would add 20 minutes. Criterion runs each micro-benchmark once when started by `cargo test`.
 cargo test --workspace --bench sim_scale --locked -- --quick

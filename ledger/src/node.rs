@@ -21,8 +21,9 @@ use crate::{
     codec::decode,
     core::{Commit, Core, CoreConfig, CoreStats, MemoryParking, Output, Standing, SubmitError},
     dag::AcceptedBlock,
+    hex,
     log_limit::LogLimit,
-    storage::{Committed, Storage},
+    storage::{Committed, Storage, StoreError},
     types::{Genesis, Payload, SignedBlock, SignedTransaction},
     Account, Error, Keypair, PublicKey,
 };
@@ -130,6 +131,9 @@ pub enum NodeError {
     /// The network backend failed at start.
     #[error("network: {0}")]
     Comms(#[from] comms::Error),
+    /// The store failed, or replays differently from what it recorded.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// The node's task has stopped.
     #[error("the node has stopped")]
     Stopped,
@@ -412,10 +416,10 @@ impl<C: Communication + Clone> Node<C> {
 
     /// Replays the store through the core, carrying out what it decides on the way, so that memory
     /// holds only what is above the floor by the end. Each re-derived commit must equal the stored
-    /// one: a store that replays differently is corrupt, and the node does not start on it.
-    /// Replays the store through the core, [`REPLAY_SLICE`] blocks at a time, yielding between
-    /// slices so that a long store does not hold up the runtime's other tasks.
-    async fn replay(&mut self) -> Result<(), Error> {
+    /// one: a store that replays differently is corrupt, and the node does not start on it. Goes
+    /// [`REPLAY_SLICE`] blocks at a time, yielding between slices so that a long store does not hold
+    /// up the runtime's other tasks.
+    async fn replay(&mut self) -> Result<(), StoreError> {
         let Some(storage) = self.storage.clone() else {
             return Ok(());
         };
@@ -445,7 +449,7 @@ impl<C: Communication + Clone> Node<C> {
 
     /// What the replay output: each commit is checked against the stored record (a mismatch
     /// stops the start), the rest is dispatched.
-    fn replayed(&mut self, storage: &Storage, out: &mut Vec<Output>) -> Result<(), Error> {
+    fn replayed(&mut self, storage: &Storage, out: &mut Vec<Output>) -> Result<(), StoreError> {
         let (commits, rest): (Vec<_>, Vec<_>) = std::mem::take(out)
             .into_iter()
             .partition(|o| matches!(o, Output::Committed(_)));
@@ -461,7 +465,7 @@ impl<C: Communication + Clone> Node<C> {
     /// An accepted block that left memory, from the store (with its batch's transactions).
     fn stored_block(&self, cid: Cid) -> Option<Arc<AcceptedBlock>> {
         let storage = self.storage.as_ref()?;
-        let read = || -> Result<Option<AcceptedBlock>, Error> {
+        let read = || -> Result<Option<AcceptedBlock>, StoreError> {
             let Some(bytes) = storage.block(&cid)? else {
                 return Ok(None);
             };
@@ -724,9 +728,4 @@ async fn fetch_with_retry<C: Communication>(
 async fn back_off(delay: &mut Duration) {
     tokio::time::sleep(*delay).await;
     *delay = (*delay * 2).min(Duration::from_secs(10));
-}
-
-/// Lower-case hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -24,9 +24,23 @@ use serde::{Deserialize, Serialize};
 use crate::{
     codec::{decode, encode},
     core::{Archive, Commit, Parking},
-    node::hex,
-    Error, Outcome,
+    hex, Outcome,
 };
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// RocksDB failed: the disk, most often.
+    #[error("storage: {0}")]
+    Db(#[from] rocksdb::Error),
+    /// The store holds something this version cannot read.
+    #[error("corrupt store: {reason}")]
+    Corrupt { reason: String },
+    /// A stored record that does not decode, or a stored block the core refused on replay.
+    #[error("stored record: {0}")]
+    Record(#[from] crate::Error),
+}
 
 const BLOCKS: &str = "blocks";
 const BATCHES: &str = "batches";
@@ -81,7 +95,7 @@ const INFO_LOGS_KEPT: usize = 4;
 impl Storage {
     /// Opens (creating if needed) the store in `dir`. Blocks parked by an earlier run are dropped
     /// (they are fetched again if still needed).
-    pub fn open(dir: &Path) -> Result<Storage, Error> {
+    pub fn open(dir: &Path) -> Result<Storage, StoreError> {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
@@ -122,14 +136,14 @@ impl Storage {
         }
     }
 
-    fn family(&self, name: &str) -> Result<&rocksdb::ColumnFamily, Error> {
-        self.db.cf_handle(name).ok_or_else(|| Error::CorruptStore {
+    fn family(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StoreError> {
+        self.db.cf_handle(name).ok_or_else(|| StoreError::Corrupt {
             reason: format!("column family {name} missing"),
         })
     }
 
     /// Stores an accepted block (indexed by round and author) or a batch.
-    pub fn put_block(&self, cid: &Cid, bytes: &[u8], batch: bool) -> Result<(), Error> {
+    pub fn put_block(&self, cid: &Cid, bytes: &[u8], batch: bool) -> Result<(), StoreError> {
         let key = cid.to_bytes();
         if batch {
             return Ok(self.db.put_cf(self.family(BATCHES)?, key, bytes)?);
@@ -147,7 +161,10 @@ impl Storage {
 
     /// Hands every stored block in round order to `visit`, one at a time (see
     /// [`Storage::replay_slice`]). Returns how many there were.
-    pub fn replay(&self, visit: impl FnMut(Bytes) -> Result<(), Error>) -> Result<u64, Error> {
+    pub fn replay(
+        &self,
+        visit: impl FnMut(Bytes) -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError> {
         let (count, _) = self.replay_slice(&[], usize::MAX, visit)?;
         Ok(count as u64)
     }
@@ -160,8 +177,8 @@ impl Storage {
         &self,
         from: &[u8],
         limit: usize,
-        mut visit: impl FnMut(Bytes) -> Result<(), Error>,
-    ) -> Result<(usize, Option<Vec<u8>>), Error> {
+        mut visit: impl FnMut(Bytes) -> Result<(), StoreError>,
+    ) -> Result<(usize, Option<Vec<u8>>), StoreError> {
         let mut count = 0;
         let start = IteratorMode::From(from, rocksdb::Direction::Forward);
         for item in self.db.iterator_cf(self.family(DAG_INDEX)?, start) {
@@ -173,7 +190,7 @@ impl Storage {
             let bytes =
                 self.db
                     .get_cf(self.family(BLOCKS)?, cid)?
-                    .ok_or_else(|| Error::CorruptStore {
+                    .ok_or_else(|| StoreError::Corrupt {
                         reason: "indexed block missing".into(),
                     })?;
             visit(Bytes::from(bytes))?;
@@ -183,18 +200,18 @@ impl Storage {
     }
 
     /// The stored bytes of a block, if any.
-    pub fn block(&self, cid: &Cid) -> Result<Option<Vec<u8>>, Error> {
+    pub fn block(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.db.get_cf(self.family(BLOCKS)?, cid.to_bytes())?)
     }
 
     /// The stored bytes of a batch, if any.
-    pub fn batch(&self, cid: &Cid) -> Result<Option<Vec<u8>>, Error> {
+    pub fn batch(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.db.get_cf(self.family(BATCHES)?, cid.to_bytes())?)
     }
 
     /// Author and round of a stored block (read from the block itself: the lookup is for blocks
     /// that left memory, which is rare).
-    fn slot(&self, cid: &Cid) -> Result<Option<(u32, u64)>, Error> {
+    fn slot(&self, cid: &Cid) -> Result<Option<(u32, u64)>, StoreError> {
         let Some(bytes) = self.block(cid)? else {
             return Ok(None);
         };
@@ -203,7 +220,7 @@ impl Storage {
     }
 
     /// The committed height on disk.
-    pub fn height(&self) -> Result<u64, Error> {
+    pub fn height(&self) -> Result<u64, StoreError> {
         let bytes = self.db.get_cf(self.family(META)?, HEIGHT)?;
         Ok(bytes
             .and_then(|b| b.try_into().ok())
@@ -212,13 +229,13 @@ impl Storage {
 
     /// Writes a commit and the accounts it changed, atomically. A commit at or below the stored
     /// height (a replay) is checked against the record instead.
-    pub fn commit(&self, commit: &Commit) -> Result<(), Error> {
+    pub fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
         let height_key = commit.height.to_be_bytes();
         if commit.height <= self.height()? {
             let stored = self.db.get_cf(self.family(COMMITS)?, height_key)?;
             return match stored == Some(encode(commit)) {
                 true => Ok(()),
-                false => Err(Error::CorruptStore {
+                false => Err(StoreError::Corrupt {
                     reason: format!(
                         "replayed commit {} differs from the stored one",
                         commit.height
@@ -256,7 +273,7 @@ impl Storage {
     }
 
     /// Where and how transaction `id` committed, if it did.
-    pub fn transaction(&self, id: &Cid) -> Result<Option<Committed>, Error> {
+    pub fn transaction(&self, id: &Cid) -> Result<Option<Committed>, StoreError> {
         let Some(bytes) = self
             .db
             .get_pinned_cf(self.family(TRANSACTIONS)?, id.to_bytes())?
@@ -267,7 +284,7 @@ impl Storage {
     }
 
     /// Flushes memtables to disk (on shutdown).
-    pub fn flush(&self) -> Result<(), Error> {
+    pub fn flush(&self) -> Result<(), StoreError> {
         for name in FAMILIES {
             self.db.flush_cf(self.family(name)?)?;
         }
@@ -326,19 +343,19 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 }
 
 impl StoreParking {
-    fn write(&self, write: WriteBatch) -> Result<(), Error> {
+    fn write(&self, write: WriteBatch) -> Result<(), StoreError> {
         let mut options = rocksdb::WriteOptions::default();
         options.disable_wal(true);
         Ok(self.storage.db.write_opt(write, &options)?)
     }
 
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let family = self.storage.family(PARKING)?;
         Ok(self.storage.db.get_cf(family, key)?)
     }
 
     /// The blocks linked from `dependency`, with the links removed.
-    fn unlink(&self, dependency: &Cid, write: &mut WriteBatch) -> Result<Vec<Cid>, Error> {
+    fn unlink(&self, dependency: &Cid, write: &mut WriteBatch) -> Result<Vec<Cid>, StoreError> {
         let family = self.storage.family(PARKING)?;
         let prefix = waiting_prefix(dependency);
         let mut children = Vec::new();
@@ -355,7 +372,7 @@ impl StoreParking {
             let (key, _) = item?;
             write.delete_cf(family, &key);
             children.push(Cid::try_from(&key[prefix.len()..]).map_err(|_| {
-                Error::CorruptStore {
+                StoreError::Corrupt {
                     reason: "a parking link holds no CID".into(),
                 }
             })?);
@@ -363,7 +380,7 @@ impl StoreParking {
         Ok(children)
     }
 
-    fn try_park(&self, cid: &Cid, bytes: &Bytes, missing: &[Cid]) -> Result<(), Error> {
+    fn try_park(&self, cid: &Cid, bytes: &Bytes, missing: &[Cid]) -> Result<(), StoreError> {
         let family = self.storage.family(PARKING)?;
         let mut write = WriteBatch::default();
         write.put_cf(family, parking_key(PARKED, cid), bytes);
@@ -382,7 +399,7 @@ impl StoreParking {
         self.write(write)
     }
 
-    fn try_resolve(&self, dependency: &Cid) -> Result<Vec<Cid>, Error> {
+    fn try_resolve(&self, dependency: &Cid) -> Result<Vec<Cid>, StoreError> {
         let family = self.storage.family(PARKING)?;
         let mut write = WriteBatch::default();
         let mut ready = Vec::new();
@@ -395,7 +412,7 @@ impl StoreParking {
                 count
                     .try_into()
                     .map(u32::from_be_bytes)
-                    .map_err(|_| Error::CorruptStore {
+                    .map_err(|_| StoreError::Corrupt {
                         reason: "a parked block's count is not 4 bytes".into(),
                     })?;
             let left = count.saturating_sub(1);
@@ -408,7 +425,7 @@ impl StoreParking {
         Ok(ready)
     }
 
-    fn try_take(&self, cid: &Cid) -> Result<Option<Bytes>, Error> {
+    fn try_take(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
         let Some(bytes) = self.get(&parking_key(PARKED, cid))? else {
             return Ok(None);
         };
@@ -419,14 +436,14 @@ impl StoreParking {
     }
 
     /// Adds the removal of parked block `cid` to `write`.
-    fn remove(&self, cid: &Cid, write: &mut WriteBatch) -> Result<(), Error> {
+    fn remove(&self, cid: &Cid, write: &mut WriteBatch) -> Result<(), StoreError> {
         let family = self.storage.family(PARKING)?;
         write.delete_cf(family, parking_key(PARKED, cid));
         write.delete_cf(family, parking_key(MISSING, cid));
         Ok(())
     }
 
-    fn try_discard(&self, dependency: &Cid) -> Result<Vec<Cid>, Error> {
+    fn try_discard(&self, dependency: &Cid) -> Result<Vec<Cid>, StoreError> {
         let mut write = WriteBatch::default();
         let mut discarded = Vec::new();
         for child in self.unlink(dependency, &mut write)? {
@@ -441,7 +458,7 @@ impl StoreParking {
 }
 
 /// Logs a failed parking operation and answers `fallback`.
-fn logged<T>(what: &str, result: Result<T, Error>, fallback: T) -> T {
+fn logged<T>(what: &str, result: Result<T, StoreError>, fallback: T) -> T {
     result.unwrap_or_else(|error| {
         tracing::warn!(%error, "{what} failed");
         fallback

@@ -231,7 +231,7 @@ fn a_transaction_ordered_again_keeps_its_first_record() {
     differs.transactions.pop();
     assert!(matches!(
         storage.commit(&differs),
-        Err(ledger::Error::CorruptStore { .. })
+        Err(ledger::StoreError::Corrupt { .. })
     ));
     drop(storage);
     let _ = std::fs::remove_dir_all(&dir);

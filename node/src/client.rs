@@ -218,7 +218,7 @@ pub fn tx(args: TxArgs) -> anyhow::Result<()> {
         };
         let signed = SignedTransaction::sign(&status.chain, tx, &key);
         let request = SubmitRequest {
-            transaction: ledger::node::hex(&codec::encode(&signed)),
+            transaction: ledger::hex(&codec::encode(&signed)),
         };
         let reply: TransactionReply = client.post("/v1/transactions", &request).await?;
         let Some(wait) = args.wait else {

@@ -42,7 +42,7 @@ pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
 pub fn write_key(path: &Path, key: &Keypair, force: bool) -> anyhow::Result<()> {
     let file = KeyFile {
         public_key: key.public(),
-        secret_key: ledger::node::hex(&key.secret()),
+        secret_key: ledger::hex(&key.secret()),
     };
     let mut options = OpenOptions::new();
     options.write(true).mode(0o600);

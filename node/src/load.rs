@@ -150,7 +150,7 @@ impl Nodes {
     /// Submits `tx` to node `node`: its ID, or the API's error kind.
     async fn submit(&self, node: usize, tx: &SignedTransaction) -> Result<(), String> {
         let request = SubmitRequest {
-            transaction: ledger::node::hex(&codec::encode(tx)),
+            transaction: ledger::hex(&codec::encode(tx)),
         };
         let url = format!("{}/v1/transactions", self.bases[node]);
         let sent = self

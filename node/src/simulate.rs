@@ -338,7 +338,7 @@ async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<Trac
         committed_per_second: committed as f64 / args.duration.as_secs_f64(),
         commit_latency: latency.summary(),
         height: last.as_ref().map_or(0, |c| c.height),
-        state_root: last.map_or_else(String::new, |c| ledger::node::hex(&c.state_root)),
+        state_root: last.map_or_else(String::new, |c| ledger::hex(&c.state_root)),
         heights: commits.iter().map(|c| c.len() as u64).collect(),
         agreement: agreement.is_ok(),
         disagreement: agreement.err().map(|e| e.to_string()),

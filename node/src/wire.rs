@@ -217,7 +217,7 @@ impl From<&Commit> for CommitView {
                     outcome: *outcome,
                 })
                 .collect(),
-            state_root: ledger::node::hex(&commit.state_root),
+            state_root: ledger::hex(&commit.state_root),
         }
     }
 }

@@ -179,7 +179,7 @@ async fn a_node_serves_its_api_refuses_bad_input_and_stops_cleanly_on_sigterm() 
     };
     // Signed by the wrong key: well formed, but the signature does not verify.
     let forged = SignedTransaction::sign(&chain_cid, transfer(0), &key("validator.key"));
-    let hex = |tx: &SignedTransaction| ledger::node::hex(&codec::encode(tx));
+    let hex = |tx: &SignedTransaction| ledger::hex(&codec::encode(tx));
     let submit = |body: Value| http.post(format!("{url}/v1/transactions")).json(&body);
     let refusals = [
         (submit(json!({ "transaction": "zz" })), 400, "bad_hex"),

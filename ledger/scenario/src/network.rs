@@ -31,7 +31,7 @@ pub enum Error {
     Store {
         validator: usize,
         #[source]
-        source: ledger::Error,
+        source: ledger::StoreError,
     },
     /// The simulator refused a fault.
     #[error(transparent)]

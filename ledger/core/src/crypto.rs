@@ -139,6 +139,11 @@ pub struct HexError {
     pub len: usize,
 }
 
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Decodes exactly `N` bytes of hex (either case).
 pub fn from_hex<const N: usize>(text: &str) -> Result<[u8; N], HexError> {
     let error = HexError { len: N };
@@ -161,7 +166,7 @@ macro_rules! fixed_bytes {
         impl $type {
             /// All the bytes in lower-case hex.
             pub fn to_hex(&self) -> String {
-                crate::node::hex(&self.0)
+                crate::crypto::hex(&self.0)
             }
         }
 

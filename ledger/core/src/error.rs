@@ -1,5 +1,5 @@
-//! The ledger's errors. Each rejection of received data has its own variant, so it can be counted
-//! by kind.
+//! The core's errors: each rejection of received data has its own variant, so it can be counted by
+//! kind. A store's failures are the store's own error type, outside the core.
 
 use comms::Cid;
 
@@ -48,12 +48,6 @@ pub enum Error {
     /// again and there is room.
     #[error("author {author} already has {parked} broadcast blocks waiting for ancestors")]
     ParkingFull { author: u32, parked: usize },
-    /// The on-disk store failed.
-    #[error("storage: {0}")]
-    Storage(#[from] rocksdb::Error),
-    /// The store holds something this version cannot read.
-    #[error("corrupt store: {reason}")]
-    CorruptStore { reason: String },
 }
 
 /// How a block's parents break the rules.
@@ -92,8 +86,6 @@ impl Error {
             Error::BatchMismatch { .. } => "batch_mismatch",
             Error::FetchQueueFull { .. } => "fetch_queue_full",
             Error::ParkingFull { .. } => "parking_full",
-            Error::Storage(_) => "storage",
-            Error::CorruptStore { .. } => "corrupt_store",
         }
     }
 }
