@@ -18,7 +18,8 @@ use bytes::Bytes;
 use comms::{Codec, Communication};
 use comms_ipfs::{testnet::Daemon, IpfsComms, IpfsConfig};
 use futures::{stream, StreamExt};
-use ledger::{devnet, Commit, NodeConfig, SignedBlock, Storage};
+use ledger::{devnet, Commit, NodeConfig, SignedBlock};
+use ledger_rocksdb::Storage;
 use sim::{LinkModel, Sim};
 
 const VALIDATORS: usize = 4;
@@ -91,7 +92,7 @@ async fn build_history(blocks: u64, dir: &Path) -> (Bytes, comms::Cid) {
     let mut nodes = Vec::new();
     for (i, peer) in peers.iter().enumerate() {
         let key = devnet::key(seed, devnet::Role::Validator, i);
-        let storage = (i == 0).then(|| Storage::open(dir).expect("an empty store"));
+        let storage = (i == 0).then(|| Storage::open(dir).expect("an empty store").into_store());
         let node = ledger::spawn(&genesis, Some(key), config.clone(), peer.clone(), storage)
             .await
             .expect("a validator starts");

@@ -19,8 +19,9 @@ use ledger::{
     devnet::{self, Role},
     validate::{check_block, check_transactions, BlockLimits},
     Account, Block, Commit, Committee, Genesis, Keypair, Outcome, Payload, PublicKey, SignedBlock,
-    SignedTransaction, State, Storage, Transaction,
+    SignedTransaction, State, Transaction,
 };
+use ledger_rocksdb::Storage;
 
 const SEED: u64 = 7;
 const TRANSACTIONS: [usize; 4] = [0, 10, 100, 1000];

@@ -13,7 +13,8 @@
 use std::time::{Duration, Instant};
 
 use benches::memory_kib;
-use ledger::{NodeConfig, NodeHandle, Status, Storage};
+use ledger::{NodeConfig, NodeHandle, Status};
+use ledger_rocksdb::Storage;
 use scenario::Network;
 use sim::{LinkModel, Sim};
 
@@ -148,6 +149,7 @@ async fn run(args: Args) {
         print_stored(stored_bytes(network.sim()).await - stored_before);
         return;
     }
+    let storage = storage.map(Storage::into_store);
     let fresh = ledger::spawn(&genesis, None, config(), network.peer(validators), storage)
         .await
         .expect("the fresh node starts");

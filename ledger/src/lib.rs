@@ -1,14 +1,12 @@
 //! The ledger: its protocol core ([`ledger_core`], re-exported here whole) driven as a node over a
-//! [`comms::Communication`] backend, with a RocksDB store.
+//! [`comms::Communication`] backend and a [`Store`].
 //!
 //! [`node`] runs the core in one task: inputs from the network, the store, the clock and handles;
-//! outputs to the backend and the store. [`storage`] keeps blocks, commits and state on disk, and
-//! answers the core's questions about parked and old blocks. The ledger never names a backend.
+//! outputs to the backend and the store. The store is RocksDB on a real node (`ledger-rocksdb`) or
+//! a [`MemoryStore`] in a simulation; this crate links neither a database nor a backend.
 
 pub use ledger_core::*;
 
 pub mod node;
-pub mod storage;
 
 pub use node::{spawn, NodeConfig, NodeError, NodeHandle, Status, TxStatus, REPLAY_SLICE};
-pub use storage::{Committed, Storage, StoreError, StoreParking};

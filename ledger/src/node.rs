@@ -23,7 +23,7 @@ use crate::{
     dag::AcceptedBlock,
     hex,
     log_limit::LogLimit,
-    storage::{Committed, Storage, StoreError},
+    store::{Committed, Store, StoreError},
     types::{Genesis, Payload, SignedBlock, SignedTransaction},
     Account, Error, Keypair, PublicKey,
 };
@@ -205,13 +205,14 @@ pub fn blocks_topic(chain: &Cid) -> Topic {
 }
 
 /// Starts a node on the current tokio runtime: replays `storage` (if any; the runtime's other
-/// tasks run between slices of the replay) and joins the network.
+/// tasks run between slices of the replay) and joins the network. Without a store, the node keeps
+/// everything in memory and starts empty each time.
 pub async fn spawn<C: Communication + Clone>(
     genesis: &Genesis,
     key: Option<Keypair>,
     config: NodeConfig,
     comms: C,
-    storage: Option<Storage>,
+    storage: Option<Arc<dyn Store>>,
 ) -> Result<NodeHandle, NodeError> {
     genesis.check()?;
     let span = tracing::info_span!("node", node = %comms.local_peer());
@@ -221,8 +222,8 @@ pub async fn spawn<C: Communication + Clone>(
     let start = Instant::now();
     let epoch = config.epoch_ms.unwrap_or_else(wall_clock_ms);
     if let Some(storage) = &storage {
-        core.set_archive(Some(Box::new(storage.clone())));
-        core.set_parking(Box::new(storage.parking()));
+        core.set_archive(Some(storage.archive()));
+        core.set_parking(storage.parking());
     }
     let (commands, receiver) = mpsc::channel(256);
     let (commits, _) = broadcast::channel(1024);
@@ -328,7 +329,7 @@ type Fetched = (Cid, Result<Bytes, comms::Error>);
 struct Node<C> {
     core: Core,
     comms: C,
-    storage: Option<Storage>,
+    storage: Option<Arc<dyn Store>>,
     topic: Topic,
     config: NodeConfig,
     start: Instant,
@@ -426,10 +427,10 @@ impl<C: Communication + Clone> Node<C> {
         let mut out = Vec::new();
         let (mut from, mut count) = (Vec::new(), 0);
         loop {
-            let (read, next) = storage.replay_slice(&from, REPLAY_SLICE, |bytes| {
+            let (read, next) = storage.replay_slice(&from, REPLAY_SLICE, &mut |bytes| {
                 self.core.restore(bytes, &mut out);
                 match out.len() >= 64 {
-                    true => self.replayed(&storage, &mut out),
+                    true => self.replayed(storage.as_ref(), &mut out),
                     false => Ok(()),
                 }
             })?;
@@ -438,7 +439,7 @@ impl<C: Communication + Clone> Node<C> {
             from = next;
             tokio::task::yield_now().await;
         }
-        self.replayed(&storage, &mut out)?;
+        self.replayed(storage.as_ref(), &mut out)?;
         info!(
             blocks = count,
             height = self.core.height(),
@@ -449,7 +450,7 @@ impl<C: Communication + Clone> Node<C> {
 
     /// What the replay output: each commit is checked against the stored record (a mismatch
     /// stops the start), the rest is dispatched.
-    fn replayed(&mut self, storage: &Storage, out: &mut Vec<Output>) -> Result<(), StoreError> {
+    fn replayed(&mut self, storage: &dyn Store, out: &mut Vec<Output>) -> Result<(), StoreError> {
         let (commits, rest): (Vec<_>, Vec<_>) = std::mem::take(out)
             .into_iter()
             .partition(|o| matches!(o, Output::Committed(_)));

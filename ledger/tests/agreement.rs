@@ -8,6 +8,7 @@ use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use comms::Cid;
 use ledger::{Commit, NodeConfig, SubmitError};
+use ledger_rocksdb::Storage;
 use scenario::{agreement, byzantine::Behaviour, Accounts, Network};
 use sim::{Latency, LinkModel};
 
@@ -56,6 +57,7 @@ async fn run(scenario: &Scenario, seed: u64) -> Run {
             ..NodeConfig::default()
         })
         .stores([restarted])
+        .open_store(Arc::new(|dir| Ok(Storage::open(dir)?.into_store())))
         .start()
         .await
         .expect("the network starts");

@@ -92,7 +92,7 @@ async fn a_long_history_leaves_memory_and_a_fresh_node_syncs_all_of_it() {
     // broadcast block per validator: the others are refused, and fetched once referenced.
     nodes[0].shutdown().await.expect("stops");
     let stored = {
-        let storage = ledger::Storage::open(&dir).expect("reopens");
+        let storage = ledger_rocksdb::Storage::open(&dir).expect("reopens");
         let mut slices = 0;
         let (mut from, mut total) = (Vec::new(), 0);
         loop {
@@ -135,7 +135,11 @@ async fn a_long_history_leaves_memory_and_a_fresh_node_syncs_all_of_it() {
     let _ = std::fs::remove_dir_all(&fresh_dir);
     let mut fresh = Vec::new();
     for (peer, store) in peers[VALIDATORS..].iter().zip([Some(&fresh_dir), None]) {
-        let storage = store.map(|d| ledger::Storage::open(d).expect("open storage"));
+        let storage = store.map(|d| {
+            ledger_rocksdb::Storage::open(d)
+                .expect("open storage")
+                .into_store()
+        });
         let mut config = common::node_config();
         if store.is_none() {
             config.core.parked_broadcasts_per_author = 1;

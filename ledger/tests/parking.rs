@@ -3,7 +3,8 @@
 
 use bytes::Bytes;
 use comms::Cid;
-use ledger::{codec::cid_of, MemoryParking, Parking, Storage};
+use ledger::{codec::cid_of, MemoryParking, Parking};
+use ledger_rocksdb::Storage;
 use proptest::prelude::*;
 
 /// A small universe of CIDs, so that operations meet.

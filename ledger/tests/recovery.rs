@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use comms::Cid;
 use ledger::{
-    Commit, Committed, NodeHandle, Outcome, SignedTransaction, Storage, SubmitError, Transaction,
-    TxStatus,
+    Commit, Committed, NodeHandle, Outcome, SignedTransaction, SubmitError, Transaction, TxStatus,
 };
 use sim::LinkModel;
+
+use ledger_rocksdb::Storage;
 
 mod common;
 

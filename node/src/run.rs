@@ -56,7 +56,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
-    let storage = ledger::Storage::open(&config.data_dir)
+    let storage = ledger_rocksdb::Storage::open(&config.data_dir)
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
 
     // One clear line if the daemon is missing or misconfigured (the error says what to change).
@@ -69,7 +69,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         key,
         config.node.clone(),
         comms.clone(),
-        Some(storage),
+        Some(storage.into_store()),
     )
     .await
     .context("starting the ledger")?;

@@ -328,7 +328,7 @@ async fn a_node_serves_its_api_refuses_bad_input_and_stops_cleanly_on_sigterm() 
 
     // The store holds every commit the node had reported, and the first transfer where it was.
     {
-        let storage = ledger::Storage::open(&data_dir).expect("the store reopens");
+        let storage = ledger_rocksdb::Storage::open(&data_dir).expect("the store reopens");
         let stored_height = storage.height().expect("height");
         assert!(
             stored_height >= height_before,

@@ -10,8 +10,9 @@
 //!
 //! The [`Core`] is fed inputs (a block, a fetch result, a transaction, the time) and returns
 //! [`Output`]s (broadcast this, fetch that, store and commit these). Where it needs old or parked
-//! blocks it asks a [`Parking`] or [`Archive`] that a store implements outside it. The `ledger`
-//! crate drives it over a network backend and RocksDB. `ledger/DESIGN.md` has the data model and
+//! blocks it asks a [`Parking`] or [`Archive`] that a [`Store`] implements outside it. The `ledger`
+//! crate drives it over a network backend and a store (RocksDB in `ledger-rocksdb`, or
+//! [`MemoryStore`]). `ledger/DESIGN.md` has the data model and
 //! the ordering rule's argument.
 
 pub mod codec;
@@ -26,6 +27,7 @@ pub mod devnet;
 mod error;
 pub mod log_limit;
 pub mod state;
+pub mod store;
 pub mod types;
 pub mod validate;
 
@@ -37,6 +39,7 @@ pub use committee::Committee;
 pub use crypto::{from_hex, hex, HexError, Keypair, PublicKey, Signature};
 pub use error::{Error, ParentsError};
 pub use state::{Account, Executed, Outcome, State};
+pub use store::{Committed, MemoryStore, Store, StoreError};
 pub use types::{
     Allocation, Block, Genesis, Payload, SignedBlock, SignedTransaction, Transaction, Validator,
 };

@@ -18,4 +18,4 @@ mod network;
 
 pub use accounts::Accounts;
 pub use commit_log::{CommitLog, CommitLogError, TimedCommit};
-pub use network::{Error, Finished, Network, NetworkBuilder};
+pub use network::{Error, Finished, Network, NetworkBuilder, OpenStore};

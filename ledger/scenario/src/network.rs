@@ -1,11 +1,11 @@
 //! Building, driving and stopping a simulated network of validators.
 
-use std::{collections::BTreeSet, path::PathBuf};
+use std::{collections::BTreeSet, path::Path, path::PathBuf, sync::Arc};
 
 use comms::Cid;
 use ledger::{
     devnet::{self, Role},
-    Genesis, Keypair, NodeConfig, NodeError, NodeHandle, Status, Storage,
+    Genesis, Keypair, MemoryStore, NodeConfig, NodeError, NodeHandle, Status, Store, StoreError,
 };
 use sim::{LinkModel, Sim, SimConfig, SimError, SimPeer, Stats, TraceEvent};
 use tokio::task::JoinHandle;
@@ -31,7 +31,7 @@ pub enum Error {
     Store {
         validator: usize,
         #[source]
-        source: ledger::StoreError,
+        source: StoreError,
     },
     /// The simulator refused a fault.
     #[error(transparent)]
@@ -62,7 +62,11 @@ pub struct NetworkBuilder {
     balance: u64,
     node: NodeConfig,
     stores: BTreeSet<usize>,
+    open_store: Option<OpenStore>,
 }
+
+/// Opens a validator's store in a directory: how a network gets a store that is not in memory.
+pub type OpenStore = Arc<dyn Fn(&Path) -> Result<Arc<dyn Store>, StoreError> + Send + Sync>;
 
 impl Default for NetworkBuilder {
     fn default() -> NetworkBuilder {
@@ -79,6 +83,7 @@ impl Default for NetworkBuilder {
                 ..NodeConfig::default()
             },
             stores: BTreeSet::new(),
+            open_store: None,
         }
     }
 }
@@ -140,9 +145,18 @@ impl NetworkBuilder {
         self
     }
 
-    /// The honest validators that keep a RocksDB store, so that they can crash and restart.
+    /// The honest validators that keep a store, so that they can crash and restart: a
+    /// [`MemoryStore`] each (outside the node, so it outlives a crash), unless
+    /// [`NetworkBuilder::open_store`] says otherwise.
     pub fn stores(mut self, validators: impl IntoIterator<Item = usize>) -> NetworkBuilder {
         self.stores = validators.into_iter().collect();
+        self
+    }
+
+    /// Stores opened by `open` in a directory of their own (removed by [`Network::finish`]), in
+    /// place of memory: for a real database under simulated faults.
+    pub fn open_store(mut self, open: OpenStore) -> NetworkBuilder {
+        self.open_store = Some(open);
         self
     }
 
@@ -164,6 +178,7 @@ impl NetworkBuilder {
             unique()
         ));
         let honest = n.saturating_sub(self.byzantine.len());
+        let open_store = self.open_store;
         let mut network = Network {
             chain: genesis.encode().1,
             sim,
@@ -177,10 +192,10 @@ impl NetworkBuilder {
             dir,
         };
         for i in 0..honest {
-            let store = self
-                .stores
-                .contains(&i)
-                .then(|| network.dir.join(i.to_string()));
+            let store = self.stores.contains(&i).then(|| match &open_store {
+                Some(open) => Kept::Dir(network.dir.join(i.to_string()), open.clone()),
+                None => Kept::Memory(MemoryStore::default()),
+            });
             let node = network.spawn(i, store.as_ref()).await?;
             let lives = vec![log(i, &node).await?];
             network.validators.push(Honest {
@@ -215,7 +230,14 @@ pub struct Network {
 struct Honest {
     node: Option<NodeHandle>,
     lives: Vec<CommitLog>,
-    store: Option<PathBuf>,
+    store: Option<Kept>,
+}
+
+/// Where a validator's store is kept between its lives.
+#[derive(Clone)]
+enum Kept {
+    Memory(MemoryStore),
+    Dir(PathBuf, OpenStore),
 }
 
 /// What a finished network recorded.
@@ -375,14 +397,18 @@ impl Network {
     }
 
     /// Starts honest validator `i`, from `store` if it has one.
-    async fn spawn(&self, i: usize, store: Option<&PathBuf>) -> Result<NodeHandle, Error> {
-        let storage = store
-            .map(|dir| Storage::open(dir))
-            .transpose()
-            .map_err(|source| Error::Store {
-                validator: i,
-                source,
-            })?;
+    async fn spawn(&self, i: usize, store: Option<&Kept>) -> Result<NodeHandle, Error> {
+        let storage = match store {
+            None => None,
+            Some(Kept::Memory(store)) => Some(Arc::new(store.clone()) as Arc<dyn Store>),
+            Some(Kept::Dir(dir, open)) => {
+                let failed = |source| Error::Store {
+                    validator: i,
+                    source,
+                };
+                Some(open(dir).map_err(failed)?)
+            }
+        };
         let key = Some(self.validator_key(i));
         let peer = self.peer(i);
         ledger::spawn(&self.genesis, key, self.node.clone(), peer, storage)

@@ -43,7 +43,11 @@ pub async fn start_validator(
     peer: SimPeer,
     dir: Option<&std::path::Path>,
 ) -> NodeHandle {
-    let storage = dir.map(|d| ledger::Storage::open(d).expect("open storage"));
+    let storage = dir.map(|d| {
+        ledger_rocksdb::Storage::open(d)
+            .expect("open storage")
+            .into_store()
+    });
     ledger::spawn(
         genesis,
         Some(validator_key(i)),

@@ -7,11 +7,7 @@
 //! it re-derives the same commits, and [`Storage::commit`] checks each against the stored record,
 //! so a node resumes without refetching anything it stored and with the same state root.
 
-use std::{
-    collections::{hash_map::Entry, HashMap},
-    path::Path,
-    sync::Arc,
-};
+use std::{path::Path, sync::Arc};
 
 use bytes::Bytes;
 use comms::Cid;
@@ -19,27 +15,24 @@ use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, DB,
 };
 
-use serde::{Deserialize, Serialize};
-
-use crate::{
+use ledger_core::{
     codec::{decode, encode},
     core::{Archive, Commit, Parking},
-    hex, Outcome,
+    hex,
+    store::{index_key, records, replay_differs},
+    types::SignedBlock,
+    Committed, Outcome, Store, StoreError,
 };
 
-/// Why the store failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// RocksDB failed: the disk, most often.
-    #[error("storage: {0}")]
-    Db(#[from] rocksdb::Error),
-    /// The store holds something this version cannot read.
-    #[error("corrupt store: {reason}")]
-    Corrupt { reason: String },
-    /// A stored record that does not decode, or a stored block the core refused on replay.
-    #[error("stored record: {0}")]
-    Record(#[from] crate::Error),
+/// RocksDB's errors as the store's.
+trait Disk<T> {
+    fn disk(self) -> Result<T, StoreError>;
+}
+
+impl<T> Disk<T> for Result<T, rocksdb::Error> {
+    fn disk(self) -> Result<T, StoreError> {
+        self.map_err(|error| StoreError::Disk(Box::new(error)))
+    }
 }
 
 const BLOCKS: &str = "blocks";
@@ -70,17 +63,6 @@ const BLOCK_CACHE_BYTES: usize = 32 << 20;
 const FILTER_BITS_PER_KEY: f64 = 10.0;
 const HEIGHT: &[u8] = b"height";
 const STATE_ROOT: &[u8] = b"state_root";
-
-/// Where a committed transaction is in the sequence, and what it did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Committed {
-    /// The commit's height.
-    pub height: u64,
-    /// Its position among the commit's transactions.
-    pub index: u64,
-    /// What it did.
-    pub outcome: Outcome,
-}
 
 /// A node's on-disk store. Clones share the database, which closes when the last one is dropped.
 #[derive(Clone)]
@@ -121,11 +103,19 @@ impl Storage {
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, family.clone()));
         let storage = Storage {
-            db: Arc::new(DB::open_cf_descriptors(&options, dir, families)?),
+            db: Arc::new(DB::open_cf_descriptors(&options, dir, families).disk()?),
         };
         let parking = storage.family(PARKING)?;
-        storage.db.delete_range_cf(parking, [0u8], [u8::MAX])?;
+        storage
+            .db
+            .delete_range_cf(parking, [0u8], [u8::MAX])
+            .disk()?;
         Ok(storage)
+    }
+
+    /// This store as the node takes it.
+    pub fn into_store(self) -> Arc<dyn Store> {
+        Arc::new(self)
     }
 
     /// Parking for the protocol core in this store (see [`StoreParking`]).
@@ -146,9 +136,9 @@ impl Storage {
     pub fn put_block(&self, cid: &Cid, bytes: &[u8], batch: bool) -> Result<(), StoreError> {
         let key = cid.to_bytes();
         if batch {
-            return Ok(self.db.put_cf(self.family(BATCHES)?, key, bytes)?);
+            return self.db.put_cf(self.family(BATCHES)?, key, bytes).disk();
         }
-        let block = crate::types::SignedBlock::decode(bytes)?;
+        let block = SignedBlock::decode(bytes)?;
         let mut write = WriteBatch::default();
         write.put_cf(self.family(BLOCKS)?, &key, bytes);
         write.put_cf(
@@ -156,7 +146,7 @@ impl Storage {
             index_key(block.block.round, block.block.author, &key),
             [],
         );
-        Ok(self.db.write(write)?)
+        self.db.write(write).disk()
     }
 
     /// Hands every stored block in round order to `visit`, one at a time (see
@@ -182,17 +172,18 @@ impl Storage {
         let mut count = 0;
         let start = IteratorMode::From(from, rocksdb::Direction::Forward);
         for item in self.db.iterator_cf(self.family(DAG_INDEX)?, start) {
-            let (key, _) = item?;
+            let (key, _) = item.disk()?;
             if count == limit {
                 return Ok((count, Some(key.into_vec())));
             }
             let cid = &key[12..];
-            let bytes =
-                self.db
-                    .get_cf(self.family(BLOCKS)?, cid)?
-                    .ok_or_else(|| StoreError::Corrupt {
-                        reason: "indexed block missing".into(),
-                    })?;
+            let bytes = self
+                .db
+                .get_cf(self.family(BLOCKS)?, cid)
+                .disk()?
+                .ok_or_else(|| StoreError::Corrupt {
+                    reason: "indexed block missing".into(),
+                })?;
             visit(Bytes::from(bytes))?;
             count += 1;
         }
@@ -201,12 +192,12 @@ impl Storage {
 
     /// The stored bytes of a block, if any.
     pub fn block(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.db.get_cf(self.family(BLOCKS)?, cid.to_bytes())?)
+        self.db.get_cf(self.family(BLOCKS)?, cid.to_bytes()).disk()
     }
 
     /// The stored bytes of a batch, if any.
     pub fn batch(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.db.get_cf(self.family(BATCHES)?, cid.to_bytes())?)
+        self.db.get_cf(self.family(BATCHES)?, cid.to_bytes()).disk()
     }
 
     /// Author and round of a stored block (read from the block itself: the lookup is for blocks
@@ -215,13 +206,13 @@ impl Storage {
         let Some(bytes) = self.block(cid)? else {
             return Ok(None);
         };
-        let block = crate::types::SignedBlock::decode(&bytes)?;
+        let block = SignedBlock::decode(&bytes)?;
         Ok(Some((block.block.author, block.block.round)))
     }
 
     /// The committed height on disk.
     pub fn height(&self) -> Result<u64, StoreError> {
-        let bytes = self.db.get_cf(self.family(META)?, HEIGHT)?;
+        let bytes = self.db.get_cf(self.family(META)?, HEIGHT).disk()?;
         Ok(bytes
             .and_then(|b| b.try_into().ok())
             .map_or(0, u64::from_be_bytes))
@@ -232,15 +223,10 @@ impl Storage {
     pub fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
         let height_key = commit.height.to_be_bytes();
         if commit.height <= self.height()? {
-            let stored = self.db.get_cf(self.family(COMMITS)?, height_key)?;
+            let stored = self.db.get_cf(self.family(COMMITS)?, height_key).disk()?;
             return match stored == Some(encode(commit)) {
                 true => Ok(()),
-                false => Err(StoreError::Corrupt {
-                    reason: format!(
-                        "replayed commit {} differs from the stored one",
-                        commit.height
-                    ),
-                }),
+                false => Err(replay_differs(commit.height)),
             };
         }
         let mut write = WriteBatch::default();
@@ -254,12 +240,14 @@ impl Storage {
         // per transaction, this commit's record where it took effect, or else its first, is
         // written unless the stored one says it took effect. The lookups go to RocksDB as one batch.
         let transactions = self.family(TRANSACTIONS)?;
-        let records = records(commit);
+        let records: Vec<(Vec<u8>, Committed)> = (records(commit).into_iter())
+            .map(|(id, record)| (id.to_bytes(), record))
+            .collect();
         let stored =
             self.db
                 .batched_multi_get_cf(transactions, records.iter().map(|(key, _)| key), false);
         for ((key, record), stored) in records.iter().zip(stored) {
-            let applied = match stored? {
+            let applied = match stored.disk()? {
                 Some(bytes) => decode::<Committed>(&bytes)?.outcome == Outcome::Applied,
                 None => false,
             };
@@ -269,14 +257,15 @@ impl Storage {
         }
         write.put_cf(self.family(META)?, HEIGHT, height_key);
         write.put_cf(self.family(META)?, STATE_ROOT, hex(&commit.state_root));
-        Ok(self.db.write(write)?)
+        self.db.write(write).disk()
     }
 
     /// Where and how transaction `id` committed, if it did.
     pub fn transaction(&self, id: &Cid) -> Result<Option<Committed>, StoreError> {
         let Some(bytes) = self
             .db
-            .get_pinned_cf(self.family(TRANSACTIONS)?, id.to_bytes())?
+            .get_pinned_cf(self.family(TRANSACTIONS)?, id.to_bytes())
+            .disk()?
         else {
             return Ok(None);
         };
@@ -286,9 +275,56 @@ impl Storage {
     /// Flushes memtables to disk (on shutdown).
     pub fn flush(&self) -> Result<(), StoreError> {
         for name in FAMILIES {
-            self.db.flush_cf(self.family(name)?)?;
+            self.db.flush_cf(self.family(name)?).disk()?;
         }
         Ok(())
+    }
+}
+
+impl Store for Storage {
+    fn put_block(&self, cid: &Cid, bytes: &[u8], batch: bool) -> Result<(), StoreError> {
+        Storage::put_block(self, cid, bytes, batch)
+    }
+
+    fn replay_slice(
+        &self,
+        from: &[u8],
+        limit: usize,
+        visit: &mut dyn FnMut(Bytes) -> Result<(), StoreError>,
+    ) -> Result<(usize, Option<Vec<u8>>), StoreError> {
+        Storage::replay_slice(self, from, limit, visit)
+    }
+
+    fn block(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+        Storage::block(self, cid)
+    }
+
+    fn batch(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+        Storage::batch(self, cid)
+    }
+
+    fn height(&self) -> Result<u64, StoreError> {
+        Storage::height(self)
+    }
+
+    fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
+        Storage::commit(self, commit)
+    }
+
+    fn transaction(&self, id: &Cid) -> Result<Option<Committed>, StoreError> {
+        Storage::transaction(self, id)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        Storage::flush(self)
+    }
+
+    fn parking(&self) -> Box<dyn Parking> {
+        Box::new(Storage::parking(self))
+    }
+
+    fn archive(&self) -> Box<dyn Archive> {
+        Box::new(self.clone())
     }
 }
 
@@ -346,12 +382,12 @@ impl StoreParking {
     fn write(&self, write: WriteBatch) -> Result<(), StoreError> {
         let mut options = rocksdb::WriteOptions::default();
         options.disable_wal(true);
-        Ok(self.storage.db.write_opt(write, &options)?)
+        self.storage.db.write_opt(write, &options).disk()
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let family = self.storage.family(PARKING)?;
-        Ok(self.storage.db.get_cf(family, key)?)
+        self.storage.db.get_cf(family, key).disk()
     }
 
     /// The blocks linked from `dependency`, with the links removed.
@@ -369,7 +405,7 @@ impl StoreParking {
             IteratorMode::From(&prefix, rocksdb::Direction::Forward),
         );
         for item in items {
-            let (key, _) = item?;
+            let (key, _) = item.disk()?;
             write.delete_cf(family, &key);
             children.push(Cid::try_from(&key[prefix.len()..]).map_err(|_| {
                 StoreError::Corrupt {
@@ -526,7 +562,8 @@ impl Parking for StoreParking {
             Ok(self
                 .storage
                 .db
-                .get_pinned_cf(family, cid.to_bytes())?
+                .get_pinned_cf(family, cid.to_bytes())
+                .disk()?
                 .is_some())
         });
         logged("reading a batch", found, false)
@@ -534,35 +571,6 @@ impl Parking for StoreParking {
 
     /// Batches stay in the store, which serves them.
     fn drop_batch(&mut self, _cid: &Cid) {}
-}
-
-/// Round and author big-endian, then the CID: iteration order is round order.
-fn index_key(round: u64, author: u32, cid: &[u8]) -> Vec<u8> {
-    [&round.to_be_bytes()[..], &author.to_be_bytes(), cid].concat()
-}
-
-/// Per transaction of `commit`, keyed by its ID: the record where it took effect, or else its first.
-fn records(commit: &Commit) -> Vec<(Vec<u8>, Committed)> {
-    let mut records: Vec<(Vec<u8>, Committed)> = Vec::with_capacity(commit.transactions.len());
-    let mut at = HashMap::with_capacity(commit.transactions.len());
-    for (index, (id, outcome)) in commit.transactions.iter().enumerate() {
-        let record = Committed {
-            height: commit.height,
-            index: index as u64,
-            outcome: *outcome,
-        };
-        match at.entry(id) {
-            Entry::Vacant(slot) => {
-                slot.insert(records.len());
-                records.push((id.to_bytes(), record));
-            }
-            Entry::Occupied(slot) if *outcome == Outcome::Applied => {
-                records[*slot.get()].1 = record
-            }
-            Entry::Occupied(_) => {}
-        }
-    }
-    records
 }
 
 #[cfg(test)]
