@@ -295,7 +295,7 @@ async fn run(args: &LoadArgs) -> anyhow::Result<LoadReport> {
             args.count,
             nodes.bases.len()
         );
-        crate::plot::latency_over_time(path, &title, "commit time (s)", &samples)?;
+        simulate::plot::latency_over_time(path, &title, "commit time (s)", &samples)?;
     }
     Ok(report)
 }
@@ -594,11 +594,11 @@ fn print_report(r: &LoadReport) {
     );
     println!(
         "{}",
-        crate::simulate::latency_line("committed at first", &r.latency_first)
+        simulate::latency_line("committed at first", &r.latency_first)
     );
     println!(
         "{}",
-        crate::simulate::latency_line("committed at all", &r.latency_all)
+        simulate::latency_line("committed at all", &r.latency_all)
     );
     for closed in &r.streams_closed {
         println!("  stream   {closed}");

@@ -6,11 +6,8 @@ mod config;
 mod keys;
 mod load;
 mod metered;
-mod plot;
 mod run;
-mod schedule;
 mod scrape;
-mod simulate;
 mod stream;
 mod wire;
 

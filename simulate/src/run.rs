@@ -1,6 +1,6 @@
-//! `ledger-node simulate`: a network of ledger validators over the embedded simulator, in virtual
-//! time. A load of signed transfers goes to the honest validators round-robin; midway the network
-//! is partitioned and healed, and one validator crashes and restarts from its RocksDB directory.
+//! A network of ledger validators over the embedded simulator, in virtual time. A load of signed
+//! transfers goes to the honest validators round-robin; midway the network is partitioned and
+//! healed, and one validator crashes and restarts from its store.
 //! Optionally the last validators are Byzantine (equivocating, withholding, or sending junk).
 
 use std::{collections::HashMap, path::PathBuf, time::Duration};
@@ -60,7 +60,7 @@ pub struct Args {
     /// run has one partition at 30%..45% and one crash at 60%..70%.
     #[arg(long = "partition", value_name = "START..END")]
     partitions: Vec<Span>,
-    /// Crash a validator at START and restart it from its RocksDB directory at END. Each crash
+    /// Crash a validator at START and restart it from its store at END. Each crash
     /// takes the next honest validator, from the last down to validator 1. Repeat for several.
     #[arg(long = "crash", value_name = "START..END")]
     crashes: Vec<Span>,

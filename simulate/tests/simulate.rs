@@ -1,5 +1,5 @@
-//! `ledger-node simulate`, the main job, as a user runs it: Byzantine validators, a lossy log-normal
-//! network, a partition and two overlapping crashes with restarts from disk; the JSON report and the
+//! `ledger-simulate`, the main job, as a user runs it: Byzantine validators, a lossy log-normal
+//! network, a partition and two overlapping crashes with restarts from their stores; the JSON report and the
 //! SVG chart.
 
 use std::process::Command;
@@ -11,16 +11,8 @@ fn simulate_reports_agreement_under_faults_and_writes_json_and_a_chart() {
     let dir = std::env::temp_dir().join(format!("ledger-simulate-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let (json, svg) = (dir.join("report.json"), dir.join("latency.svg"));
-    let output = Command::new(env!("CARGO_BIN_EXE_ledger-node"))
-        .args([
-            "simulate",
-            "--validators",
-            "7",
-            "--duration",
-            "30s",
-            "--seed",
-            "3",
-        ])
+    let output = Command::new(env!("CARGO_BIN_EXE_ledger-simulate"))
+        .args(["--validators", "7", "--duration", "30s", "--seed", "3"])
         .args(["--latency", "30ms", "--sigma", "0.4", "--loss", "0.02"])
         .args([
             "--partition",
@@ -35,7 +27,7 @@ fn simulate_reports_agreement_under_faults_and_writes_json_and_a_chart() {
         .arg("--plot")
         .arg(&svg)
         .output()
-        .expect("run ledger-node simulate");
+        .expect("run ledger-simulate");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -61,8 +53,8 @@ fn simulate_reports_agreement_under_faults_and_writes_json_and_a_chart() {
             "9.0s heal",
             "12.0s crash validator 4",
             "15.0s crash validator 3",
-            "18.0s restart validator 4 from disk",
-            "21.0s restart validator 3 from disk",
+            "18.0s restart validator 4 from its store",
+            "21.0s restart validator 3 from its store",
         ]
     );
     let (submitted, committed) = (report["submitted"].as_u64(), report["committed"].as_u64());

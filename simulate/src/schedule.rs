@@ -84,7 +84,7 @@ impl fmt::Display for Event {
             Event::Partition => write!(f, "partition into two halves"),
             Event::Heal => write!(f, "heal"),
             Event::Crash(v) => write!(f, "crash validator {v}"),
-            Event::Restart(v) => write!(f, "restart validator {v} from disk"),
+            Event::Restart(v) => write!(f, "restart validator {v} from its store"),
         }
     }
 }
