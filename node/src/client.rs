@@ -96,40 +96,81 @@ enum Query {
     },
 }
 
-struct Client {
+/// How long one request may take (the commit stream, which stays open, has no such bound).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A typed client of one node's HTTP API, for `tx`, `query` and `load`. Clones share their
+/// connections.
+#[derive(Clone)]
+pub(crate) struct ApiClient {
     http: reqwest::Client,
     base: String,
 }
 
-impl Client {
-    fn new(node: &NodeArg) -> anyhow::Result<Client> {
+impl ApiClient {
+    /// A client of the node at `base` (`http://host:port`).
+    pub(crate) fn new(base: &str) -> anyhow::Result<ApiClient> {
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(10))
             .build()?;
-        Ok(Client {
-            http,
-            base: node.node.trim_end_matches('/').to_string(),
-        })
+        Ok(ApiClient::sharing(http, base))
     }
 
-    async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        let response = self.http.get(format!("{}{path}", self.base)).send().await;
-        answer(response, &self.base).await
+    /// A client of the node at `base` over the connections of `http`.
+    pub(crate) fn sharing(http: reqwest::Client, base: &str) -> ApiClient {
+        let base = base.trim_end_matches('/').to_string();
+        ApiClient { http, base }
     }
 
-    async fn post<T: DeserializeOwned>(
+    /// The node's address.
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The node's answer to `GET path`.
+    pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let request = self.http.get(format!("{}{path}", self.base));
+        answer(request.timeout(REQUEST_TIMEOUT).send().await, &self.base).await
+    }
+
+    /// The node's answer to `POST path` with `body`.
+    pub(crate) async fn post<T: DeserializeOwned>(
         &self,
         path: &str,
         body: &impl serde::Serialize,
     ) -> anyhow::Result<T> {
-        let url = format!("{}{path}", self.base);
-        let response = self.http.post(url).json(body).send().await;
-        answer(response, &self.base).await
+        let request = self.http.post(format!("{}{path}", self.base)).json(body);
+        answer(request.timeout(REQUEST_TIMEOUT).send().await, &self.base).await
+    }
+
+    /// Submits `tx`: the node's answer, or the API's error kind (`unreachable` when none came).
+    pub(crate) async fn submit(&self, tx: &SignedTransaction) -> Result<TransactionReply, String> {
+        let request = SubmitRequest {
+            transaction: ledger::hex(&codec::encode(tx)),
+        };
+        let url = format!("{}/v1/transactions", self.base);
+        let sent = self.http.post(url).json(&request).timeout(REQUEST_TIMEOUT);
+        let response = sent.send().await.map_err(|_| "unreachable".to_string())?;
+        if !response.status().is_success() {
+            let refusal = response.json::<ErrorReply>().await;
+            return Err(refusal.map_or_else(|_| "bad_answer".to_string(), |r| r.error));
+        }
+        response.json().await.map_err(|_| "bad_answer".to_string())
+    }
+
+    /// `GET /v1/commits/stream`, open (no timeout: it stays open).
+    pub(crate) async fn commit_stream(&self) -> anyhow::Result<reqwest::Response> {
+        let url = format!("{}/v1/commits/stream", self.base);
+        let response = self.http.get(&url).send().await;
+        let response = response.with_context(|| format!("no answer from {url}"))?;
+        let status = response.status();
+        anyhow::ensure!(status.is_success(), "{url} answered {status}");
+        Ok(response)
     }
 }
 
 /// The body of a 2xx reply; otherwise an error with the status and the node's message.
-pub(crate) async fn answer<T: DeserializeOwned>(
+async fn answer<T: DeserializeOwned>(
     response: reqwest::Result<reqwest::Response>,
     base: &str,
 ) -> anyhow::Result<T> {
@@ -159,7 +200,7 @@ fn print(value: &impl serde::Serialize) -> anyhow::Result<()> {
 
 pub fn query(args: QueryArgs) -> anyhow::Result<()> {
     let runtime = runtime()?;
-    let client = Client::new(&args.node)?;
+    let client = ApiClient::new(&args.node.node)?;
     runtime.block_on(async {
         match &args.what {
             Query::Agreement { nodes } => agreement(nodes).await,
@@ -187,7 +228,7 @@ pub fn query(args: QueryArgs) -> anyhow::Result<()> {
 }
 
 pub fn tx(args: TxArgs) -> anyhow::Result<()> {
-    let client = Client::new(&args.node)?;
+    let client = ApiClient::new(&args.node.node)?;
     let key_path = args
         .key
         .as_deref()
@@ -247,7 +288,7 @@ pub fn tx(args: TxArgs) -> anyhow::Result<()> {
 async fn agreement(nodes: &[String]) -> anyhow::Result<()> {
     let clients = nodes
         .iter()
-        .map(|node| Client::new(&NodeArg { node: node.clone() }))
+        .map(|node| ApiClient::new(node))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut commits = Vec::new();
     for client in &clients {
@@ -270,12 +311,12 @@ async fn agreement(nodes: &[String]) -> anyhow::Result<()> {
         let Some(root) = by_height.get(&common) else {
             bail!(
                 "{} has no commit {common} among its recent ones (its latest is {top}): query again",
-                client.base
+                client.base()
             );
         };
         println!(
             "{}  height {top:>6}  state root at {common}: {root}",
-            client.base
+            client.base()
         );
         roots.insert(root.clone());
     }

@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{bail, Context};
 use comms::Cid;
-use ledger::{codec, Keypair, SignedTransaction, Transaction};
+use ledger::{Keypair, SignedTransaction, Transaction};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sim::{LatencyHistogram, LatencySummary};
 use tokio::{
@@ -21,9 +21,10 @@ use tokio::{
 };
 
 use crate::{
-    client, keys,
+    client::ApiClient,
+    keys,
     stream::{Close, EventParser},
-    wire::{AccountReply, CommitView, ErrorReply, StatusReply, SubmitRequest},
+    wire::{AccountReply, CommitView, StatusReply},
 };
 
 /// Options of `load`.
@@ -121,10 +122,9 @@ pub fn main(args: LoadArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The nodes, over HTTP.
+/// The nodes, over HTTP (one pool of connections).
 struct Nodes {
-    http: reqwest::Client,
-    bases: Vec<String>,
+    clients: Vec<ApiClient>,
 }
 
 impl Nodes {
@@ -132,38 +132,30 @@ impl Nodes {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .build()?;
-        let bases = bases
-            .iter()
-            .map(|b| b.trim_end_matches('/').to_string())
+        let clients = (bases.iter())
+            .map(|base| ApiClient::sharing(http.clone(), base))
             .collect();
-        Ok(Nodes { http, bases })
+        Ok(Nodes { clients })
+    }
+
+    /// How many there are.
+    fn len(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// Node `node`'s address.
+    fn base(&self, node: usize) -> &str {
+        self.clients[node].base()
     }
 
     /// Node `node`'s answer to `GET path`.
     async fn get<T: DeserializeOwned>(&self, node: usize, path: &str) -> anyhow::Result<T> {
-        let base = &self.bases[node];
-        let request = self.http.get(format!("{base}{path}"));
-        let response = request.timeout(Duration::from_secs(30)).send().await;
-        client::answer(response, base).await
+        self.clients[node].get(path).await
     }
 
-    /// Submits `tx` to node `node`: its ID, or the API's error kind.
+    /// Submits `tx` to node `node`: taken, or the API's error kind.
     async fn submit(&self, node: usize, tx: &SignedTransaction) -> Result<(), String> {
-        let request = SubmitRequest {
-            transaction: ledger::hex(&codec::encode(tx)),
-        };
-        let url = format!("{}/v1/transactions", self.bases[node]);
-        let sent = self
-            .http
-            .post(url)
-            .json(&request)
-            .timeout(Duration::from_secs(30));
-        let response = sent.send().await.map_err(|_| "unreachable".to_string())?;
-        if response.status().is_success() {
-            return Ok(());
-        }
-        let refusal = response.json::<ErrorReply>().await;
-        Err(refusal.map_or_else(|_| "bad_answer".to_string(), |r| r.error))
+        self.clients[node].submit(tx).await.map(|_| ())
     }
 
     /// Follows node `node`'s commit stream, sending each commit (with when it arrived) to `sink`
@@ -173,14 +165,7 @@ impl Nodes {
         node: usize,
         sink: mpsc::UnboundedSender<Seen>,
     ) -> anyhow::Result<tokio::task::JoinHandle<String>> {
-        let url = format!("{}/v1/commits/stream", self.bases[node]);
-        let response = self.http.get(&url).send().await;
-        let mut response = response.with_context(|| format!("no answer from {url}"))?;
-        anyhow::ensure!(
-            response.status().is_success(),
-            "{url} answered {}",
-            response.status()
-        );
+        let mut response = self.clients[node].commit_stream().await?;
         Ok(tokio::spawn(async move {
             let mut parser = EventParser::default();
             loop {
@@ -244,7 +229,7 @@ async fn run(args: &LoadArgs) -> anyhow::Result<LoadReport> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let (seen_tx, mut seen) = mpsc::unbounded_channel();
     let mut followers = Vec::new();
-    for node in 0..nodes.bases.len() {
+    for node in 0..nodes.len() {
         followers.push(nodes.follow(node, seen_tx.clone()).await?);
     }
     drop(seen_tx);
@@ -293,7 +278,7 @@ async fn run(args: &LoadArgs) -> anyhow::Result<LoadReport> {
         let title = format!(
             "{} transfers over {} nodes: submission to committed at all",
             args.count,
-            nodes.bases.len()
+            nodes.len()
         );
         simulate::plot::latency_over_time(path, &title, "commit time (s)", &samples)?;
     }
@@ -303,11 +288,11 @@ async fn run(args: &LoadArgs) -> anyhow::Result<LoadReport> {
 /// The chain's CID, the same at every node.
 async fn chain_of(nodes: &Nodes) -> anyhow::Result<Cid> {
     let mut chain = None;
-    for node in 0..nodes.bases.len() {
+    for node in 0..nodes.len() {
         let this = nodes.get::<StatusReply>(node, "/v1/status").await?.chain;
         match chain {
             Some(first) if first != this => {
-                bail!("{} is on chain {this}, not {first}", nodes.bases[node])
+                bail!("{} is on chain {this}, not {first}", nodes.base(node))
             }
             _ => chain = Some(this),
         }
@@ -431,7 +416,7 @@ impl Wave {
                 }
                 event = seen.recv() => {
                     let Some(event) = event else { break };
-                    committed += record(&mut tracks, &ids, &event, nodes.bases.len());
+                    committed += record(&mut tracks, &ids, &event, nodes.len());
                     if let Some(bar) = progress {
                         bar.set_position(committed as u64);
                     }
@@ -463,7 +448,7 @@ impl Wave {
                 let (nodes, txs, answers) = (nodes.clone(), txs.clone(), answers.clone());
                 tokio::spawn(async move {
                     let at = Instant::now();
-                    let result = nodes.submit(k % nodes.bases.len(), &txs[k]).await;
+                    let result = nodes.submit(k % nodes.len(), &txs[k]).await;
                     let _ = answers.send((k, at, result));
                     drop(slot);
                 });
