@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use comms::Cid;
 
-use super::{Core, Output, Want, DRAIN_BUDGET};
+use super::{fetches::Want, Core, Output, DRAIN_BUDGET};
 use crate::{
     codec::{cid_of, decode},
     dag::AcceptedBlock,
@@ -72,55 +72,18 @@ impl Core {
         self.discard_descendants(cid);
     }
 
-    /// Asks for `dependency` on behalf of a block by `author`: now, if that author's budget allows,
-    /// or else once its earlier fetches are done. A dependency queued under another author starts
-    /// now if this author has budget, so one author's slow queue never holds up another's blocks.
+    /// Asks for `dependency` on behalf of a block by `author` (see [`super::fetches::Fetches::want`]).
     fn want(&mut self, dependency: Cid, batch: bool, author: u32, out: &mut Vec<Output>) {
-        if self.wanted.get(&dependency).is_some_and(|w| w.in_flight) {
-            return;
+        if let Some(now) = self.fetches.want(dependency, batch, author) {
+            out.push(Output::Fetch(now));
         }
-        let slot = author as usize;
-        let in_flight = self.fetching[slot] < self.config.fetches_per_author.max(1);
-        if in_flight {
-            self.fetching[slot] += 1;
-            out.push(Output::Fetch(dependency));
-        } else if !self.wanted.contains_key(&dependency) {
-            self.queued[slot].push_back(dependency);
-        } else {
-            return;
-        }
-        self.wanted.insert(
-            dependency,
-            Want {
-                batch,
-                author,
-                in_flight,
-            },
-        );
     }
 
     /// `cid` is no longer being fetched: frees its author's turn for the next queued fetch.
     fn unwant(&mut self, cid: Cid, out: &mut Vec<Output>) -> Option<Want> {
-        let want = self.wanted.remove(&cid)?;
-        let slot = want.author as usize;
-        if !want.in_flight {
-            return Some(want);
-        }
-        self.fetching[slot] -= 1;
-        while let Some(next) = self.queued[slot].pop_front() {
-            let Some(queued) = self.wanted.get_mut(&next).filter(|w| !w.in_flight) else {
-                continue;
-            };
-            *queued = Want {
-                author: want.author,
-                in_flight: true,
-                ..*queued
-            };
-            self.fetching[slot] += 1;
-            out.push(Output::Fetch(next));
-            break;
-        }
-        Some(want)
+        let (want, next) = self.fetches.unwant(&cid);
+        out.extend(next.map(Output::Fetch));
+        want
     }
 
     fn receive_block(&mut self, bytes: Bytes, source: Source, out: &mut Vec<Output>) {
@@ -215,10 +178,10 @@ impl Core {
             .collect();
         let new = to_fetch
             .iter()
-            .filter(|(d, _)| !self.wanted.contains_key(d))
+            .filter(|(d, _)| !self.fetches.contains(d))
             .count();
-        let room = (self.config.fetches_per_author.max(1)).saturating_sub(self.fetching[slot]);
-        let (queued, to_queue) = (self.queued[slot].len(), new.saturating_sub(room));
+        let room = self.fetches.room(author);
+        let (queued, to_queue) = (self.fetches.queued(author), new.saturating_sub(room));
         if to_queue > 0 && queued + to_queue > self.config.queued_fetches_per_author {
             let error = Error::FetchQueueFull { author, queued };
             return self.report(Some(cid), error, out);

@@ -3,18 +3,20 @@
 //! this CID, these transactions committed). The node shell does the IO; tests drive it directly.
 
 mod accept;
+mod fetches;
 mod park;
 mod pool;
 mod propose;
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::Arc,
     time::Duration,
 };
 
 use bytes::Bytes;
 use comms::Cid;
+use fetches::Fetches;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -212,15 +214,6 @@ pub enum Standing {
     Expired,
 }
 
-/// A dependency being fetched or queued for it: whether it is a batch, which author's budget the
-/// fetch is charged to, and whether it is in flight.
-#[derive(Clone, Copy, Debug)]
-struct Want {
-    batch: bool,
-    author: u32,
-    in_flight: bool,
-}
-
 /// Our latest block: re-broadcast while it is the latest, and linked by our next one.
 struct OwnBlock {
     cid: Cid,
@@ -251,9 +244,7 @@ pub struct Core {
     /// The parked blocks that arrived by broadcast, with their authors, and how many each author has.
     parked_broadcasts: HashMap<Cid, u32>,
     parked_broadcasts_by_author: Vec<usize>,
-    wanted: HashMap<Cid, Want>,
-    fetching: Vec<usize>,
-    queued: Vec<VecDeque<Cid>>,
+    fetches: Fetches,
     committer: Committer,
     linearizer: Linearizer,
     state: State,
@@ -287,6 +278,7 @@ impl Core {
             max_transactions: config.max_block_transactions,
             max_bytes: config.max_block_bytes,
         };
+        let fetches = Fetches::new(committee.size(), config.fetches_per_author);
         Core {
             chain: genesis.encode().1,
             limits,
@@ -300,9 +292,7 @@ impl Core {
             ready: Vec::new(),
             parked_broadcasts: HashMap::new(),
             parked_broadcasts_by_author: vec![0; committee.size()],
-            wanted: HashMap::new(),
-            fetching: vec![0; committee.size()],
-            queued: vec![VecDeque::new(); committee.size()],
+            fetches,
             committer: Committer::default(),
             linearizer: Linearizer::default(),
             state: State::genesis(genesis),
@@ -429,7 +419,7 @@ impl Core {
 
     /// CIDs being fetched.
     pub fn wanted(&self) -> usize {
-        self.wanted.len()
+        self.fetches.len()
     }
 
     /// Transactions submitted here and not yet ordered.
