@@ -19,7 +19,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::{
     codec::decode,
-    core::{Commit, Core, CoreConfig, CoreStats, MemoryParking, Output, Standing, SubmitError},
+    core::{Commit, Core, CoreConfig, CoreStats, Output, Standing, SubmitError},
     dag::AcceptedBlock,
     hex,
     log_limit::LogLimit,
@@ -216,15 +216,14 @@ pub async fn spawn<C: Communication + Clone>(
 ) -> Result<NodeHandle, NodeError> {
     genesis.check()?;
     let span = tracing::info_span!("node", node = %comms.local_peer());
-    let mut core = Core::new(genesis, key, config.core.clone());
+    let core = match &storage {
+        Some(store) => Core::with_store(genesis, key, config.core.clone(), store.as_ref()),
+        None => Core::new(genesis, key, config.core.clone()),
+    };
     let topic = blocks_topic(core.chain());
     let subscription = comms.subscribe(&topic).await?;
     let start = Instant::now();
     let epoch = config.epoch_ms.unwrap_or_else(wall_clock_ms);
-    if let Some(storage) = &storage {
-        core.set_archive(Some(storage.archive()));
-        core.set_parking(storage.parking());
-    }
     let (commands, receiver) = mpsc::channel(256);
     let (commits, _) = broadcast::channel(1024);
     let (fetched_tx, fetched) = mpsc::channel(256);
@@ -685,8 +684,7 @@ impl<C: Communication + Clone> Node<C> {
 
     fn shutdown(&mut self) {
         // The core's archive and parking share the store: drop them too, so that it closes now.
-        self.core.set_archive(None);
-        self.core.set_parking(Box::<MemoryParking>::default());
+        self.core.release_store();
         if let Some(storage) = self.storage.take() {
             if let Err(error) = storage.flush() {
                 warn!(%error, "flushing storage failed");

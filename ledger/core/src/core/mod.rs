@@ -23,6 +23,7 @@ use crate::{
     consensus::{Committer, Linearizer, GC_DEPTH},
     dag::Dag,
     state::{Outcome, State},
+    store::Store,
     types::{Genesis, Payload},
     validate::BlockLimits,
     Account, Committee, Error, Keypair, PublicKey,
@@ -365,16 +366,25 @@ impl Core {
         }
     }
 
-    /// Where blocks that leave memory are looked up from now on (the store, which holds every
-    /// accepted block), instead of an index in memory; `None` drops it (to close the store).
-    pub fn set_archive(&mut self, archive: Option<Box<dyn Archive>>) {
-        self.archive = archive;
+    /// A core like [`Core::new`]'s whose parked blocks wait in `store` and whose blocks that leave
+    /// memory are looked up there (it holds every accepted block), not indexed in memory.
+    pub fn with_store(
+        genesis: &Genesis,
+        key: Option<Keypair>,
+        config: CoreConfig,
+        store: &dyn Store,
+    ) -> Core {
+        let mut core = Core::new(genesis, key, config);
+        core.archive = Some(store.archive());
+        core.parking = store.parking();
+        core
     }
 
-    /// Where blocks wait for their dependencies from now on (the store), instead of memory. Set it
-    /// before the first block arrives: what the previous parking held is dropped.
-    pub fn set_parking(&mut self, parking: Box<dyn Parking>) {
-        self.parking = parking;
+    /// Lets go of the store (its parking and archive share it), so that it can close: the core
+    /// takes no more blocks after this (what was parked is dropped).
+    pub fn release_store(&mut self) {
+        self.archive = None;
+        self.parking = Box::<MemoryParking>::default();
         self.ready.clear();
         self.parked_broadcasts.clear();
         self.parked_broadcasts_by_author.fill(0);
