@@ -3,6 +3,7 @@
 //! this CID, these transactions committed). The node shell does the IO; tests drive it directly.
 
 mod accept;
+mod execute;
 mod fetches;
 mod park;
 mod pool;
@@ -16,11 +17,12 @@ use std::{
 
 use bytes::Bytes;
 use comms::Cid;
+use execute::Executor;
 use fetches::Fetches;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    consensus::{Committer, Linearizer, GC_DEPTH},
+    consensus::GC_DEPTH,
     dag::Dag,
     state::{Outcome, State},
     store::Store,
@@ -246,10 +248,7 @@ pub struct Core {
     parked_broadcasts: HashMap<Cid, u32>,
     parked_broadcasts_by_author: Vec<usize>,
     fetches: Fetches,
-    committer: Committer,
-    linearizer: Linearizer,
-    state: State,
-    height: u64,
+    executor: Executor,
     pool: pool::Pool,
     /// When the pool last dropped expired transactions.
     last_expiry_ms: u64,
@@ -294,10 +293,7 @@ impl Core {
             parked_broadcasts: HashMap::new(),
             parked_broadcasts_by_author: vec![0; committee.size()],
             fetches,
-            committer: Committer::default(),
-            linearizer: Linearizer::default(),
-            state: State::genesis(genesis),
-            height: 0,
+            executor: Executor::new(genesis),
             pool: pool::Pool::default(),
             last_expiry_ms: 0,
             now_ms: 0,
@@ -326,12 +322,12 @@ impl Core {
 
     /// The committed state.
     pub fn state(&self) -> &State {
-        &self.state
+        self.executor.state()
     }
 
     /// The number of commits so far.
     pub fn height(&self) -> u64 {
-        self.height
+        self.executor.height()
     }
 
     /// The DAG of accepted blocks, from the memory floor up (see [`Core::floor`]).
@@ -414,7 +410,7 @@ impl Core {
             self.unordered.remove(&block.cid);
             self.forget(&block.cid, block.author(), block.round());
         }
-        self.linearizer.prune_below(floor);
+        self.executor.prune_below(floor);
     }
 
     /// Counters.
@@ -440,10 +436,10 @@ impl Core {
     /// Where transaction `id` stands before its commit, as far as this node knows: `None` when it
     /// was neither submitted here nor ordered and waiting.
     pub fn standing(&self, id: &Cid) -> Option<Standing> {
-        if self.state.is_waiting(id) {
+        if self.executor.state().is_waiting(id) {
             return Some(Standing::Queued);
         }
-        let state = &self.state;
+        let state = self.executor.state();
         Some(match self.pool.place(id, |k| state.account(k).nonce)? {
             pool::Place::Queued { held: true } => Standing::Queued,
             pool::Place::Queued { held: false } | pool::Place::InFlight => Standing::Pending,

@@ -7,7 +7,7 @@ use comms::Cid;
 
 use super::{
     pool::{Refusal, Room},
-    Commit, Core, Output,
+    Core, Output,
 };
 use crate::{
     codec::{cid_of, encode},
@@ -58,7 +58,7 @@ impl Core {
         }
         let encoded = encode(&tx);
         let id = cid_of(&encoded);
-        let next = self.state().account(tx.tx.signer()).nonce;
+        let next = self.executor.state().account(tx.tx.signer()).nonce;
         if tx.tx.nonce() < next {
             return Err(SubmitError::StaleNonce {
                 next,
@@ -83,7 +83,7 @@ impl Core {
         self.after_change(now_ms, out);
         if now_ms >= self.last_expiry_ms + EXPIRY_INTERVAL_MS {
             self.last_expiry_ms = now_ms;
-            let (state, limits) = (&self.state, self.pool_limits());
+            let (state, limits) = (self.executor.state(), self.pool_limits());
             let expired = self
                 .pool
                 .expire(now_ms, |k| state.account(k).nonce, &limits);
@@ -268,7 +268,7 @@ impl Core {
             transactions: self.config.max_block_transactions,
             bytes: self.config.max_block_bytes.saturating_sub(1024),
         };
-        let (state, limits) = (&self.state, self.pool_limits());
+        let (state, limits) = (self.executor.state(), self.pool_limits());
         let (txs, size) = self
             .pool
             .take(round, room, |k| state.account(k).nonce, &limits);
@@ -295,44 +295,22 @@ impl Core {
 
     /// Commits every newly decided leader: orders its history and applies its transactions.
     pub(super) fn commit(&mut self, out: &mut Vec<Output>) {
-        for (round, leader) in self.committer.try_decide(&self.dag, &self.committee) {
+        for (round, leader) in self.executor.decide(&self.dag, &self.committee) {
             let Some(leader) = leader else {
                 self.stats.skipped_slots += 1;
                 continue;
             };
-            let blocks = self.linearizer.linearize(&self.dag, &leader);
-            let dag = &self.dag;
-            let ordered = blocks
-                .iter()
-                .filter_map(|cid| dag.get(cid))
-                .flat_map(|block| block.transactions.iter());
-            let executed = self.state.execute(self.height + 1, ordered);
-            for cid in &blocks {
+            let (commit, waiting) = self.executor.execute(&self.dag, round, leader);
+            for cid in &commit.blocks {
                 self.unordered.remove(cid);
             }
-            for (id, _) in &executed.transactions {
+            for (id, _) in &commit.transactions {
                 self.pool.ordered(id);
             }
-            for id in &executed.waiting {
+            for id in &waiting {
                 self.pool.ordered(id);
             }
-            let changed = executed
-                .changed
-                .into_iter()
-                .map(|key| (key, self.state.account(&key)))
-                .collect();
-            let transactions = executed.transactions;
-            self.height += 1;
-            self.stats.committed_transactions += transactions.len() as u64;
-            let commit = Commit {
-                height: self.height,
-                round,
-                leader,
-                blocks,
-                transactions,
-                changed,
-                state_root: self.state.root(),
-            };
+            self.stats.committed_transactions += commit.transactions.len() as u64;
             tracing::debug!(height = commit.height, round, %leader, blocks = commit.blocks.len(), "committed");
             out.push(Output::Committed(Arc::new(commit)));
             self.collect_garbage(round);

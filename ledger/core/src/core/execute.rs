@@ -1,0 +1,119 @@
+//! The core's executor: decides leader slots ([`Committer`]), orders each committed leader's
+//! history ([`Linearizer`]) and applies its transactions to the [`State`], one height at a time.
+
+use comms::Cid;
+
+use crate::{
+    committee::Committee,
+    consensus::{Committer, Linearizer},
+    dag::Dag,
+    state::State,
+    types::Genesis,
+};
+
+use super::Commit;
+
+/// The committed sequence so far and the state it produced.
+pub(crate) struct Executor {
+    committer: Committer,
+    linearizer: Linearizer,
+    state: State,
+    height: u64,
+}
+
+impl Executor {
+    /// Nothing committed: the genesis state.
+    pub(crate) fn new(genesis: &Genesis) -> Executor {
+        Executor {
+            committer: Committer::default(),
+            linearizer: Linearizer::default(),
+            state: State::genesis(genesis),
+            height: 0,
+        }
+    }
+
+    /// The committed state.
+    pub(crate) fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Commits so far.
+    pub(crate) fn height(&self) -> u64 {
+        self.height
+    }
+
+    /// The slots newly decided in `dag`, in order: `(round, Some(leader))` to commit with
+    /// [`Executor::execute`], in this order, `(round, None)` skipped.
+    pub(crate) fn decide(&mut self, dag: &Dag, committee: &Committee) -> Vec<(u64, Option<Cid>)> {
+        self.committer.try_decide(dag, committee)
+    }
+
+    /// Commits `leader` (of `round`), the next decided one: orders its history not ordered before
+    /// and applies its transactions. Returns the commit and the transactions held back waiting for
+    /// an earlier nonce of their signer.
+    pub(crate) fn execute(&mut self, dag: &Dag, round: u64, leader: Cid) -> (Commit, Vec<Cid>) {
+        let blocks = self.linearizer.linearize(dag, &leader);
+        let ordered = (blocks.iter())
+            .filter_map(|cid| dag.get(cid))
+            .flat_map(|block| block.transactions.iter());
+        let executed = self.state.execute(self.height + 1, ordered);
+        let changed = (executed.changed.into_iter())
+            .map(|key| (key, self.state.account(&key)))
+            .collect();
+        self.height += 1;
+        let commit = Commit {
+            height: self.height,
+            round,
+            leader,
+            blocks,
+            transactions: executed.transactions,
+            changed,
+            state_root: self.state.root(),
+        };
+        (commit, executed.waiting)
+    }
+
+    /// Forgets what it ordered below `round`: no later leader reaches it.
+    pub(crate) fn prune_below(&mut self, round: u64) {
+        self.linearizer.prune_below(round);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{dag_builder::DagBuilder, devnet};
+
+    #[test]
+    fn each_decided_leader_commits_at_the_next_height_with_every_block_ordered_once() {
+        let mut dag = DagBuilder::new(4);
+        dag.full(0..=5);
+        let genesis = devnet::genesis("dag-builder", 1, 4, 0, 0);
+        let mut executor = Executor::new(&genesis);
+        let (mut heights, mut ordered) = (Vec::new(), Vec::new());
+        for (round, leader) in executor.decide(&dag.dag, &dag.committee) {
+            let leader = leader.expect("a full DAG skips nothing");
+            let (commit, waiting) = executor.execute(&dag.dag, round, leader);
+            assert_eq!(commit.blocks.last(), Some(&leader));
+            assert!(waiting.is_empty() && commit.transactions.is_empty());
+            assert_eq!(commit.state_root, executor.state().root());
+            heights.push(commit.height);
+            ordered.extend(commit.blocks);
+        }
+        assert_eq!(
+            heights,
+            (1..=8).collect::<Vec<u64>>(),
+            "rounds 0 to 3, two slots each"
+        );
+        assert_eq!(executor.height(), 8);
+        let mut distinct = ordered.clone();
+        distinct.sort_unstable_by_key(|cid| cid.to_bytes());
+        distinct.dedup();
+        assert_eq!(distinct.len(), ordered.len(), "each block once");
+        assert_eq!(
+            ordered.len(),
+            3 * 4 + 2,
+            "rounds 0 to 2 whole, and round 3's two leaders"
+        );
+    }
+}
