@@ -1,6 +1,10 @@
 //! The protocol core, free of IO: inputs in (a block's bytes arrived, a fetch finished, a
 //! transaction was submitted, the time is now T), outputs out (broadcast this, store that, fetch
 //! this CID, these transactions committed). The node shell does the IO; tests drive it directly.
+//!
+//! Parts with their own state and tests: the transaction pool (`pool`), the fetch scheduler
+//! (`fetches`), the executor (`execute`: deciding, ordering and applying), parking (`park`). The
+//! block manager (`accept`) and the proposer (`propose`) still share `Core`'s fields.
 
 mod accept;
 mod execute;
