@@ -19,7 +19,9 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::{
     codec::decode,
-    core::{Commit, Core, CoreConfig, CoreStats, Output, Standing, SubmitError},
+    core::{
+        within, Commit, ConfigError, Core, CoreConfig, CoreStats, Output, Standing, SubmitError,
+    },
     dag::AcceptedBlock,
     hex,
     log_limit::LogLimit,
@@ -51,6 +53,25 @@ pub struct NodeConfig {
     /// Block timestamps count milliseconds from this Unix time at start; unset: the wall clock.
     /// Simulations set it so that runs are reproducible.
     pub epoch_ms: Option<u64>,
+}
+
+impl NodeConfig {
+    /// Checks every field against its bound, naming the first that breaks one as the config file
+    /// spells it (`node.tick`, `node.core.max_block_bytes`): a tick from 1 ms to a minute, a fetch timeout from 1 ms to an hour, at least one
+    /// fetch attempt and one fetch at a time.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let (ms, hour) = (Duration::from_millis(1), Duration::from_secs(3600));
+        let in_node = |error: ConfigError| ConfigError {
+            field: format!("node.{}", error.field),
+            ..error
+        };
+        self.core.check().map_err(in_node)?;
+        within("node.tick", self.tick, ms, Duration::from_secs(60))?;
+        within("node.fetch_timeout", self.fetch_timeout, ms, hour)?;
+        within("node.fetch_attempts", self.fetch_attempts, 1, 1000)?;
+        let concurrent = self.max_concurrent_fetches;
+        within("node.max_concurrent_fetches", concurrent, 1, 1 << 16)
+    }
 }
 
 impl Default for NodeConfig {
@@ -131,6 +152,9 @@ pub enum NodeError {
     /// The network backend failed at start.
     #[error("network: {0}")]
     Comms(#[from] comms::Error),
+    /// A config value outside its bounds.
+    #[error("config: {0}")]
+    Config(#[from] ConfigError),
     /// The store failed, or replays differently from what it recorded.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -215,6 +239,7 @@ pub async fn spawn<C: Communication + Clone>(
     storage: Option<Arc<dyn Store>>,
 ) -> Result<NodeHandle, NodeError> {
     genesis.check()?;
+    config.check()?;
     let span = tracing::info_span!("node", node = %comms.local_peer());
     let core = match &storage {
         Some(store) => Core::with_store(genesis, key, config.core.clone(), store.as_ref()),

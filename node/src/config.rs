@@ -114,6 +114,7 @@ impl Config {
         if let Some(store) = &mut config.ipfs.contact_store {
             resolve(store);
         }
+        (config.node.check()).with_context(|| format!("in {}", path.display()))?;
         Ok(config)
     }
 }
@@ -174,6 +175,33 @@ mod tests {
             Some(dir.join("data/contacts.json"))
         );
         assert_eq!(config.node, NodeConfig::default());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_value_out_of_bounds_is_refused_naming_its_field() {
+        let dir = std::env::temp_dir().join(format!("ledger-config-bounds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let base = "genesis = \"genesis.json\"\ndata_dir = \"data\"\n";
+        for (table, field) in [
+            ("[node]\ntick = \"0s\"\n", "node.tick"),
+            (
+                "[node.core]\nmax_block_bytes = 1000\n",
+                "node.core.max_block_bytes",
+            ),
+            (
+                "[node.core]\nmin_block_interval = \"2s\"\nidle_block_interval = \"1s\"\n",
+                "node.core.min_block_interval",
+            ),
+        ] {
+            let path = dir.join("config.toml");
+            std::fs::write(&path, format!("{base}{table}")).expect("written");
+            let error = format!("{:#}", Config::load(&path).expect_err("refused"));
+            assert!(
+                error.contains(field) && error.contains("outside"),
+                "{error}"
+            );
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -32,8 +32,8 @@ pub mod types;
 pub mod validate;
 
 pub use crate::core::{
-    Archive, Commit, Core, CoreConfig, CoreStats, MemoryParking, Output, Parking, Standing,
-    SubmitError,
+    Archive, Commit, ConfigError, Core, CoreConfig, CoreStats, MemoryParking, Output, Parking,
+    Standing, SubmitError,
 };
 pub use committee::Committee;
 pub use crypto::{from_hex, hex, HexError, Keypair, PublicKey, Signature};

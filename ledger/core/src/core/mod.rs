@@ -129,6 +129,114 @@ impl Default for CoreConfig {
     }
 }
 
+/// A config value outside its bounds: which field, and what it must be.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ConfigError {
+    /// The field, as it is spelled in the config file (`core.max_block_bytes`).
+    pub field: String,
+    /// The bound it breaks.
+    pub reason: String,
+}
+
+impl ConfigError {
+    /// `field` breaks `reason`.
+    pub fn new(field: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            field: field.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Checks that `value` is within `low..=high`, naming `field` if not.
+pub fn within<T: PartialOrd + std::fmt::Debug>(
+    field: &str,
+    value: T,
+    low: T,
+    high: T,
+) -> Result<(), ConfigError> {
+    match value >= low && value <= high {
+        true => Ok(()),
+        false => Err(ConfigError::new(
+            field,
+            format!("{value:?} is outside {low:?} to {high:?}"),
+        )),
+    }
+}
+
+/// The smallest block a validator may be limited to: room for the header, its parents and a
+/// transaction.
+pub const MIN_BLOCK_BYTES: u64 = 4096;
+
+impl CoreConfig {
+    /// Checks every field against its bound (naming it `core.<name>`), so that no accepted config
+    /// can make the core panic or stall: durations from 1 ms (the minimum interval from 0) to an
+    /// hour, counts from 1, blocks from [`MIN_BLOCK_BYTES`] to a mebibyte ([`comms::Limits::MIB`]).
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let (ms, hour) = (Duration::from_millis(1), Duration::from_secs(3600));
+        within("core.leader_timeout", self.leader_timeout, ms, hour)?;
+        let idle = self.idle_block_interval;
+        within("core.idle_block_interval", idle, ms, hour)?;
+        within(
+            "core.min_block_interval",
+            self.min_block_interval,
+            Duration::ZERO,
+            idle,
+        )?;
+        within(
+            "core.rebroadcast_interval",
+            self.rebroadcast_interval,
+            ms,
+            hour,
+        )?;
+        within("core.queued_timeout", self.queued_timeout, ms, hour * 24)?;
+        within(
+            "core.max_block_transactions",
+            self.max_block_transactions,
+            1,
+            1 << 20,
+        )?;
+        let max = comms::Limits::MIB as u64;
+        within(
+            "core.max_block_bytes",
+            self.max_block_bytes,
+            MIN_BLOCK_BYTES,
+            max,
+        )?;
+        let inline_max = self.max_block_bytes - MIN_BLOCK_BYTES / 2;
+        within("core.inline_bytes", self.inline_bytes, 0, inline_max)?;
+        within(
+            "core.resubmit_after_rounds",
+            self.resubmit_after_rounds,
+            1,
+            1 << 20,
+        )?;
+        within("core.max_mempool", self.max_mempool, 1, 1 << 24)?;
+        let per_signer = self.max_mempool_per_signer;
+        within(
+            "core.max_mempool_per_signer",
+            per_signer,
+            1,
+            self.max_mempool,
+        )?;
+        within(
+            "core.fetches_per_author",
+            self.fetches_per_author,
+            1,
+            1 << 16,
+        )?;
+        within(
+            "core.queued_fetches_per_author",
+            self.queued_fetches_per_author,
+            0,
+            1 << 24,
+        )?;
+        let parked = self.parked_broadcasts_per_author;
+        within("core.parked_broadcasts_per_author", parked, 0, 1 << 24)
+    }
+}
+
 /// What the core asks the shell to do, or tells it.
 #[derive(Debug)]
 pub enum Output {
