@@ -11,6 +11,7 @@ use std::{hint::black_box, path::PathBuf, sync::Arc};
 use bytes::Bytes;
 use comms::Cid;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use ledger::Store;
 use ledger::{
     codec::{cid_of, encode},
     consensus::{Committer, Linearizer},

@@ -57,8 +57,8 @@ pub struct NodeConfig {
 
 impl NodeConfig {
     /// Checks every field against its bound, naming the first that breaks one as the config file
-    /// spells it (`node.tick`, `node.core.max_block_bytes`): a tick from 1 ms to a minute, a fetch timeout from 1 ms to an hour, at least one
-    /// fetch attempt and one fetch at a time.
+    /// spells it (`node.tick`, `node.core.max_block_bytes`): a tick from 1 ms to a minute, a fetch
+    /// timeout from 1 ms to an hour, at least one fetch attempt and one fetch at a time.
     pub fn check(&self) -> Result<(), ConfigError> {
         let (ms, hour) = (Duration::from_millis(1), Duration::from_secs(3600));
         let in_node = |error: ConfigError| ConfigError {

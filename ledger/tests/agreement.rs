@@ -101,9 +101,7 @@ async fn run(scenario: &Scenario, seed: u64) -> Run {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let finished = network.finish().await.expect("a complete run");
-    let commits = (finished.histories.into_iter())
-        .map(|h| h.into_iter().map(|(_, c)| c).collect())
-        .collect();
+    let commits = finished.commits();
     Run { commits, submitted }
 }
 

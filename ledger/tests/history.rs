@@ -2,6 +2,7 @@
 //! agreeing; old blocks stay readable from disk; a validator restarted from its store and a node that
 //! joins with nothing both catch up on the whole history and commit the same sequence.
 
+use ledger::Store;
 use std::time::Duration;
 
 use comms::conformance::eventually;
@@ -97,7 +98,7 @@ async fn a_long_history_leaves_memory_and_a_fresh_node_syncs_all_of_it() {
         let (mut from, mut total) = (Vec::new(), 0);
         loop {
             let (read, next) = storage
-                .replay_slice(&from, ledger::REPLAY_SLICE, |_| Ok(()))
+                .replay_slice(&from, ledger::REPLAY_SLICE, &mut |_| Ok(()))
                 .expect("readable");
             assert!(read <= ledger::REPLAY_SLICE);
             (total, slices) = (total + read, slices + 1);

@@ -9,6 +9,7 @@ use ledger::{
 };
 use sim::LinkModel;
 
+use ledger::Store;
 use ledger_rocksdb::Storage;
 
 mod common;

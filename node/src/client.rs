@@ -5,7 +5,7 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::{bail, Context};
 use comms::Cid;
-use ledger::{codec, PublicKey, SignedTransaction, Transaction, TxStatus};
+use ledger::{PublicKey, SignedTransaction, Transaction, TxStatus};
 use serde::de::DeserializeOwned;
 
 use crate::{
@@ -145,9 +145,7 @@ impl ApiClient {
 
     /// Submits `tx`: the node's answer, or the API's error kind (`unreachable` when none came).
     pub(crate) async fn submit(&self, tx: &SignedTransaction) -> Result<TransactionReply, String> {
-        let request = SubmitRequest {
-            transaction: ledger::hex(&codec::encode(tx)),
-        };
+        let request = SubmitRequest::of(tx);
         let url = format!("{}/v1/transactions", self.base);
         let sent = self.http.post(url).json(&request).timeout(REQUEST_TIMEOUT);
         let response = sent.send().await.map_err(|_| "unreachable".to_string())?;
@@ -258,9 +256,7 @@ pub fn tx(args: TxArgs) -> anyhow::Result<()> {
             },
         };
         let signed = SignedTransaction::sign(&status.chain, tx, &key);
-        let request = SubmitRequest {
-            transaction: ledger::hex(&codec::encode(&signed)),
-        };
+        let request = SubmitRequest::of(&signed);
         let reply: TransactionReply = client.post("/v1/transactions", &request).await?;
         let Some(wait) = args.wait else {
             return print(&reply);

@@ -15,6 +15,15 @@ pub struct SubmitRequest {
     pub transaction: String,
 }
 
+impl SubmitRequest {
+    /// The request that submits `tx`.
+    pub fn of(tx: &SignedTransaction) -> SubmitRequest {
+        SubmitRequest {
+            transaction: ledger::hex(&ledger::codec::encode(tx)),
+        }
+    }
+}
+
 /// Every refusal: a stable kind and a message for people.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ErrorReply {

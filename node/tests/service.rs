@@ -10,6 +10,7 @@ use std::{
 
 use comms::conformance::eventually;
 use comms_ipfs::testnet;
+use ledger::Store;
 use ledger::{codec, Keypair, SignedTransaction, Transaction};
 use serde_json::{json, Value};
 

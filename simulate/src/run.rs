@@ -303,9 +303,7 @@ async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<Trac
         .max()
         .unwrap_or(0);
     let histories = &finished.histories;
-    let commits: Vec<Vec<_>> = (histories.iter())
-        .map(|h| h.iter().map(|(_, c)| c.clone()).collect())
-        .collect();
+    let commits = finished.commits();
     let agreement = agreement::check(&commits, args.max_lag);
     let mut latency = LatencyHistogram::default();
     let mut latencies = Vec::new();

@@ -10,12 +10,14 @@ use crate::{
     committee::Committee,
     dag::{AcceptedBlock, Dag},
     devnet::{self, Role},
-    types::{Block, Payload, SignedBlock},
+    types::{Block, Genesis, Payload, SignedBlock},
     Keypair,
 };
 
 /// A DAG under construction for an equal-weight committee of `n` devnet validators.
 pub(crate) struct DagBuilder {
+    /// The chain's genesis: `n` devnet validators, no accounts.
+    pub(crate) genesis: Genesis,
     pub(crate) committee: Committee,
     pub(crate) dag: Dag,
     keys: Vec<Keypair>,
@@ -35,6 +37,7 @@ impl DagBuilder {
             keys: (0..n).map(|i| devnet::key(1, Role::Validator, i)).collect(),
             chain: genesis.encode().1,
             blocks: BTreeMap::new(),
+            genesis,
         }
     }
 

@@ -132,8 +132,30 @@ impl Storage {
         })
     }
 
+    /// Hands every stored block in round order to `visit`, one at a time (see
+    /// [`Store::replay_slice`]). Returns how many there were.
+    pub fn replay(
+        &self,
+        mut visit: impl FnMut(Bytes) -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError> {
+        let (count, _) = self.replay_slice(&[], usize::MAX, &mut visit)?;
+        Ok(count as u64)
+    }
+
+    /// Author and round of a stored block (read from the block itself: the lookup is for blocks
+    /// that left memory, which is rare).
+    fn slot(&self, cid: &Cid) -> Result<Option<(u32, u64)>, StoreError> {
+        let Some(bytes) = self.block(cid)? else {
+            return Ok(None);
+        };
+        let block = SignedBlock::decode(&bytes)?;
+        Ok(Some((block.block.author, block.block.round)))
+    }
+}
+
+impl Store for Storage {
     /// Stores an accepted block (indexed by round and author) or a batch.
-    pub fn put_block(&self, cid: &Cid, bytes: &[u8], batch: bool) -> Result<(), StoreError> {
+    fn put_block(&self, cid: &Cid, bytes: &[u8], batch: bool) -> Result<(), StoreError> {
         let key = cid.to_bytes();
         if batch {
             return self.db.put_cf(self.family(BATCHES)?, key, bytes).disk();
@@ -149,25 +171,15 @@ impl Storage {
         self.db.write(write).disk()
     }
 
-    /// Hands every stored block in round order to `visit`, one at a time (see
-    /// [`Storage::replay_slice`]). Returns how many there were.
-    pub fn replay(
-        &self,
-        visit: impl FnMut(Bytes) -> Result<(), StoreError>,
-    ) -> Result<u64, StoreError> {
-        let (count, _) = self.replay_slice(&[], usize::MAX, visit)?;
-        Ok(count as u64)
-    }
-
     /// Hands up to `limit` stored blocks to `visit`, one at a time, in round order from index key
     /// `from` on (empty: from the start): what a restart replays, slice by slice (the core reads
     /// batches from the store when it needs them). Returns how many there were and the key to go
     /// on from, `None` at the end. Stops at the first error `visit` returns.
-    pub fn replay_slice(
+    fn replay_slice(
         &self,
         from: &[u8],
         limit: usize,
-        mut visit: impl FnMut(Bytes) -> Result<(), StoreError>,
+        visit: &mut dyn FnMut(Bytes) -> Result<(), StoreError>,
     ) -> Result<(usize, Option<Vec<u8>>), StoreError> {
         let mut count = 0;
         let start = IteratorMode::From(from, rocksdb::Direction::Forward);
@@ -191,27 +203,17 @@ impl Storage {
     }
 
     /// The stored bytes of a block, if any.
-    pub fn block(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+    fn block(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
         self.db.get_cf(self.family(BLOCKS)?, cid.to_bytes()).disk()
     }
 
     /// The stored bytes of a batch, if any.
-    pub fn batch(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+    fn batch(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
         self.db.get_cf(self.family(BATCHES)?, cid.to_bytes()).disk()
     }
 
-    /// Author and round of a stored block (read from the block itself: the lookup is for blocks
-    /// that left memory, which is rare).
-    fn slot(&self, cid: &Cid) -> Result<Option<(u32, u64)>, StoreError> {
-        let Some(bytes) = self.block(cid)? else {
-            return Ok(None);
-        };
-        let block = SignedBlock::decode(&bytes)?;
-        Ok(Some((block.block.author, block.block.round)))
-    }
-
     /// The committed height on disk.
-    pub fn height(&self) -> Result<u64, StoreError> {
+    fn height(&self) -> Result<u64, StoreError> {
         let bytes = self.db.get_cf(self.family(META)?, HEIGHT).disk()?;
         Ok(bytes
             .and_then(|b| b.try_into().ok())
@@ -220,7 +222,7 @@ impl Storage {
 
     /// Writes a commit and the accounts it changed, atomically. A commit at or below the stored
     /// height (a replay) is checked against the record instead.
-    pub fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
+    fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
         let height_key = commit.height.to_be_bytes();
         if commit.height <= self.height()? {
             let stored = self.db.get_cf(self.family(COMMITS)?, height_key).disk()?;
@@ -261,7 +263,7 @@ impl Storage {
     }
 
     /// Where and how transaction `id` committed, if it did.
-    pub fn transaction(&self, id: &Cid) -> Result<Option<Committed>, StoreError> {
+    fn transaction(&self, id: &Cid) -> Result<Option<Committed>, StoreError> {
         let Some(bytes) = self
             .db
             .get_pinned_cf(self.family(TRANSACTIONS)?, id.to_bytes())
@@ -273,50 +275,11 @@ impl Storage {
     }
 
     /// Flushes memtables to disk (on shutdown).
-    pub fn flush(&self) -> Result<(), StoreError> {
+    fn flush(&self) -> Result<(), StoreError> {
         for name in FAMILIES {
             self.db.flush_cf(self.family(name)?).disk()?;
         }
         Ok(())
-    }
-}
-
-impl Store for Storage {
-    fn put_block(&self, cid: &Cid, bytes: &[u8], batch: bool) -> Result<(), StoreError> {
-        Storage::put_block(self, cid, bytes, batch)
-    }
-
-    fn replay_slice(
-        &self,
-        from: &[u8],
-        limit: usize,
-        visit: &mut dyn FnMut(Bytes) -> Result<(), StoreError>,
-    ) -> Result<(usize, Option<Vec<u8>>), StoreError> {
-        Storage::replay_slice(self, from, limit, visit)
-    }
-
-    fn block(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
-        Storage::block(self, cid)
-    }
-
-    fn batch(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
-        Storage::batch(self, cid)
-    }
-
-    fn height(&self) -> Result<u64, StoreError> {
-        Storage::height(self)
-    }
-
-    fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
-        Storage::commit(self, commit)
-    }
-
-    fn transaction(&self, id: &Cid) -> Result<Option<Committed>, StoreError> {
-        Storage::transaction(self, id)
-    }
-
-    fn flush(&self) -> Result<(), StoreError> {
-        Storage::flush(self)
     }
 
     fn parking(&self) -> Box<dyn Parking> {

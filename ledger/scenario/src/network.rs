@@ -5,7 +5,8 @@ use std::{collections::BTreeSet, path::Path, path::PathBuf, sync::Arc};
 use comms::Cid;
 use ledger::{
     devnet::{self, Role},
-    Genesis, Keypair, MemoryStore, NodeConfig, NodeError, NodeHandle, Status, Store, StoreError,
+    Commit, Genesis, Keypair, MemoryStore, NodeConfig, NodeError, NodeHandle, Status, Store,
+    StoreError,
 };
 use sim::{LinkModel, Sim, SimConfig, SimError, SimPeer, Stats, TraceEvent};
 use tokio::task::JoinHandle;
@@ -252,6 +253,16 @@ pub struct Finished {
     pub stats: Stats,
     /// Every simulator event, if the config records them.
     pub trace: Vec<TraceEvent>,
+}
+
+impl Finished {
+    /// Per honest validator, its commits without their times: what [`crate::agreement::check`]
+    /// compares.
+    pub fn commits(&self) -> Vec<Vec<Arc<Commit>>> {
+        (self.histories.iter())
+            .map(|history| history.iter().map(|(_, commit)| commit.clone()).collect())
+            .collect()
+    }
 }
 
 impl Network {

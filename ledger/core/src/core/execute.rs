@@ -82,14 +82,13 @@ impl Executor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{dag_builder::DagBuilder, devnet};
+    use crate::dag_builder::DagBuilder;
 
     #[test]
     fn each_decided_leader_commits_at_the_next_height_with_every_block_ordered_once() {
         let mut dag = DagBuilder::new(4);
         dag.full(0..=5);
-        let genesis = devnet::genesis("dag-builder", 1, 4, 0, 0);
-        let mut executor = Executor::new(&genesis);
+        let mut executor = Executor::new(&dag.genesis);
         let (mut heights, mut ordered) = (Vec::new(), Vec::new());
         for (round, leader) in executor.decide(&dag.dag, &dag.committee) {
             let leader = leader.expect("a full DAG skips nothing");
