@@ -568,7 +568,7 @@ impl<C: Communication + Clone> Node<C> {
                 ..=core.dag().highest_round())
                 .map(|round| (round, core.dag().round(round).map(|b| b.author()).collect()))
                 .collect(),
-            stats: core.stats().clone(),
+            stats: core.stats(),
         }
     }
 

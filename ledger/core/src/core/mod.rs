@@ -2,59 +2,44 @@
 //! transaction was submitted, the time is now T), outputs out (broadcast this, store that, fetch
 //! this CID, these transactions committed). The node shell does the IO; tests drive it directly.
 //!
-//! Parts with their own state and tests: the transaction pool (`pool`), the fetch scheduler
-//! (`fetches`), the executor (`execute`: deciding, ordering and applying), parking (`park`). The
-//! block manager (`accept`) and the proposer (`propose`) still share `Core`'s fields.
+//! `Core` composes parts that each hold their own state and have their own tests: the block
+//! manager (`blocks`, with the fetch scheduler `fetches` and `park`ing), the transaction `pool`, the
+//! `proposer`, and the executor (`execute`: deciding, ordering and applying). `propose` routes the
+//! inputs between them.
 
-mod accept;
+mod blocks;
 mod execute;
 mod fetches;
 mod park;
 mod pool;
 mod propose;
+mod proposer;
 
-use std::{
-    collections::{BTreeMap, HashMap, HashSet},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
+use blocks::Blocks;
 use bytes::Bytes;
 use comms::Cid;
 use execute::Executor;
-use fetches::Fetches;
+use proposer::Proposer;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    consensus::GC_DEPTH,
     dag::Dag,
     state::{Outcome, State},
     store::Store,
-    types::{Genesis, Payload},
-    validate::BlockLimits,
+    types::Genesis,
     Account, Committee, Error, Keypair, PublicKey,
 };
 
 pub use park::{MemoryParking, Parking};
 pub use propose::SubmitError;
 
-/// How many refused CIDs are remembered.
-const MAX_REFUSED: usize = 100_000;
-
-/// How many ready blocks one call accepts at most (see [`Core::resume`]).
-const DRAIN_BUDGET: usize = 256;
-
 /// Where the core finds the author and round of an accepted block that left memory: the node's
 /// store. Without one, the core keeps them in memory.
 pub trait Archive: Send + Sync {
     /// Author and round of accepted block `cid`, if it is stored.
     fn slot(&self, cid: &Cid) -> Option<(u32, u64)>;
-}
-
-/// The sha2-256 digest of a block's CID, the key of the index of blocks below the floor (every
-/// accepted block's CID is one: the core computes it from the bytes).
-fn digest(cid: &Cid) -> Option<[u8; 32]> {
-    cid.hash().digest().try_into().ok()
 }
 
 /// Tuning of the core; every field has a sensible default.
@@ -329,55 +314,22 @@ pub enum Standing {
     Expired,
 }
 
-/// Our latest block: re-broadcast while it is the latest, and linked by our next one.
-struct OwnBlock {
-    cid: Cid,
-    round: u64,
-    bytes: Bytes,
-    /// When we proposed it (0 when restored from disk).
-    at_ms: u64,
-}
-
 /// The ledger protocol of one node.
 pub struct Core {
     chain: Cid,
     committee: Committee,
-    limits: BlockLimits,
     config: CoreConfig,
-    me: Option<(u32, Keypair)>,
-    dag: Dag,
-    /// Blocks of rounds below this left memory: a leader can no longer order them.
-    floor: u64,
-    /// Author and round of every accepted block below the floor, by the sha2-256 digest of its CID
-    /// (49 bytes a block in the map), when there is no archive: enough to check blocks that link
-    /// them, and to know them when they are re-broadcast or referenced again.
-    pruned: HashMap<[u8; 32], (u32, u64)>,
-    archive: Option<Box<dyn Archive>>,
-    parking: Box<dyn Parking>,
-    /// Parked blocks whose dependencies all arrived, to accept next.
-    ready: Vec<Cid>,
-    /// The parked blocks that arrived by broadcast, with their authors, and how many each author has.
-    parked_broadcasts: HashMap<Cid, u32>,
-    parked_broadcasts_by_author: Vec<usize>,
-    fetches: Fetches,
+    blocks: Blocks,
+    /// A validator's; an observer has none.
+    proposer: Option<Proposer>,
     executor: Executor,
     pool: pool::Pool,
     /// When the pool last dropped expired transactions.
     last_expiry_ms: u64,
     /// The latest time the core was given.
     now_ms: u64,
-    round: u64,
-    last_own: Option<OwnBlock>,
-    /// Accepted blocks in memory that carry transactions and are not yet ordered: while there are
-    /// any, the network has work, and rounds go at `min_block_interval` (only emptiness is read).
-    unordered: HashSet<Cid>,
-    /// When our next block may be proposed, if only time stands in its way.
-    propose_at: Option<u64>,
-    quorum_since: Option<u64>,
-    last_rebroadcast: u64,
-    restoring: bool,
-    refused: HashSet<Cid>,
-    stats: CoreStats,
+    skipped_slots: u64,
+    committed_transactions: u64,
 }
 
 impl Core {
@@ -385,41 +337,44 @@ impl Core {
     /// `key` is one of the genesis validators' keys, an observer otherwise.
     pub fn new(genesis: &Genesis, key: Option<Keypair>, config: CoreConfig) -> Core {
         let committee = Committee::new(genesis);
-        let me = key.and_then(|k| committee.index_of(&k.public()).map(|i| (i, k)));
-        let limits = BlockLimits {
-            max_transactions: config.max_block_transactions,
-            max_bytes: config.max_block_bytes,
-        };
-        let fetches = Fetches::new(committee.size(), config.fetches_per_author);
+        let chain = genesis.encode().1;
+        let proposer = key.and_then(|k| {
+            let author = committee.index_of(&k.public())?;
+            Some(Proposer::new(author, k, chain, &config))
+        });
+        let me = proposer.as_ref().map(Proposer::author);
         Core {
-            chain: genesis.encode().1,
-            limits,
-            config,
-            me,
-            dag: Dag::default(),
-            floor: 0,
-            pruned: HashMap::new(),
-            archive: None,
-            parking: Box::<MemoryParking>::default(),
-            ready: Vec::new(),
-            parked_broadcasts: HashMap::new(),
-            parked_broadcasts_by_author: vec![0; committee.size()],
-            fetches,
+            chain,
+            blocks: Blocks::new(chain, committee.clone(), me, &config),
+            proposer,
             executor: Executor::new(genesis),
             pool: pool::Pool::default(),
             last_expiry_ms: 0,
             now_ms: 0,
-            round: 0,
-            last_own: None,
-            unordered: HashSet::new(),
-            propose_at: None,
-            quorum_since: None,
-            last_rebroadcast: 0,
-            restoring: false,
-            refused: HashSet::new(),
-            stats: CoreStats::default(),
+            skipped_slots: 0,
+            committed_transactions: 0,
+            config,
             committee,
         }
+    }
+
+    /// A core like [`Core::new`]'s whose parked blocks wait in `store` and whose blocks that leave
+    /// memory are looked up there (it holds every accepted block), not indexed in memory.
+    pub fn with_store(
+        genesis: &Genesis,
+        key: Option<Keypair>,
+        config: CoreConfig,
+        store: &dyn Store,
+    ) -> Core {
+        let mut core = Core::new(genesis, key, config);
+        core.blocks.use_store(store);
+        core
+    }
+
+    /// Lets go of the store (its parking and archive share it), so that it can close: the core
+    /// takes no more blocks after this (what was parked is dropped).
+    pub fn release_store(&mut self) {
+        self.blocks.release_store();
     }
 
     /// The chain's CID (the genesis CID).
@@ -429,7 +384,7 @@ impl Core {
 
     /// Our validator index, if we are one.
     pub fn validator_index(&self) -> Option<u32> {
-        self.me.as_ref().map(|(i, _)| *i)
+        self.proposer.as_ref().map(Proposer::author)
     }
 
     /// The committed state.
@@ -444,100 +399,48 @@ impl Core {
 
     /// The DAG of accepted blocks, from the memory floor up (see [`Core::floor`]).
     pub fn dag(&self) -> &Dag {
-        &self.dag
+        self.blocks.dag()
     }
 
-    /// The lowest round whose blocks are in memory: [`GC_DEPTH`] rounds below the last committed
+    /// The lowest round whose blocks are in memory: [`GC_DEPTH`](crate::consensus::GC_DEPTH) rounds below the last committed
     /// leader. Older blocks are on disk and with the network, and no later leader orders them.
     pub fn floor(&self) -> u64 {
-        self.floor
+        self.blocks.floor()
     }
 
     /// Blocks below the floor whose author and round are kept in memory: none with an archive.
     pub fn pruned_in_memory(&self) -> usize {
-        self.pruned.len()
+        self.blocks.pruned_in_memory()
     }
 
     /// Whether block `cid` was accepted (it may since have left memory).
     pub fn knows(&self, cid: &Cid) -> bool {
-        self.slot_of(cid).is_some()
-    }
-
-    /// Author and round of an accepted block, in memory or below the floor.
-    fn slot_of(&self, cid: &Cid) -> Option<(u32, u64)> {
-        if let Some(block) = self.dag.get(cid) {
-            return Some((block.author(), block.round()));
-        }
-        match &self.archive {
-            Some(archive) => archive.slot(cid),
-            None => digest(cid).and_then(|d| self.pruned.get(&d).copied()),
-        }
-    }
-
-    /// A core like [`Core::new`]'s whose parked blocks wait in `store` and whose blocks that leave
-    /// memory are looked up there (it holds every accepted block), not indexed in memory.
-    pub fn with_store(
-        genesis: &Genesis,
-        key: Option<Keypair>,
-        config: CoreConfig,
-        store: &dyn Store,
-    ) -> Core {
-        let mut core = Core::new(genesis, key, config);
-        core.archive = Some(store.archive());
-        core.parking = store.parking();
-        core
-    }
-
-    /// Lets go of the store (its parking and archive share it), so that it can close: the core
-    /// takes no more blocks after this (what was parked is dropped).
-    pub fn release_store(&mut self) {
-        self.archive = None;
-        self.parking = Box::<MemoryParking>::default();
-        self.ready.clear();
-        self.parked_broadcasts.clear();
-        self.parked_broadcasts_by_author.fill(0);
-    }
-
-    /// Remembers the slot of an accepted block below the floor, unless the archive has it.
-    fn forget(&mut self, cid: &Cid, author: u32, round: u64) {
-        if self.archive.is_none() {
-            if let Some(digest) = digest(cid) {
-                self.pruned.insert(digest, (author, round));
-            }
-        }
-    }
-
-    /// Leader `round` committed: blocks more than [`GC_DEPTH`] rounds below it leave memory, with
-    /// their batches and what the linearizer remembers of them.
-    fn collect_garbage(&mut self, round: u64) {
-        let floor = round.saturating_sub(GC_DEPTH);
-        if floor <= self.floor {
-            return;
-        }
-        self.floor = floor;
-        for block in self.dag.prune_below(floor) {
-            if let Payload::Batch { cid, .. } = &block.block.block.payload {
-                self.parking.drop_batch(cid);
-            }
-            self.unordered.remove(&block.cid);
-            self.forget(&block.cid, block.author(), block.round());
-        }
-        self.executor.prune_below(floor);
+        self.blocks.knows(cid)
     }
 
     /// Counters.
-    pub fn stats(&self) -> &CoreStats {
-        &self.stats
+    pub fn stats(&self) -> CoreStats {
+        let blocks = self.blocks.stats();
+        CoreStats {
+            accepted: blocks.accepted,
+            rejected: blocks.rejected.clone(),
+            equivocations: blocks.equivocations,
+            skipped_slots: self.skipped_slots,
+            leader_timeouts: (self.proposer.as_ref()).map_or(0, Proposer::leader_timeouts),
+            committed_transactions: self.committed_transactions,
+            new_blocks_by_broadcast: blocks.by_broadcast,
+            new_blocks_by_fetch: blocks.by_fetch,
+        }
     }
 
     /// Blocks received whose ancestors are still being fetched.
     pub fn pending_blocks(&self) -> usize {
-        self.parking.len()
+        self.blocks.parked()
     }
 
     /// CIDs being fetched.
     pub fn wanted(&self) -> usize {
-        self.fetches.len()
+        self.blocks.wanted()
     }
 
     /// Transactions submitted here and not yet ordered.
@@ -566,27 +469,5 @@ impl Core {
             queued_timeout_ms: self.config.queued_timeout.as_millis() as u64,
             resubmit_after_rounds: self.config.resubmit_after_rounds,
         }
-    }
-
-    /// Counts and reports a refusal; the CID is remembered (up to a bound) so that its re-broadcasts
-    /// are ignored rather than refused and logged again.
-    fn reject(&mut self, cid: Option<Cid>, error: Error, out: &mut Vec<Output>) {
-        if let Some(cid) = cid {
-            if self.refused.len() >= MAX_REFUSED {
-                self.refused.clear();
-            }
-            self.refused.insert(cid);
-        }
-        self.report(cid, error, out);
-    }
-
-    /// Counts and reports a refusal without remembering it.
-    fn report(&mut self, cid: Option<Cid>, error: Error, out: &mut Vec<Output>) {
-        *self
-            .stats
-            .rejected
-            .entry(error.kind().to_string())
-            .or_default() += 1;
-        out.push(Output::Rejected { cid, error });
     }
 }

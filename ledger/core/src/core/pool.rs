@@ -324,3 +324,157 @@ impl Pool {
         self.expired_ids.insert(id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        devnet::{self, Role},
+        Transaction,
+    };
+
+    const LIMITS: Limits = Limits {
+        total: 8,
+        per_signer: 5,
+        queued_timeout_ms: 1000,
+        resubmit_after_rounds: 3,
+    };
+    const ROOM: Room = Room {
+        transactions: 100,
+        bytes: 1 << 20,
+    };
+
+    fn signer(i: usize) -> PublicKey {
+        devnet::key(1, Role::Account, i).public()
+    }
+
+    /// Account `from`'s transfer with `nonce`, as the pool takes it.
+    fn tx(from: usize, nonce: u64) -> (SignedTransaction, Cid, u64) {
+        let chain = devnet::genesis("pool", 1, 1, 0, 0).encode().1;
+        let tx = Transaction::Transfer {
+            from: signer(from),
+            to: signer(99),
+            amount: 1,
+            nonce,
+        };
+        let signed = SignedTransaction::sign(&chain, tx, &devnet::key(1, Role::Account, from));
+        let id = signed.id();
+        (signed, id, 100)
+    }
+
+    fn nonces(taken: &[SignedTransaction]) -> Vec<(PublicKey, u64)> {
+        taken
+            .iter()
+            .map(|t| (*t.tx.signer(), t.tx.nonce()))
+            .collect()
+    }
+
+    #[test]
+    fn a_signers_transactions_arriving_in_any_order_are_taken_in_nonce_order() {
+        let mut pool = Pool::default();
+        for nonce in [3, 1, 0, 2] {
+            pool.submit(tx(0, nonce), 0, 0, &LIMITS).unwrap();
+        }
+        assert!(pool.has_work());
+        let (taken, bytes) = pool.take(1, ROOM, |_| 0, &LIMITS);
+        assert_eq!(
+            nonces(&taken),
+            (0..4).map(|n| (signer(0), n)).collect::<Vec<_>>()
+        );
+        assert_eq!(bytes, 4 * 101);
+        assert_eq!(pool.place(&tx(0, 2).1, |_| 0), Some(Place::InFlight));
+        pool.ordered(&tx(0, 2).1);
+        assert_eq!((pool.len(), pool.place(&tx(0, 2).1, |_| 0)), (3, None));
+    }
+
+    #[test]
+    fn the_pool_refuses_beyond_its_limits_and_a_second_transaction_for_a_nonce() {
+        let mut pool = Pool::default();
+        for nonce in 0..5 {
+            pool.submit(tx(0, nonce), 0, 0, &LIMITS).unwrap();
+        }
+        assert_eq!(pool.submit(tx(0, 0), 0, 0, &LIMITS), Ok(()), "already here");
+        assert_eq!(
+            pool.submit(tx(0, 5), 0, 0, &LIMITS),
+            Err(Refusal::SignerFull)
+        );
+        let mut other = tx(1, 0);
+        pool.submit(other.clone(), 0, 0, &LIMITS).unwrap();
+        other.0.signature = tx(1, 1).0.signature;
+        other.1 = tx(1, 1).1;
+        assert_eq!(pool.submit(other, 0, 0, &LIMITS), Err(Refusal::NonceTaken));
+        for nonce in 1..3 {
+            pool.submit(tx(1, nonce), 0, 0, &LIMITS).unwrap();
+        }
+        assert_eq!(pool.submit(tx(2, 0), 0, 0, &LIMITS), Err(Refusal::Full));
+        pool.take(1, ROOM, |_| 0, &LIMITS);
+        assert_eq!(
+            pool.submit(tx(0, 4), 0, 0, &LIMITS),
+            Ok(()),
+            "in flight: the same one"
+        );
+    }
+
+    #[test]
+    fn a_transaction_beyond_the_window_is_held_then_expires_with_its_status_kept() {
+        let mut pool = Pool::default();
+        let far = tx(0, WAIT_WINDOW);
+        pool.submit(far.clone(), 0, 0, &LIMITS).unwrap();
+        assert!(!pool.has_work(), "nothing to propose");
+        assert_eq!(
+            pool.place(&far.1, |_| 0),
+            Some(Place::Queued { held: true })
+        );
+        assert!(pool.take(1, ROOM, |_| 0, &LIMITS).0.is_empty());
+        assert_eq!(
+            pool.place(&far.1, |_| 1),
+            Some(Place::Queued { held: false })
+        );
+        assert!(pool.expire(999, |_| 0, &LIMITS).is_empty());
+        assert_eq!(pool.expire(1000, |_| 0, &LIMITS), [far.1]);
+        assert_eq!(
+            (pool.len(), pool.place(&far.1, |_| 0)),
+            (0, Some(Place::Expired))
+        );
+    }
+
+    #[test]
+    fn a_block_takes_what_fits_and_signers_take_turns_going_first() {
+        let mut pool = Pool::default();
+        for (from, nonce) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+            pool.submit(tx(from, nonce), 0, 0, &LIMITS).unwrap();
+        }
+        let room = Room {
+            transactions: 1,
+            bytes: 1 << 20,
+        };
+        let mut firsts = Vec::new();
+        for round in 1..=4 {
+            let (taken, _) = pool.take(round, room, |_| 0, &LIMITS);
+            assert_eq!(taken.len(), 1);
+            firsts.push(nonces(&taken)[0]);
+            pool.ordered(&taken[0].id());
+        }
+        let mut sorted = firsts.clone();
+        sorted.sort();
+        assert_ne!(firsts, sorted, "turns alternate: {firsts:?}");
+        assert_eq!(pool.len(), 0);
+    }
+
+    #[test]
+    fn an_unordered_transaction_is_proposed_again_and_one_whose_nonce_was_used_is_dropped() {
+        let mut pool = Pool::default();
+        pool.submit(tx(0, 0), 0, 0, &LIMITS).unwrap();
+        pool.submit(tx(1, 0), 0, 0, &LIMITS).unwrap();
+        assert_eq!(pool.take(1, ROOM, |_| 0, &LIMITS).0.len(), 2);
+        assert!(
+            pool.take(3, ROOM, |_| 0, &LIMITS).0.is_empty(),
+            "not stale yet"
+        );
+        // By round 5, signer 1's nonce 0 was used elsewhere.
+        let nonce_of = |k: &PublicKey| u64::from(*k == signer(1));
+        let (again, _) = pool.take(5, ROOM, nonce_of, &LIMITS);
+        assert_eq!(nonces(&again), [(signer(0), 0)]);
+        assert_eq!(pool.len(), 1);
+    }
+}

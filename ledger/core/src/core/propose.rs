@@ -1,18 +1,20 @@
-//! Proposing our blocks, committing leaders, and the mempool.
+//! The core's inputs and what they set off: blocks arriving go to the block manager, transactions
+//! to the pool, time to the proposer; after each, newly decided leaders commit and our next block
+//! is proposed if it is due.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use comms::Cid;
 
 use super::{
+    blocks::Source,
     pool::{Refusal, Room},
     Core, Output,
 };
 use crate::{
     codec::{cid_of, encode},
-    consensus::stake_where,
-    types::{Block, Payload, SignedBlock, SignedTransaction},
+    types::{Payload, SignedTransaction},
     Error,
 };
 
@@ -44,16 +46,56 @@ pub enum SubmitError {
 /// How often the pool drops the held transactions that expired.
 const EXPIRY_INTERVAL_MS: u64 = 1000;
 
-fn ms(duration: Duration) -> u64 {
-    duration.as_millis() as u64
-}
-
 impl Core {
+    /// Block bytes arrived by broadcast.
+    pub fn receive(&mut self, now_ms: u64, bytes: Bytes, out: &mut Vec<Output>) {
+        self.blocks.receive(bytes, Source::Broadcast, out);
+        self.after_change(now_ms, out);
+    }
+
+    /// A fetch asked for by [`Output::Fetch`] succeeded (the bytes match the CID).
+    pub fn fetched(&mut self, now_ms: u64, cid: Cid, bytes: Bytes, out: &mut Vec<Output>) {
+        self.blocks.fetched(cid, bytes, out);
+        self.after_change(now_ms, out);
+    }
+
+    /// A fetch failed for good: the blocks waiting for it are dropped; a later reference to the CID
+    /// (a re-broadcast of one of them, say) asks for it again.
+    pub fn fetch_failed(&mut self, cid: Cid, out: &mut Vec<Output>) {
+        self.blocks.fetch_failed(cid, out);
+    }
+
+    /// A block from our own storage, at start, in round order (batches are read from the store
+    /// when their block is accepted). Nothing is stored again; our own blocks set the round we
+    /// propose next, so that a restarted validator never signs a second block for a round. Leaders
+    /// decided on the way commit at once (nothing is proposed), so that the blocks below each new
+    /// floor leave memory while the rest is still being read.
+    pub fn restore(&mut self, bytes: Bytes, out: &mut Vec<Output>) {
+        self.blocks.set_restoring(true);
+        self.blocks.receive(bytes, Source::Disk, out);
+        self.blocks.drain(out);
+        self.take_own();
+        self.commit(out);
+        self.blocks.set_restoring(false);
+    }
+
+    /// Accepts up to `DRAIN_BUDGET` more blocks whose dependencies all arrived, then proposes and
+    /// commits what that allows. The node calls it while [`Core::has_backlog`].
+    pub fn resume(&mut self, now_ms: u64, out: &mut Vec<Output>) {
+        self.blocks.drain(out);
+        self.after_change(now_ms, out);
+    }
+
+    /// Whether blocks are ready to be accepted (a long history arrived all at once).
+    pub fn has_backlog(&self) -> bool {
+        self.blocks.has_backlog()
+    }
+
     /// A client's transaction, to include in one of our blocks once the signer's transactions
     /// before it are near (see `pool`). Returns its ID; submitting one that is still waiting here
     /// again changes nothing.
     pub fn submit(&mut self, tx: SignedTransaction) -> Result<Cid, SubmitError> {
-        if self.me.is_none() {
+        if self.proposer.is_none() {
             return Err(SubmitError::NotValidator);
         }
         let encoded = encode(&tx);
@@ -91,110 +133,8 @@ impl Core {
                 tracing::info!(count = expired.len(), "held transactions expired");
             }
         }
-        let Some(own) = &self.last_own else {
-            return;
-        };
-        if now_ms >= self.last_rebroadcast + ms(self.config.rebroadcast_interval) {
-            self.last_rebroadcast = now_ms;
-            out.push(Output::Broadcast(own.bytes.clone()));
-        }
-    }
-
-    pub(super) fn after_change(&mut self, now_ms: u64, out: &mut Vec<Output>) {
-        self.now_ms = self.now_ms.max(now_ms);
-        self.commit(out);
-        while self.try_propose(now_ms, out) {
-            self.commit(out);
-        }
-    }
-
-    /// Proposes the next block if its round is ready. True when it proposed.
-    fn try_propose(&mut self, now_ms: u64, out: &mut Vec<Output>) -> bool {
-        let Some((author, _)) = self.me else {
-            return false;
-        };
-        // Catch up: skip rounds the others completed without us, but not one we lead while the
-        // others may still wait for our block (until a quorum of the next round forms without it).
-        while self.round > 0 && self.round <= self.dag.highest_round() && self.quorum_of(self.round)
-        {
-            if self.committee.leads(self.round, author) && !self.quorum_of(self.round + 1) {
-                break;
-            }
-            self.round += 1;
-        }
-        self.propose_at = None;
-        let round = self.round;
-        let (mut due, mut leader_here) = (0, true);
-        if round > 0 {
-            if !self.quorum_of(round - 1) {
-                return false;
-            }
-            leader_here = self.has_leader(round - 1);
-            let since = *self.quorum_since.get_or_insert(now_ms);
-            if !leader_here {
-                due = since + ms(self.config.leader_timeout);
-            } else if self.stragglers(round - 1) {
-                due = since + self.straggler_wait(round - 1, since);
-            }
-        }
-        if let Some(own) = &self.last_own {
-            due = due.max(own.at_ms + ms(self.block_interval()));
-        }
-        if now_ms < due {
-            self.propose_at = Some(due);
-            return false;
-        }
-        if !leader_here {
-            self.stats.leader_timeouts += 1;
-            tracing::debug!(
-                round,
-                leader = self.committee.leader(round - 1),
-                "proposing without the leader"
-            );
-        }
-        self.propose(author, round, now_ms, out);
-        true
-    }
-
-    /// Whether the first leader of `round` has a block here.
-    fn has_leader(&self, round: u64) -> bool {
-        let leader = self.committee.leader(round);
-        self.dag.slot(round, leader).next().is_some()
-    }
-
-    /// Whether a leader of `round` other than its first, which had a block in the round before, has
-    /// none in `round` yet. Its slot is likely to be certified if our block votes for it, and left
-    /// undecided (holding back every later slot until an anchor decides it) if we propose without.
-    fn stragglers(&self, round: u64) -> bool {
-        if round == 0 {
-            return false;
-        }
-        let per_round = self.committee.leaders_per_round();
-        (1..per_round).any(|k| {
-            let (_, author) = self.committee.slot(round * per_round + k);
-            self.dag.slot(round, author).next().is_none()
-                && self.dag.slot(round - 1, author).next().is_some()
-        })
-    }
-
-    /// How long after a quorum of `round` formed (at `since`) we wait for its other leaders: as long
-    /// again as that quorum took to form after our own block of `round`, so the wait follows the
-    /// network's delay, at most `leader_timeout`. Nothing when we did not propose in `round`.
-    fn straggler_wait(&self, round: u64, since: u64) -> u64 {
-        match &self.last_own {
-            Some(own) if own.round == round && own.at_ms > 0 => since
-                .saturating_sub(own.at_ms)
-                .min(ms(self.config.leader_timeout)),
-            _ => 0,
-        }
-    }
-
-    /// The pace of our blocks: `min_block_interval` while there is work (see `Core::unordered`),
-    /// `idle_block_interval` otherwise.
-    fn block_interval(&self) -> Duration {
-        match !self.unordered.is_empty() || self.pool.has_work() {
-            true => self.config.min_block_interval,
-            false => self.config.idle_block_interval,
+        if let Some(bytes) = self.proposer.as_mut().and_then(|p| p.rebroadcast(now_ms)) {
+            out.push(Output::Broadcast(bytes));
         }
     }
 
@@ -202,64 +142,45 @@ impl Core {
     /// (a block, a fetch, a transaction): propose, re-broadcast, or drop expired transactions. The
     /// shell sleeps until then.
     pub fn next_wake(&self) -> Option<u64> {
-        let rebroadcast = self
-            .last_own
-            .as_ref()
-            .map(|_| self.last_rebroadcast + ms(self.config.rebroadcast_interval));
+        let proposer = self.proposer.as_ref().and_then(|p| p.next_wake());
         let expiry = (self.pool.len() > 0).then_some(self.last_expiry_ms + EXPIRY_INTERVAL_MS);
-        [self.propose_at, rebroadcast, expiry]
-            .into_iter()
-            .flatten()
-            .min()
+        [proposer, expiry].into_iter().flatten().min()
     }
 
-    /// Whether the DAG holds blocks of `round` from a quorum of authors.
-    fn quorum_of(&self, round: u64) -> bool {
-        stake_where(&self.dag, &self.committee, round, |_| true) >= self.committee.quorum()
-    }
-
-    fn propose(&mut self, author: u32, round: u64, now_ms: u64, out: &mut Vec<Output>) {
-        let mut parents = Vec::new();
-        if round > 0 {
-            let mut last_author = None;
-            for block in self.dag.round(round - 1) {
-                if last_author != Some(block.author()) {
-                    last_author = Some(block.author());
-                    parents.push(block.cid);
-                }
-            }
-            // After skipping rounds, link our previous block anyway: our blocks stay a chain, so
-            // one that nobody else referenced commits before our later ones, in order.
-            if let Some(own) = self.last_own.as_ref().filter(|own| own.round + 1 < round) {
-                parents.push(own.cid);
-            }
-            parents.sort_by_key(|c| c.to_bytes());
+    fn after_change(&mut self, now_ms: u64, out: &mut Vec<Output>) {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.take_own();
+        self.commit(out);
+        while self.try_propose(now_ms, out) {
+            self.commit(out);
         }
-        let payload = self.payload(round, out);
-        let block = Block {
-            chain: self.chain,
-            author,
-            round,
-            parents,
-            payload,
-            timestamp_ms: now_ms,
+    }
+
+    /// Proposes our next block if it is due. True when it proposed.
+    fn try_propose(&mut self, now_ms: u64, out: &mut Vec<Output>) -> bool {
+        let busy = self.blocks.has_unordered() || self.pool.has_work();
+        let Some(proposer) = &mut self.proposer else {
+            return false;
         };
-        let Some((_, key)) = &self.me else { return };
-        let signed = SignedBlock::sign(block, key);
-        let bytes = Bytes::from(encode(&signed));
-        let cid = cid_of(&bytes);
-        self.round = round + 1;
-        self.quorum_since = None;
-        self.last_own = Some(super::OwnBlock {
-            cid,
-            round,
-            bytes: bytes.clone(),
-            at_ms: now_ms,
-        });
-        self.last_rebroadcast = now_ms;
+        let Some(round) = proposer.due(self.blocks.dag(), &self.committee, now_ms, busy) else {
+            return false;
+        };
+        let payload = self.payload(round, out);
+        let Some(proposer) = &mut self.proposer else {
+            return false;
+        };
+        let (cid, signed, bytes) = proposer.sign(self.blocks.dag(), round, payload, now_ms);
         out.push(Output::Broadcast(bytes.clone()));
-        tracing::debug!(round, %cid, "proposed");
-        self.admit(cid, signed, bytes, false, out);
+        self.blocks.admit(cid, signed, bytes, false, out);
+        true
+    }
+
+    /// Tells the proposer of our own blocks the block manager accepted from elsewhere, at once,
+    /// so that its round, re-broadcast and wake time never lag what is accepted.
+    pub(super) fn take_own(&mut self) {
+        if let (Some(own), Some(proposer)) = (self.blocks.take_own(), &mut self.proposer) {
+            proposer.observed(own);
+        }
     }
 
     /// Takes transactions from the pool into a payload, inline or as a batch.
@@ -283,7 +204,7 @@ impl Core {
             count: txs.len() as u64,
             size,
         };
-        self.parking.put_batch(&cid, &bytes);
+        self.blocks.put_batch(&cid, &bytes);
         out.push(Output::Store {
             cid,
             bytes,
@@ -294,26 +215,26 @@ impl Core {
     }
 
     /// Commits every newly decided leader: orders its history and applies its transactions.
-    pub(super) fn commit(&mut self, out: &mut Vec<Output>) {
-        for (round, leader) in self.executor.decide(&self.dag, &self.committee) {
+    fn commit(&mut self, out: &mut Vec<Output>) {
+        for (round, leader) in self.executor.decide(self.blocks.dag(), &self.committee) {
             let Some(leader) = leader else {
-                self.stats.skipped_slots += 1;
+                self.skipped_slots += 1;
                 continue;
             };
-            let (commit, waiting) = self.executor.execute(&self.dag, round, leader);
-            for cid in &commit.blocks {
-                self.unordered.remove(cid);
-            }
+            let (commit, waiting) = self.executor.execute(self.blocks.dag(), round, leader);
+            self.blocks.ordered(&commit.blocks);
             for (id, _) in &commit.transactions {
                 self.pool.ordered(id);
             }
             for id in &waiting {
                 self.pool.ordered(id);
             }
-            self.stats.committed_transactions += commit.transactions.len() as u64;
+            self.committed_transactions += commit.transactions.len() as u64;
             tracing::debug!(height = commit.height, round, %leader, blocks = commit.blocks.len(), "committed");
             out.push(Output::Committed(Arc::new(commit)));
-            self.collect_garbage(round);
+            if let Some(floor) = self.blocks.collect_garbage(round) {
+                self.executor.prune_below(floor);
+            }
         }
     }
 }
@@ -440,7 +361,11 @@ mod tests {
         // and wait for its block there.
         for (i, core) in net.cores.iter().enumerate() {
             let expected = if i == late as usize { 1 } else { round + 1 };
-            assert_eq!(core.round, expected, "validator {i}");
+            assert_eq!(
+                core.proposer.as_ref().unwrap().round(),
+                expected,
+                "validator {i}"
+            );
         }
         // It gets everything at once, answers round 0's quorum at once, and its next block is due
         // one block interval later.
@@ -457,6 +382,9 @@ mod tests {
                 "validator {other} went on at once: {proposed:?}"
             );
         }
-        assert!(net.cores.iter().all(|core| core.stats.leader_timeouts == 0));
+        assert!(net
+            .cores
+            .iter()
+            .all(|core| core.stats().leader_timeouts == 0));
     }
 }
