@@ -9,4 +9,4 @@ pub use ledger_core::*;
 
 pub mod node;
 
-pub use node::{spawn, NodeConfig, NodeError, NodeHandle, Status, TxStatus, REPLAY_SLICE};
+pub use node::{spawn, Exit, NodeConfig, NodeError, NodeHandle, Status, TxStatus, REPLAY_SLICE};

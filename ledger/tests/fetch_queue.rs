@@ -56,7 +56,8 @@ fn one_authors_fetch_queue_is_bounded_and_others_still_fetch() {
     let mut core = Core::new(&genesis, None, config);
     let mut out = Vec::new();
     for salt in 0..100 {
-        core.receive(0, junk(&chain, 0, salt), &mut out);
+        core.receive(0, junk(&chain, 0, salt), &mut out)
+            .expect("in memory");
     }
     assert_eq!(fetches(&out), 4, "in flight for validator 0's blocks");
     assert!(
@@ -74,7 +75,8 @@ fn one_authors_fetch_queue_is_bounded_and_others_still_fetch() {
 
     // Another validator's block still gets its fetches at once.
     out.clear();
-    core.receive(0, junk(&chain, 1, 1_000), &mut out);
+    core.receive(0, junk(&chain, 1, 1_000), &mut out)
+        .expect("in memory");
     assert_eq!(fetches(&out), 3, "validator 1's parents are asked for");
 
     // A refused block is not remembered as refused: once the queue has room it is taken.
@@ -87,13 +89,16 @@ fn one_authors_fetch_queue_is_bounded_and_others_still_fetch() {
             ..CoreConfig::default()
         },
     );
-    core.receive(0, junk(&chain, 0, 1), &mut out);
-    core.receive(0, junk(&chain, 0, 2), &mut out);
+    core.receive(0, junk(&chain, 0, 1), &mut out)
+        .expect("in memory");
+    core.receive(0, junk(&chain, 0, 2), &mut out)
+        .expect("in memory");
     assert_eq!(core.pending_blocks(), 1, "the second would queue fetches");
     for parent in missing_parents(1) {
-        core.fetch_failed(parent, &mut out);
+        core.fetch_failed(parent, &mut out).expect("in memory");
     }
-    core.receive(0, junk(&chain, 0, 2), &mut out);
+    core.receive(0, junk(&chain, 0, 2), &mut out)
+        .expect("in memory");
     assert_eq!(core.pending_blocks(), 1, "taken when it came again");
 }
 
@@ -110,7 +115,8 @@ fn one_authors_parked_broadcasts_are_bounded_and_others_still_park() {
     // Equivocations sharing their missing parents queue no new fetches: the fetch bounds do not
     // see them, this one does.
     for timestamp in 0..100 {
-        core.receive(0, equivocation(&chain, 0, 7, timestamp), &mut out);
+        core.receive(0, equivocation(&chain, 0, 7, timestamp), &mut out)
+            .expect("in memory");
     }
     assert_eq!(fetches(&out), 3, "the shared parents are asked for once");
     assert_eq!(core.pending_blocks(), 10, "parked for validator 0");
@@ -118,17 +124,19 @@ fn one_authors_parked_broadcasts_are_bounded_and_others_still_park() {
     assert_eq!(refused, Some(90));
 
     // Another validator's broadcast block still parks.
-    core.receive(0, junk(&chain, 1, 1_000), &mut out);
+    core.receive(0, junk(&chain, 1, 1_000), &mut out)
+        .expect("in memory");
     assert_eq!(core.pending_blocks(), 11);
 
     // Once validator 0's parked blocks are dropped (their parents will not come), it has room again,
     // and a refused block is taken when it comes again.
     for parent in missing_parents(7) {
-        core.fetch_failed(parent, &mut out);
+        core.fetch_failed(parent, &mut out).expect("in memory");
     }
     assert_eq!(core.pending_blocks(), 1, "only validator 1's block is left");
     for timestamp in 90..100 {
-        core.receive(0, equivocation(&chain, 0, 7, timestamp), &mut out);
+        core.receive(0, equivocation(&chain, 0, 7, timestamp), &mut out)
+            .expect("in memory");
     }
     assert_eq!(core.pending_blocks(), 11);
     assert_eq!(core.stats().rejected.get("parking_full").copied(), Some(90));

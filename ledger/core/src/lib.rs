@@ -31,15 +31,14 @@ pub mod store;
 pub mod types;
 pub mod validate;
 
-pub use crate::core::{
-    Archive, Commit, ConfigError, Core, CoreConfig, CoreStats, MemoryParking, Output, Parking,
-    Standing, SubmitError,
-};
+pub use crate::core::{ConfigError, Core, CoreConfig, CoreStats, Output, Standing, SubmitError};
 pub use committee::Committee;
 pub use crypto::{from_hex, hex, HexError, Keypair, PublicKey, Signature};
 pub use error::{Error, ParentsError};
 pub use state::{Account, Executed, Outcome, State};
-pub use store::{Committed, MemoryStore, Store, StoreError};
+pub use store::{
+    Archive, Commit, Committed, MemoryParking, MemoryStore, Parking, Store, StoreError,
+};
 pub use types::{
     Allocation, Block, Genesis, Payload, SignedBlock, SignedTransaction, Transaction, Validator,
 };

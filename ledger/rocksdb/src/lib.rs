@@ -17,9 +17,8 @@ use rocksdb::{
 
 use ledger_core::{
     codec::{decode, encode},
-    core::{Archive, Commit, Parking},
     hex,
-    store::{index_key, records, replay_differs},
+    store::{index_key, records, replay_differs, Archive, Commit, Parking},
     types::SignedBlock,
     Committed, Outcome, Store, StoreError,
 };
@@ -63,6 +62,8 @@ const BLOCK_CACHE_BYTES: usize = 32 << 20;
 const FILTER_BITS_PER_KEY: f64 = 10.0;
 const HEIGHT: &[u8] = b"height";
 const STATE_ROOT: &[u8] = b"state_root";
+/// The highest round we signed a block for (u64, big-endian): see [`Store::last_signed`].
+const LAST_SIGNED: &[u8] = b"last_signed";
 
 /// A node's on-disk store. Clones share the database, which closes when the last one is dropped.
 #[derive(Clone)]
@@ -142,6 +143,19 @@ impl Storage {
         Ok(count as u64)
     }
 
+    /// Adds a block and its place in the replay order to `write`.
+    fn add_block(&self, write: &mut WriteBatch, cid: &Cid, bytes: &[u8]) -> Result<(), StoreError> {
+        let block = SignedBlock::decode(bytes)?;
+        let key = cid.to_bytes();
+        write.put_cf(self.family(BLOCKS)?, &key, bytes);
+        write.put_cf(
+            self.family(DAG_INDEX)?,
+            index_key(block.block.round, block.block.author, &key),
+            [],
+        );
+        Ok(())
+    }
+
     /// Author and round of a stored block (read from the block itself: the lookup is for blocks
     /// that left memory, which is rare).
     fn slot(&self, cid: &Cid) -> Result<Option<(u32, u64)>, StoreError> {
@@ -154,21 +168,40 @@ impl Storage {
 }
 
 impl Store for Storage {
-    /// Stores an accepted block (indexed by round and author) or a batch.
+    /// Stores an accepted block (indexed by round and author) or a batch, unsynced.
     fn put_block(&self, cid: &Cid, bytes: &[u8], batch: bool) -> Result<(), StoreError> {
         let key = cid.to_bytes();
         if batch {
             return self.db.put_cf(self.family(BATCHES)?, key, bytes).disk();
         }
-        let block = SignedBlock::decode(bytes)?;
         let mut write = WriteBatch::default();
-        write.put_cf(self.family(BLOCKS)?, &key, bytes);
-        write.put_cf(
-            self.family(DAG_INDEX)?,
-            index_key(block.block.round, block.block.author, &key),
-            [],
-        );
+        self.add_block(&mut write, cid, bytes)?;
         self.db.write(write).disk()
+    }
+
+    /// Stores our block of `round` and records that we signed `round`, in one write batch synced
+    /// to disk before this returns (RocksDB syncs its write-ahead log, and with it every earlier
+    /// write, our batch among them). The record never goes down.
+    fn put_own_block(&self, cid: &Cid, bytes: &[u8], round: u64) -> Result<(), StoreError> {
+        let mut write = WriteBatch::default();
+        self.add_block(&mut write, cid, bytes)?;
+        if self.last_signed()?.is_none_or(|last| last < round) {
+            write.put_cf(self.family(META)?, LAST_SIGNED, round.to_be_bytes());
+        }
+        let mut options = rocksdb::WriteOptions::default();
+        options.set_sync(true);
+        self.db.write_opt(write, &options).disk()
+    }
+
+    /// The round in the signing record, if any.
+    fn last_signed(&self) -> Result<Option<u64>, StoreError> {
+        let Some(bytes) = self.db.get_cf(self.family(META)?, LAST_SIGNED).disk()? else {
+            return Ok(None);
+        };
+        let bytes: [u8; 8] = bytes.try_into().map_err(|_| StoreError::Corrupt {
+            reason: "the signing record is not 8 bytes".into(),
+        })?;
+        Ok(Some(u64::from_be_bytes(bytes)))
     }
 
     /// Hands up to `limit` stored blocks to `visit`, one at a time, in round order from index key
@@ -292,14 +325,8 @@ impl Store for Storage {
 }
 
 impl Archive for Storage {
-    fn slot(&self, cid: &Cid) -> Option<(u32, u64)> {
-        match Storage::slot(self, cid) {
-            Ok(slot) => slot,
-            Err(error) => {
-                tracing::warn!(%cid, %error, "reading a stored block failed");
-                None
-            }
-        }
+    fn slot(&self, cid: &Cid) -> Result<Option<(u32, u64)>, StoreError> {
+        Storage::slot(self, cid)
     }
 }
 
@@ -456,84 +483,61 @@ impl StoreParking {
     }
 }
 
-/// Logs a failed parking operation and answers `fallback`.
-fn logged<T>(what: &str, result: Result<T, StoreError>, fallback: T) -> T {
-    result.unwrap_or_else(|error| {
-        tracing::warn!(%error, "{what} failed");
-        fallback
-    })
-}
-
 impl Parking for StoreParking {
-    fn park(&mut self, cid: &Cid, bytes: &Bytes, missing: &[Cid]) {
-        if logged(
-            "parking a block",
-            self.try_park(cid, bytes, missing).map(|()| true),
-            false,
-        ) {
-            self.len += 1;
-        }
+    fn park(&mut self, cid: &Cid, bytes: &Bytes, missing: &[Cid]) -> Result<(), StoreError> {
+        self.try_park(cid, bytes, missing)?;
+        self.len += 1;
+        Ok(())
     }
 
-    fn contains(&self, cid: &Cid) -> bool {
-        let found = self.get(&parking_key(MISSING, cid)).map(|v| v.is_some());
-        logged("reading the parking", found, false)
+    fn contains(&self, cid: &Cid) -> Result<bool, StoreError> {
+        Ok(self.get(&parking_key(MISSING, cid))?.is_some())
     }
 
-    fn resolve(&mut self, dependency: &Cid) -> Vec<Cid> {
-        logged(
-            "resolving parked blocks",
-            self.try_resolve(dependency),
-            Vec::new(),
-        )
+    fn resolve(&mut self, dependency: &Cid) -> Result<Vec<Cid>, StoreError> {
+        self.try_resolve(dependency)
     }
 
-    fn take(&mut self, cid: &Cid) -> Option<Bytes> {
-        let bytes = logged("taking a parked block", self.try_take(cid), None);
+    fn take(&mut self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
+        let bytes = self.try_take(cid)?;
         if bytes.is_some() {
             self.len -= 1;
         }
-        bytes
+        Ok(bytes)
     }
 
-    fn discard(&mut self, dependency: &Cid) -> Vec<Cid> {
-        let discarded = logged(
-            "discarding parked blocks",
-            self.try_discard(dependency),
-            Vec::new(),
-        );
+    fn discard(&mut self, dependency: &Cid) -> Result<Vec<Cid>, StoreError> {
+        let discarded = self.try_discard(dependency)?;
         self.len -= discarded.len();
-        discarded
+        Ok(discarded)
     }
 
     fn len(&self) -> usize {
         self.len
     }
 
-    fn put_batch(&mut self, cid: &Cid, bytes: &Bytes) {
-        let put = self.storage.put_block(cid, bytes, true);
-        logged("storing a batch", put, ());
+    fn put_batch(&mut self, cid: &Cid, bytes: &Bytes) -> Result<(), StoreError> {
+        self.storage.put_block(cid, bytes, true)
     }
 
-    fn batch(&self, cid: &Cid) -> Option<Bytes> {
-        let read = self.storage.batch(cid).map(|b| b.map(Bytes::from));
-        logged("reading a batch", read, None)
+    fn batch(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
+        Ok(self.storage.batch(cid)?.map(Bytes::from))
     }
 
-    fn has_batch(&self, cid: &Cid) -> bool {
-        let found = self.storage.family(BATCHES).and_then(|family| {
-            Ok(self
-                .storage
-                .db
-                .get_pinned_cf(family, cid.to_bytes())
-                .disk()?
-                .is_some())
-        });
-        logged("reading a batch", found, false)
+    fn has_batch(&self, cid: &Cid) -> Result<bool, StoreError> {
+        let family = self.storage.family(BATCHES)?;
+        let found = self
+            .storage
+            .db
+            .get_pinned_cf(family, cid.to_bytes())
+            .disk()?;
+        Ok(found.is_some())
     }
 
     /// Batches stay in the store, which serves them.
-    fn drop_batch(&mut self, _cid: &Cid) {}
+    fn drop_batch(&mut self, _cid: &Cid) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

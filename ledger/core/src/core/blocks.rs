@@ -13,16 +13,15 @@ use comms::Cid;
 
 use super::{
     fetches::{Fetches, Want},
-    park::{MemoryParking, Parking},
     proposer::OwnBlock,
-    Archive, CoreConfig, Output,
+    CoreConfig, Output,
 };
 use crate::{
     codec::{cid_of, decode},
     committee::Committee,
     consensus::GC_DEPTH,
     dag::{AcceptedBlock, Dag},
-    store::Store,
+    store::{Archive, MemoryParking, Parking, Store, StoreError},
     types::{Payload, SignedBlock, SignedTransaction},
     validate::{check_block, check_parents, check_transactions, BlockLimits},
     Error,
@@ -190,18 +189,18 @@ impl Blocks {
     }
 
     /// Whether block `cid` was accepted (it may since have left memory).
-    pub(crate) fn knows(&self, cid: &Cid) -> bool {
-        self.slot_of(cid).is_some()
+    pub(crate) fn knows(&self, cid: &Cid) -> Result<bool, StoreError> {
+        Ok(self.slot_of(cid)?.is_some())
     }
 
     /// Author and round of an accepted block, in memory or below the floor.
-    fn slot_of(&self, cid: &Cid) -> Option<(u32, u64)> {
+    fn slot_of(&self, cid: &Cid) -> Result<Option<(u32, u64)>, StoreError> {
         if let Some(block) = self.dag.get(cid) {
-            return Some((block.author(), block.round()));
+            return Ok(Some((block.author(), block.round())));
         }
         match &self.archive {
             Some(archive) => archive.slot(cid),
-            None => digest(cid).and_then(|d| self.pruned.get(&d).copied()),
+            None => Ok(digest(cid).and_then(|d| self.pruned.get(&d).copied())),
         }
     }
 
@@ -223,25 +222,25 @@ impl Blocks {
 
     /// Leader `round` committed: blocks more than [`GC_DEPTH`] rounds below it leave memory, with
     /// their batches. Returns the new floor if it rose.
-    pub(crate) fn collect_garbage(&mut self, round: u64) -> Option<u64> {
+    pub(crate) fn collect_garbage(&mut self, round: u64) -> Result<Option<u64>, StoreError> {
         let floor = round.saturating_sub(GC_DEPTH);
         if floor <= self.floor {
-            return None;
+            return Ok(None);
         }
         self.floor = floor;
         for block in self.dag.prune_below(floor) {
             if let Payload::Batch { cid, .. } = &block.block.block.payload {
-                self.parking.drop_batch(cid);
+                self.parking.drop_batch(cid)?;
             }
             self.unordered.remove(&block.cid);
             self.forget(&block.cid, block.author(), block.round());
         }
-        Some(floor)
+        Ok(Some(floor))
     }
 
     /// Keeps a batch of ours until the block that carries it is accepted.
-    pub(crate) fn put_batch(&mut self, cid: &Cid, bytes: &Bytes) {
-        self.parking.put_batch(cid, bytes);
+    pub(crate) fn put_batch(&mut self, cid: &Cid, bytes: &Bytes) -> Result<(), StoreError> {
+        self.parking.put_batch(cid, bytes)
     }
 
     /// Counts and reports a refusal; the CID is remembered (up to a bound) so that its re-broadcasts
@@ -267,19 +266,28 @@ impl Blocks {
     }
 
     /// A fetch asked for by [`Output::Fetch`] succeeded (the bytes match the CID).
-    pub(crate) fn fetched(&mut self, cid: Cid, bytes: Bytes, out: &mut Vec<Output>) {
+    pub(crate) fn fetched(
+        &mut self,
+        cid: Cid,
+        bytes: Bytes,
+        out: &mut Vec<Output>,
+    ) -> Result<(), StoreError> {
         match self.unwant(cid, out) {
             Some(Want { batch: true, .. }) => self.receive_batch(cid, bytes, out),
             Some(Want { batch: false, .. }) => self.receive(bytes, Source::Fetch, out),
-            None => {}
+            None => Ok(()),
         }
     }
 
     /// A fetch failed for good: the blocks waiting for it are dropped; a later reference to the CID
     /// (a re-broadcast of one of them, say) asks for it again.
-    pub(crate) fn fetch_failed(&mut self, cid: Cid, out: &mut Vec<Output>) {
+    pub(crate) fn fetch_failed(
+        &mut self,
+        cid: Cid,
+        out: &mut Vec<Output>,
+    ) -> Result<(), StoreError> {
         self.unwant(cid, out);
-        self.discard_descendants(cid);
+        self.discard_descendants(cid)
     }
 
     /// Asks for `dependency` on behalf of a block by `author` (see [`Fetches::want`]).
@@ -297,28 +305,36 @@ impl Blocks {
     }
 
     /// Block bytes arrived from `source`.
-    pub(crate) fn receive(&mut self, bytes: Bytes, source: Source, out: &mut Vec<Output>) {
+    pub(crate) fn receive(
+        &mut self,
+        bytes: Bytes,
+        source: Source,
+        out: &mut Vec<Output>,
+    ) -> Result<(), StoreError> {
         let cid = cid_of(&bytes);
-        if self.dag.contains(&cid) || self.parking.contains(&cid) || self.refused.contains(&cid) {
-            return;
+        if self.dag.contains(&cid) || self.refused.contains(&cid) || self.parking.contains(&cid)? {
+            return Ok(());
         }
-        let checked = SignedBlock::decode(&bytes).and_then(|block| {
-            // Accepted before, and since left memory (a late re-broadcast): nothing to check again.
-            if block.block.round < self.floor && self.knows(&cid) {
-                return Ok(None);
+        let block = match SignedBlock::decode(&bytes) {
+            Ok(block) => block,
+            Err(error) => {
+                self.reject(Some(cid), error, out);
+                return Ok(());
             }
-            check_block(
-                &block,
-                bytes.len(),
-                &self.chain,
-                &self.committee,
-                &self.limits,
-            )?;
-            Ok(Some(block))
-        });
+        };
+        // Accepted before, and since left memory (a late re-broadcast): nothing to check again.
+        if block.block.round < self.floor && self.knows(&cid)? {
+            return Ok(());
+        }
+        let checked = check_block(
+            &block,
+            bytes.len(),
+            &self.chain,
+            &self.committee,
+            &self.limits,
+        );
         match checked {
-            Ok(None) => {}
-            Ok(Some(block)) => {
+            Ok(()) => {
                 match source {
                     Source::Broadcast => self.stats.by_broadcast += 1,
                     Source::Fetch => self.stats.by_fetch += 1,
@@ -327,18 +343,26 @@ impl Blocks {
                 let broadcast = matches!(source, Source::Broadcast);
                 self.admit(cid, block, bytes, broadcast, out)
             }
-            Err(error) => self.reject(Some(cid), error, out),
+            Err(error) => {
+                self.reject(Some(cid), error, out);
+                Ok(())
+            }
         }
     }
 
-    fn receive_batch(&mut self, cid: Cid, bytes: Bytes, out: &mut Vec<Output>) {
+    fn receive_batch(
+        &mut self,
+        cid: Cid,
+        bytes: Bytes,
+        out: &mut Vec<Output>,
+    ) -> Result<(), StoreError> {
         let checked = decode::<Vec<SignedTransaction>>(&bytes).and_then(|txs| {
             check_transactions(&txs, &self.chain, &self.limits)?;
             Ok(txs)
         });
         match checked {
             Ok(_) => {
-                self.parking.put_batch(&cid, &bytes);
+                self.parking.put_batch(&cid, &bytes)?;
                 if !self.restoring {
                     out.push(Output::Store {
                         cid,
@@ -347,9 +371,12 @@ impl Blocks {
                         own: false,
                     });
                 }
-                self.resolved(cid, out);
+                self.resolved(cid, out)
             }
-            Err(error) => self.reject(Some(cid), error, out),
+            Err(error) => {
+                self.reject(Some(cid), error, out);
+                Ok(())
+            }
         }
     }
 
@@ -362,16 +389,15 @@ impl Blocks {
         bytes: Bytes,
         broadcast: bool,
         out: &mut Vec<Output>,
-    ) {
-        let mut missing: Vec<(Cid, bool)> = block
-            .block
-            .parents
-            .iter()
-            .filter(|p| !self.knows(p))
-            .map(|p| (*p, false))
-            .collect();
+    ) -> Result<(), StoreError> {
+        let mut missing: Vec<(Cid, bool)> = Vec::new();
+        for parent in &block.block.parents {
+            if !self.knows(parent)? {
+                missing.push((*parent, false));
+            }
+        }
         if let Payload::Batch { cid: batch, .. } = &block.block.payload {
-            if !self.parking.has_batch(batch) {
+            if !self.parking.has_batch(batch)? {
                 missing.push((*batch, true));
             }
         }
@@ -379,14 +405,16 @@ impl Blocks {
         let slot = author as usize;
         let parked = self.parked_broadcasts_by_author[slot];
         if broadcast && !missing.is_empty() && parked >= self.parked_broadcasts_per_author {
-            return self.report(Some(cid), Error::ParkingFull { author, parked }, out);
+            self.report(Some(cid), Error::ParkingFull { author, parked }, out);
+            return Ok(());
         }
         // A parked dependency is here already, only waiting itself: nothing to fetch for it.
-        let to_fetch: Vec<(Cid, bool)> = missing
-            .iter()
-            .copied()
-            .filter(|(dependency, _)| !self.parking.contains(dependency))
-            .collect();
+        let mut to_fetch: Vec<(Cid, bool)> = Vec::new();
+        for (dependency, batch) in &missing {
+            if !self.parking.contains(dependency)? {
+                to_fetch.push((*dependency, *batch));
+            }
+        }
         let new = to_fetch
             .iter()
             .filter(|(d, _)| !self.fetches.contains(d))
@@ -395,25 +423,25 @@ impl Blocks {
         let (queued, to_queue) = (self.fetches.queued(author), new.saturating_sub(room));
         if to_queue > 0 && queued + to_queue > self.queued_fetches_per_author {
             let error = Error::FetchQueueFull { author, queued };
-            return self.report(Some(cid), error, out);
+            self.report(Some(cid), error, out);
+            return Ok(());
         }
         for (dependency, batch) in to_fetch {
             self.want(dependency, batch, author, out);
         }
         if missing.is_empty() {
-            if self.insert(cid, block, bytes, out) {
-                self.resolved(cid, out);
-            } else {
-                self.discard_descendants(cid);
-            }
-        } else {
-            let missing: Vec<Cid> = missing.into_iter().map(|(cid, _)| cid).collect();
-            self.parking.park(&cid, &bytes, &missing);
-            if broadcast {
-                self.parked_broadcasts.insert(cid, author);
-                self.parked_broadcasts_by_author[slot] += 1;
-            }
+            return match self.insert(cid, block, bytes, out)? {
+                true => self.resolved(cid, out),
+                false => self.discard_descendants(cid),
+            };
         }
+        let missing: Vec<Cid> = missing.into_iter().map(|(cid, _)| cid).collect();
+        self.parking.park(&cid, &bytes, &missing)?;
+        if broadcast {
+            self.parked_broadcasts.insert(cid, author);
+            self.parked_broadcasts_by_author[slot] += 1;
+        }
+        Ok(())
     }
 
     /// Block `cid` left the parking (accepted or discarded): if it came by broadcast, its
@@ -427,37 +455,38 @@ impl Blocks {
 
     /// `dependency` is now here: the blocks that waited only for it are ready, and are accepted
     /// (and theirs after them) up to the budget.
-    fn resolved(&mut self, dependency: Cid, out: &mut Vec<Output>) {
-        self.ready.extend(self.parking.resolve(&dependency));
-        self.drain(out);
+    fn resolved(&mut self, dependency: Cid, out: &mut Vec<Output>) -> Result<(), StoreError> {
+        self.ready.extend(self.parking.resolve(&dependency)?);
+        self.drain(out)
     }
 
     /// Accepts ready blocks, in causal order, until none is left or [`DRAIN_BUDGET`] were: a
     /// history that arrives all at once is taken in slices, so that what the node writes and sends
     /// for it never piles up, and commands and fetches are served in between.
-    pub(crate) fn drain(&mut self, out: &mut Vec<Output>) {
+    pub(crate) fn drain(&mut self, out: &mut Vec<Output>) -> Result<(), StoreError> {
         let mut budget = DRAIN_BUDGET;
         while budget > 0 {
             let Some(cid) = self.ready.pop() else {
-                return;
+                break;
             };
-            let Some(bytes) = self.parking.take(&cid) else {
+            let Some(bytes) = self.parking.take(&cid)? else {
                 continue;
             };
             self.unparked(&cid);
             budget -= 1;
             let inserted = match SignedBlock::decode(&bytes) {
-                Ok(block) => self.insert(cid, block, bytes, out),
+                Ok(block) => self.insert(cid, block, bytes, out)?,
                 Err(error) => {
                     self.reject(Some(cid), error, out);
                     false
                 }
             };
             match inserted {
-                true => self.ready.extend(self.parking.resolve(&cid)),
-                false => self.discard_descendants(cid),
+                true => self.ready.extend(self.parking.resolve(&cid)?),
+                false => self.discard_descendants(cid)?,
             }
         }
+        Ok(())
     }
 
     /// Checks a block against its parents and batch, and adds it to the DAG.
@@ -467,13 +496,11 @@ impl Blocks {
         block: SignedBlock,
         bytes: Bytes,
         out: &mut Vec<Output>,
-    ) -> bool {
-        let parents: Vec<(u32, u64)> = block
-            .block
-            .parents
-            .iter()
-            .filter_map(|p| self.slot_of(p))
-            .collect();
+    ) -> Result<bool, StoreError> {
+        let mut parents: Vec<(u32, u64)> = Vec::with_capacity(block.block.parents.len());
+        for parent in &block.block.parents {
+            parents.extend(self.slot_of(parent)?);
+        }
         if let Err(error) = check_parents(
             block.block.author,
             block.block.round,
@@ -481,7 +508,7 @@ impl Blocks {
             &self.committee,
         ) {
             self.reject(Some(cid), error.into(), out);
-            return false;
+            return Ok(false);
         }
         let transactions = match &block.block.payload {
             Payload::Inline(txs) => Arc::new(txs.clone()),
@@ -489,7 +516,7 @@ impl Blocks {
                 cid: batch,
                 count,
                 size,
-            } => match self.batch_of(batch, *count, *size) {
+            } => match self.batch_of(batch, *count, *size)? {
                 Some(transactions) => transactions,
                 None => {
                     self.reject(
@@ -499,7 +526,7 @@ impl Blocks {
                         },
                         out,
                     );
-                    return false;
+                    return Ok(false);
                 }
             },
         };
@@ -546,27 +573,39 @@ impl Blocks {
                 own,
             });
         }
-        true
+        Ok(true)
     }
 
     /// The transactions of a kept batch, if it has the `count` and encoded `size` a block says.
-    fn batch_of(&self, cid: &Cid, count: u64, size: u64) -> Option<Arc<Vec<SignedTransaction>>> {
-        let bytes = self.parking.batch(cid)?;
-        let transactions: Vec<SignedTransaction> = decode(&bytes).ok()?;
-        (transactions.len() as u64 == count && bytes.len() as u64 == size)
-            .then(|| Arc::new(transactions))
+    fn batch_of(
+        &self,
+        cid: &Cid,
+        count: u64,
+        size: u64,
+    ) -> Result<Option<Arc<Vec<SignedTransaction>>>, StoreError> {
+        let Some(bytes) = self.parking.batch(cid)? else {
+            return Ok(None);
+        };
+        let Ok(transactions) = decode::<Vec<SignedTransaction>>(&bytes) else {
+            return Ok(None);
+        };
+        Ok(
+            (transactions.len() as u64 == count && bytes.len() as u64 == size)
+                .then(|| Arc::new(transactions)),
+        )
     }
 
     /// Drops every parked block that depends, directly or not, on an invalid one.
-    fn discard_descendants(&mut self, invalid: Cid) {
+    fn discard_descendants(&mut self, invalid: Cid) -> Result<(), StoreError> {
         let mut stack = vec![invalid];
         while let Some(cid) = stack.pop() {
-            let discarded = self.parking.discard(&cid);
+            let discarded = self.parking.discard(&cid)?;
             for child in &discarded {
                 self.unparked(child);
             }
             stack.extend(discarded);
         }
+        Ok(())
     }
 }
 
@@ -595,7 +634,9 @@ mod tests {
         let mut out = Vec::new();
         for round in rounds {
             for block in dag.dag.round(round) {
-                blocks.receive(block.bytes.clone(), Source::Broadcast, &mut out);
+                blocks
+                    .receive(block.bytes.clone(), Source::Broadcast, &mut out)
+                    .expect("in memory");
             }
         }
         out
@@ -636,23 +677,31 @@ mod tests {
         let mut blocks = manager(&dag, None, &CoreConfig::default());
         let mut out = Vec::new();
         for author in 0..3 {
-            blocks.receive(
-                bytes(&dag, &dag.cid(0, author)),
-                Source::Broadcast,
-                &mut out,
-            );
+            blocks
+                .receive(
+                    bytes(&dag, &dag.cid(0, author)),
+                    Source::Broadcast,
+                    &mut out,
+                )
+                .expect("in memory");
         }
         out.clear();
-        blocks.receive(bytes(&dag, &child), Source::Broadcast, &mut out);
+        blocks
+            .receive(bytes(&dag, &child), Source::Broadcast, &mut out)
+            .expect("in memory");
         assert_eq!(fetches(&out), [missing]);
         assert!(stored(&out).is_empty());
         assert_eq!((blocks.parked(), blocks.wanted()), (1, 1));
-        assert!(!blocks.knows(&child));
+        assert!(!blocks.knows(&child).expect("in memory"));
 
         out.clear();
-        blocks.fetched(missing, bytes(&dag, &missing), &mut out);
+        blocks
+            .fetched(missing, bytes(&dag, &missing), &mut out)
+            .expect("in memory");
         assert_eq!(stored(&out), [missing, child], "causal order");
-        assert!(blocks.knows(&child) && blocks.knows(&missing));
+        assert!(
+            blocks.knows(&child).expect("in memory") && blocks.knows(&missing).expect("in memory")
+        );
         assert_eq!((blocks.parked(), blocks.wanted()), (0, 0));
         let stats = blocks.stats();
         assert_eq!(
@@ -672,21 +721,29 @@ mod tests {
         let mut blocks = manager(&dag, None, &CoreConfig::default());
         let mut out = deliver(&mut blocks, &dag, 0..=0);
         for author in [1, 2] {
-            blocks.receive(
-                bytes(&dag, &dag.cid(1, author)),
-                Source::Broadcast,
-                &mut out,
-            );
+            blocks
+                .receive(
+                    bytes(&dag, &dag.cid(1, author)),
+                    Source::Broadcast,
+                    &mut out,
+                )
+                .expect("in memory");
         }
         out.clear();
-        blocks.receive(bytes(&dag, &child), Source::Broadcast, &mut out);
+        blocks
+            .receive(bytes(&dag, &child), Source::Broadcast, &mut out)
+            .expect("in memory");
         assert_eq!(fetches(&out), [bad]);
         out.clear();
-        blocks.fetched(bad, bytes(&dag, &bad), &mut out);
+        blocks
+            .fetched(bad, bytes(&dag, &bad), &mut out)
+            .expect("in memory");
         assert_eq!(rejected(&out), ["bad_parents"]);
         assert!(stored(&out).is_empty());
         assert_eq!(blocks.parked(), 0, "the child is discarded");
-        assert!(!blocks.knows(&child) && !blocks.knows(&bad));
+        assert!(
+            !blocks.knows(&child).expect("in memory") && !blocks.knows(&bad).expect("in memory")
+        );
     }
 
     #[test]
@@ -697,17 +754,23 @@ mod tests {
         let mut out = Vec::new();
         let (child, missing) = (dag.cid(1, 0), dag.cid(0, 3));
         for author in 0..3 {
-            blocks.receive(
-                bytes(&dag, &dag.cid(0, author)),
-                Source::Broadcast,
-                &mut out,
-            );
+            blocks
+                .receive(
+                    bytes(&dag, &dag.cid(0, author)),
+                    Source::Broadcast,
+                    &mut out,
+                )
+                .expect("in memory");
         }
-        blocks.receive(bytes(&dag, &child), Source::Broadcast, &mut out);
-        blocks.fetch_failed(missing, &mut out);
+        blocks
+            .receive(bytes(&dag, &child), Source::Broadcast, &mut out)
+            .expect("in memory");
+        blocks.fetch_failed(missing, &mut out).expect("in memory");
         assert_eq!((blocks.parked(), blocks.wanted()), (0, 0));
         out.clear();
-        blocks.receive(bytes(&dag, &child), Source::Broadcast, &mut out);
+        blocks
+            .receive(bytes(&dag, &child), Source::Broadcast, &mut out)
+            .expect("in memory");
         assert_eq!(fetches(&out), [missing], "not refused for good");
         assert_eq!(blocks.parked(), 1);
     }
@@ -723,20 +786,31 @@ mod tests {
         let mut blocks = manager(&dag, None, &config);
         let mut out = Vec::new();
         let (first, second) = (dag.cid(1, 2), dag.cid(2, 2));
-        blocks.receive(bytes(&dag, &first), Source::Broadcast, &mut out);
+        blocks
+            .receive(bytes(&dag, &first), Source::Broadcast, &mut out)
+            .expect("in memory");
         out.clear();
-        blocks.receive(bytes(&dag, &second), Source::Broadcast, &mut out);
+        blocks
+            .receive(bytes(&dag, &second), Source::Broadcast, &mut out)
+            .expect("in memory");
         assert_eq!(rejected(&out), ["parking_full"]);
         assert_eq!(blocks.parked(), 1);
         // Another author's broadcast still parks.
-        blocks.receive(bytes(&dag, &dag.cid(1, 3)), Source::Broadcast, &mut out);
+        blocks
+            .receive(bytes(&dag, &dag.cid(1, 3)), Source::Broadcast, &mut out)
+            .expect("in memory");
         assert_eq!(blocks.parked(), 2);
 
         out.clear();
         deliver(&mut blocks, &dag, 0..=1);
-        assert!(blocks.knows(&first));
-        blocks.receive(bytes(&dag, &second), Source::Broadcast, &mut out);
-        assert!(blocks.knows(&second), "refused for now, not for good");
+        assert!(blocks.knows(&first).expect("in memory"));
+        blocks
+            .receive(bytes(&dag, &second), Source::Broadcast, &mut out)
+            .expect("in memory");
+        assert!(
+            blocks.knows(&second).expect("in memory"),
+            "refused for now, not for good"
+        );
         assert_eq!(blocks.stats().rejected.get("parking_full"), Some(&1));
     }
 
@@ -755,7 +829,9 @@ mod tests {
         );
         let mut out = Vec::new();
         for _ in 0..3 {
-            blocks.receive(bytes(&dag, &dag.cid(0, 0)), Source::Broadcast, &mut out);
+            blocks
+                .receive(bytes(&dag, &dag.cid(0, 0)), Source::Broadcast, &mut out)
+                .expect("in memory");
         }
         assert_eq!(rejected(&out), ["wrong_chain"]);
         assert_eq!(blocks.stats().rejected.get("wrong_chain"), Some(&1));
@@ -770,17 +846,23 @@ mod tests {
         let mut blocks = manager(&dag, None, &CoreConfig::default());
         deliver(&mut blocks, &dag, 0..=top);
         assert_eq!(blocks.dag().len() as u64, 4 * (top + 1));
-        assert_eq!(blocks.collect_garbage(top), Some(5));
-        assert_eq!(blocks.collect_garbage(top), None, "the floor did not rise");
+        assert_eq!(blocks.collect_garbage(top).expect("in memory"), Some(5));
+        assert_eq!(
+            blocks.collect_garbage(top).expect("in memory"),
+            None,
+            "the floor did not rise"
+        );
         assert_eq!(
             (blocks.floor(), blocks.dag().len() as u64),
             (5, 4 * (top - 4))
         );
         assert_eq!(blocks.pruned_in_memory(), 4 * 5);
         let old = dag.cid(0, 1);
-        assert!(blocks.knows(&old) && blocks.dag().get(&old).is_none());
+        assert!(blocks.knows(&old).expect("in memory") && blocks.dag().get(&old).is_none());
         let mut out = Vec::new();
-        blocks.receive(bytes(&dag, &old), Source::Broadcast, &mut out);
+        blocks
+            .receive(bytes(&dag, &old), Source::Broadcast, &mut out)
+            .expect("in memory");
         assert!(out.is_empty(), "a late re-broadcast: {out:?}");
         assert_eq!(blocks.stats().accepted, 4 * (top + 1));
     }

@@ -11,7 +11,7 @@ use crate::{
     types::Genesis,
 };
 
-use super::Commit;
+use crate::store::Commit;
 
 /// The committed sequence so far and the state it produced.
 pub(crate) struct Executor {

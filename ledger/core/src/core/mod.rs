@@ -10,7 +10,6 @@
 mod blocks;
 mod execute;
 mod fetches;
-mod park;
 mod pool;
 mod propose;
 mod proposer;
@@ -26,21 +25,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     dag::Dag,
-    state::{Outcome, State},
-    store::Store,
+    state::State,
+    store::{Commit, Store, StoreError},
     types::Genesis,
-    Account, Committee, Error, Keypair, PublicKey,
+    Committee, Error, Keypair,
 };
 
-pub use park::{MemoryParking, Parking};
 pub use propose::SubmitError;
-
-/// Where the core finds the author and round of an accepted block that left memory: the node's
-/// store. Without one, the core keeps them in memory.
-pub trait Archive: Send + Sync {
-    /// Author and round of accepted block `cid`, if it is stored.
-    fn slot(&self, cid: &Cid) -> Option<(u32, u64)>;
-}
 
 /// Tuning of the core; every field has a sensible default.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -250,25 +241,6 @@ pub enum Output {
     },
 }
 
-/// One committed leader and everything ordered with it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Commit {
-    /// 1 for the first commit, then one more each.
-    pub height: u64,
-    /// The leader's round.
-    pub round: u64,
-    /// The leader block.
-    pub leader: Cid,
-    /// The blocks ordered, in order (the leader last).
-    pub blocks: Vec<Cid>,
-    /// Each transaction of those blocks, in order, with what it did.
-    pub transactions: Vec<(Cid, Outcome)>,
-    /// The accounts those transactions changed, with their new values.
-    pub changed: Vec<(PublicKey, Account)>,
-    /// The state after applying them.
-    pub state_root: [u8; 32],
-}
-
 /// Counters of what the core saw.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CoreStats {
@@ -359,16 +331,20 @@ impl Core {
     }
 
     /// A core like [`Core::new`]'s whose parked blocks wait in `store` and whose blocks that leave
-    /// memory are looked up there (it holds every accepted block), not indexed in memory.
+    /// memory are looked up there (it holds every accepted block), not indexed in memory. A
+    /// validator never signs a round at or below the last that `store` recorded it signed.
     pub fn with_store(
         genesis: &Genesis,
         key: Option<Keypair>,
         config: CoreConfig,
         store: &dyn Store,
-    ) -> Core {
+    ) -> Result<Core, StoreError> {
         let mut core = Core::new(genesis, key, config);
         core.blocks.use_store(store);
-        core
+        if let (Some(proposer), Some(round)) = (&mut core.proposer, store.last_signed()?) {
+            proposer.signed_up_to(round);
+        }
+        Ok(core)
     }
 
     /// Lets go of the store (its parking and archive share it), so that it can close: the core
@@ -414,7 +390,7 @@ impl Core {
     }
 
     /// Whether block `cid` was accepted (it may since have left memory).
-    pub fn knows(&self, cid: &Cid) -> bool {
+    pub fn knows(&self, cid: &Cid) -> Result<bool, StoreError> {
         self.blocks.knows(cid)
     }
 

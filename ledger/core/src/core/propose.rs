@@ -14,6 +14,7 @@ use super::{
 };
 use crate::{
     codec::{cid_of, encode},
+    store::StoreError,
     types::{Payload, SignedTransaction},
     Error,
 };
@@ -48,21 +49,32 @@ const EXPIRY_INTERVAL_MS: u64 = 1000;
 
 impl Core {
     /// Block bytes arrived by broadcast.
-    pub fn receive(&mut self, now_ms: u64, bytes: Bytes, out: &mut Vec<Output>) {
-        self.blocks.receive(bytes, Source::Broadcast, out);
-        self.after_change(now_ms, out);
+    pub fn receive(
+        &mut self,
+        now_ms: u64,
+        bytes: Bytes,
+        out: &mut Vec<Output>,
+    ) -> Result<(), StoreError> {
+        self.blocks.receive(bytes, Source::Broadcast, out)?;
+        self.after_change(now_ms, out)
     }
 
     /// A fetch asked for by [`Output::Fetch`] succeeded (the bytes match the CID).
-    pub fn fetched(&mut self, now_ms: u64, cid: Cid, bytes: Bytes, out: &mut Vec<Output>) {
-        self.blocks.fetched(cid, bytes, out);
-        self.after_change(now_ms, out);
+    pub fn fetched(
+        &mut self,
+        now_ms: u64,
+        cid: Cid,
+        bytes: Bytes,
+        out: &mut Vec<Output>,
+    ) -> Result<(), StoreError> {
+        self.blocks.fetched(cid, bytes, out)?;
+        self.after_change(now_ms, out)
     }
 
     /// A fetch failed for good: the blocks waiting for it are dropped; a later reference to the CID
     /// (a re-broadcast of one of them, say) asks for it again.
-    pub fn fetch_failed(&mut self, cid: Cid, out: &mut Vec<Output>) {
-        self.blocks.fetch_failed(cid, out);
+    pub fn fetch_failed(&mut self, cid: Cid, out: &mut Vec<Output>) -> Result<(), StoreError> {
+        self.blocks.fetch_failed(cid, out)
     }
 
     /// A block from our own storage, at start, in round order (batches are read from the store
@@ -70,20 +82,21 @@ impl Core {
     /// propose next, so that a restarted validator never signs a second block for a round. Leaders
     /// decided on the way commit at once (nothing is proposed), so that the blocks below each new
     /// floor leave memory while the rest is still being read.
-    pub fn restore(&mut self, bytes: Bytes, out: &mut Vec<Output>) {
+    pub fn restore(&mut self, bytes: Bytes, out: &mut Vec<Output>) -> Result<(), StoreError> {
         self.blocks.set_restoring(true);
-        self.blocks.receive(bytes, Source::Disk, out);
-        self.blocks.drain(out);
+        self.blocks.receive(bytes, Source::Disk, out)?;
+        self.blocks.drain(out)?;
         self.take_own();
-        self.commit(out);
+        self.commit(out)?;
         self.blocks.set_restoring(false);
+        Ok(())
     }
 
     /// Accepts up to `DRAIN_BUDGET` more blocks whose dependencies all arrived, then proposes and
     /// commits what that allows. The node calls it while [`Core::has_backlog`].
-    pub fn resume(&mut self, now_ms: u64, out: &mut Vec<Output>) {
-        self.blocks.drain(out);
-        self.after_change(now_ms, out);
+    pub fn resume(&mut self, now_ms: u64, out: &mut Vec<Output>) -> Result<(), StoreError> {
+        self.blocks.drain(out)?;
+        self.after_change(now_ms, out)
     }
 
     /// Whether blocks are ready to be accepted (a long history arrived all at once).
@@ -121,8 +134,8 @@ impl Core {
     }
 
     /// Time passed: propose if a leader wait ran out, re-broadcast, re-queue stale transactions.
-    pub fn tick(&mut self, now_ms: u64, out: &mut Vec<Output>) {
-        self.after_change(now_ms, out);
+    pub fn tick(&mut self, now_ms: u64, out: &mut Vec<Output>) -> Result<(), StoreError> {
+        self.after_change(now_ms, out)?;
         if now_ms >= self.last_expiry_ms + EXPIRY_INTERVAL_MS {
             self.last_expiry_ms = now_ms;
             let (state, limits) = (self.executor.state(), self.pool_limits());
@@ -136,6 +149,7 @@ impl Core {
         if let Some(bytes) = self.proposer.as_mut().and_then(|p| p.rebroadcast(now_ms)) {
             out.push(Output::Broadcast(bytes));
         }
+        Ok(())
     }
 
     /// The earliest time at which [`Core::tick`] has something to do, unless an input comes first
@@ -147,32 +161,35 @@ impl Core {
         [proposer, expiry].into_iter().flatten().min()
     }
 
-    fn after_change(&mut self, now_ms: u64, out: &mut Vec<Output>) {
+    fn after_change(&mut self, now_ms: u64, out: &mut Vec<Output>) -> Result<(), StoreError> {
         self.now_ms = self.now_ms.max(now_ms);
         self.take_own();
-        self.commit(out);
-        while self.try_propose(now_ms, out) {
-            self.commit(out);
+        self.commit(out)?;
+        while self.try_propose(now_ms, out)? {
+            self.commit(out)?;
         }
+        Ok(())
     }
 
     /// Proposes our next block if it is due. True when it proposed.
-    fn try_propose(&mut self, now_ms: u64, out: &mut Vec<Output>) -> bool {
+    fn try_propose(&mut self, now_ms: u64, out: &mut Vec<Output>) -> Result<bool, StoreError> {
         let busy = self.blocks.has_unordered() || self.pool.has_work();
         let Some(proposer) = &mut self.proposer else {
-            return false;
+            return Ok(false);
         };
         let Some(round) = proposer.due(self.blocks.dag(), &self.committee, now_ms, busy) else {
-            return false;
+            return Ok(false);
         };
-        let payload = self.payload(round, out);
+        let payload = self.payload(round, out)?;
         let Some(proposer) = &mut self.proposer else {
-            return false;
+            return Ok(false);
         };
         let (cid, signed, bytes) = proposer.sign(self.blocks.dag(), round, payload, now_ms);
-        out.push(Output::Broadcast(bytes.clone()));
-        self.blocks.admit(cid, signed, bytes, false, out);
-        true
+        // Accepted (and so output to be stored) before it is output to be broadcast: the node
+        // writes it durably before anything else sees it.
+        self.blocks.admit(cid, signed, bytes.clone(), false, out)?;
+        out.push(Output::Broadcast(bytes));
+        Ok(true)
     }
 
     /// Tells the proposer of our own blocks the block manager accepted from elsewhere, at once,
@@ -184,7 +201,7 @@ impl Core {
     }
 
     /// Takes transactions from the pool into a payload, inline or as a batch.
-    fn payload(&mut self, round: u64, out: &mut Vec<Output>) -> Payload {
+    fn payload(&mut self, round: u64, out: &mut Vec<Output>) -> Result<Payload, StoreError> {
         let room = Room {
             transactions: self.config.max_block_transactions,
             bytes: self.config.max_block_bytes.saturating_sub(1024),
@@ -194,7 +211,7 @@ impl Core {
             .pool
             .take(round, room, |k| state.account(k).nonce, &limits);
         if size <= self.config.inline_bytes {
-            return Payload::Inline(txs);
+            return Ok(Payload::Inline(txs));
         }
         let bytes = Bytes::from(encode(&txs));
         let cid = cid_of(&bytes);
@@ -204,18 +221,18 @@ impl Core {
             count: txs.len() as u64,
             size,
         };
-        self.blocks.put_batch(&cid, &bytes);
+        self.blocks.put_batch(&cid, &bytes)?;
         out.push(Output::Store {
             cid,
             bytes,
             batch: true,
             own: true,
         });
-        payload
+        Ok(payload)
     }
 
     /// Commits every newly decided leader: orders its history and applies its transactions.
-    fn commit(&mut self, out: &mut Vec<Output>) {
+    fn commit(&mut self, out: &mut Vec<Output>) -> Result<(), StoreError> {
         for (round, leader) in self.executor.decide(self.blocks.dag(), &self.committee) {
             let Some(leader) = leader else {
                 self.skipped_slots += 1;
@@ -232,10 +249,11 @@ impl Core {
             self.committed_transactions += commit.transactions.len() as u64;
             tracing::debug!(height = commit.height, round, %leader, blocks = commit.blocks.len(), "committed");
             out.push(Output::Committed(Arc::new(commit)));
-            if let Some(floor) = self.blocks.collect_garbage(round) {
+            if let Some(floor) = self.blocks.collect_garbage(round)? {
                 self.executor.prune_below(floor);
             }
         }
+        Ok(())
     }
 }
 
@@ -286,7 +304,7 @@ mod tests {
             let mut sent = Vec::new();
             for i in 0..self.cores.len() {
                 let mut out = Vec::new();
-                self.cores[i].tick(self.now, &mut out);
+                self.cores[i].tick(self.now, &mut out).expect("in memory");
                 sent.extend(broadcasts(i, out));
             }
             self.deliver(sent)
@@ -304,9 +322,9 @@ mod tests {
 
         fn receive(&mut self, to: usize, bytes: Bytes) -> Vec<(usize, Bytes)> {
             let (core, mut out) = (&mut self.cores[to], Vec::new());
-            core.receive(self.now, bytes, &mut out);
+            core.receive(self.now, bytes, &mut out).expect("in memory");
             while core.has_backlog() {
-                core.resume(self.now, &mut out);
+                core.resume(self.now, &mut out).expect("in memory");
             }
             broadcasts(to, out)
         }

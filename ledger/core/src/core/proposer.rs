@@ -86,11 +86,23 @@ impl Proposer {
         self.leader_timeouts
     }
 
+    /// Our store recorded that we signed `round`: we never sign it or an earlier one again, even
+    /// where the block itself was lost.
+    pub(crate) fn signed_up_to(&mut self, round: u64) {
+        self.round = self.round.max(round + 1);
+    }
+
     /// A block of ours was accepted from elsewhere (our store after a restart, a peer): we never
     /// sign another for its round or an earlier one.
+    /// It becomes our latest block if it is later than the one we have, even where the signing
+    /// record already took our round past it.
     pub(crate) fn observed(&mut self, own: OwnBlock) {
-        if own.round >= self.round {
-            self.round = own.round + 1;
+        if self
+            .last_own
+            .as_ref()
+            .is_none_or(|last| last.round < own.round)
+        {
+            self.round = self.round.max(own.round + 1);
             self.last_own = Some(own);
         }
     }
@@ -406,6 +418,35 @@ mod tests {
             "an older block does not lower the round"
         );
         assert_eq!(due(&mut proposer, &dag, 10), Some(8));
+    }
+
+    #[test]
+    fn the_signing_record_holds_our_round_even_where_the_blocks_behind_it_were_lost() {
+        let mut dag = DagBuilder::new(4);
+        dag.full(0..=5);
+        // Others' rounds 6 to 9; ours after round 5 were lost, but the record says we signed 9.
+        for round in 6..=9 {
+            let links = if round == 6 { dag.all() } else { vec![0, 2, 3] };
+            dag.round(round, &[0, 2, 3], &links);
+        }
+        let mut proposer = proposer(&dag, 1);
+        proposer.signed_up_to(9);
+        proposer.observed(OwnBlock {
+            cid: dag.cid(5, 1),
+            round: 5,
+            bytes: Bytes::new(),
+            at_ms: 0,
+        });
+        assert_eq!(proposer.round(), 10, "the record, not the blocks, sets the round");
+        // Round 9's leader may be the block we lost: then it waits the leader timeout first.
+        let later = 10 * (TIMEOUT + IDLE);
+        let next = due(&mut proposer, &dag, 10).or_else(|| due(&mut proposer, &dag, later));
+        assert_eq!(next, Some(10), "the round after the record");
+        let (_, block, _) = proposer.sign(&dag.dag, 10, empty(), later);
+        assert!(
+            block.block.parents.contains(&dag.cid(5, 1)),
+            "still links its latest block it has"
+        );
     }
 
     #[test]

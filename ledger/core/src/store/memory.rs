@@ -1,131 +1,18 @@
-//! What a node keeps durably, as an interface the core's driver writes through and a store
-//! implements outside the core: RocksDB (`ledger-rocksdb`) on a real node, [`MemoryStore`] in a
-//! simulation, where it survives a simulated crash because it lives outside the node.
-//!
-//! A store holds accepted blocks and batches (blocks indexed in round order, for replay), the
-//! committed sequence, each committed transaction's place and outcome, and parking for blocks that
-//! wait for ancestors. On restart the node replays the stored blocks through the deterministic core,
-//! which re-derives the same commits; [`Store::commit`] checks each against its record.
+//! A store in memory, for simulations.
 
 use std::{
-    collections::{hash_map::Entry, BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex, MutexGuard},
 };
 
 use bytes::Bytes;
 use comms::Cid;
-use serde::{Deserialize, Serialize};
 
-use crate::{
-    codec::encode,
-    core::{Archive, Commit, MemoryParking, Parking},
-    types::SignedBlock,
-    Error, Outcome,
+use super::{
+    index_key, records, replay_differs, Archive, Commit, Committed, MemoryParking, Parking, Store,
+    StoreError,
 };
-
-/// Where a committed transaction is in the sequence, and what it did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Committed {
-    /// The commit's height.
-    pub height: u64,
-    /// Its position among the commit's transactions.
-    pub index: u64,
-    /// What it did.
-    pub outcome: Outcome,
-}
-
-/// Why a store failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// The store's database or disk failed.
-    #[error("storage: {0}")]
-    Disk(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// The store holds something this version cannot read, or replays differently from what it
-    /// recorded.
-    #[error("corrupt store: {reason}")]
-    Corrupt { reason: String },
-    /// A stored record that does not decode, or a stored block the core refused on replay.
-    #[error("stored record: {0}")]
-    Record(#[from] Error),
-}
-
-/// A node's durable store. Shared (`Arc`) between the node, its parking and its archive.
-pub trait Store: Send + Sync {
-    /// Stores an accepted block (indexed by round and author) or a batch.
-    fn put_block(&self, cid: &Cid, bytes: &[u8], batch: bool) -> Result<(), StoreError>;
-
-    /// Hands up to `limit` stored blocks to `visit`, one at a time, in round order from index key
-    /// `from` on (empty: from the start). Returns how many there were and the key to go on from,
-    /// `None` at the end. Stops at the first error `visit` returns.
-    fn replay_slice(
-        &self,
-        from: &[u8],
-        limit: usize,
-        visit: &mut dyn FnMut(Bytes) -> Result<(), StoreError>,
-    ) -> Result<(usize, Option<Vec<u8>>), StoreError>;
-
-    /// The stored bytes of a block, if any.
-    fn block(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError>;
-
-    /// The stored bytes of a batch, if any.
-    fn batch(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError>;
-
-    /// The committed height stored.
-    fn height(&self) -> Result<u64, StoreError>;
-
-    /// Writes a commit, atomically; a commit at or below the stored height (a replay) is checked
-    /// against its record instead.
-    fn commit(&self, commit: &Commit) -> Result<(), StoreError>;
-
-    /// Where and how transaction `id` committed, if it did.
-    fn transaction(&self, id: &Cid) -> Result<Option<Committed>, StoreError>;
-
-    /// Makes everything written durable (on shutdown).
-    fn flush(&self) -> Result<(), StoreError>;
-
-    /// Parking for the core in this store (blocks parked by an earlier run are gone).
-    fn parking(&self) -> Box<dyn Parking>;
-
-    /// The core's view of blocks that left memory.
-    fn archive(&self) -> Box<dyn Archive>;
-}
-
-/// The key that orders stored blocks for replay: round and author big-endian, then the CID.
-pub fn index_key(round: u64, author: u32, cid: &[u8]) -> Vec<u8> {
-    [&round.to_be_bytes()[..], &author.to_be_bytes(), cid].concat()
-}
-
-/// Per transaction of `commit`: the record where it took effect, or else its first.
-pub fn records(commit: &Commit) -> Vec<(Cid, Committed)> {
-    let mut records: Vec<(Cid, Committed)> = Vec::with_capacity(commit.transactions.len());
-    let mut at = HashMap::with_capacity(commit.transactions.len());
-    for (index, (id, outcome)) in commit.transactions.iter().enumerate() {
-        let record = Committed {
-            height: commit.height,
-            index: index as u64,
-            outcome: *outcome,
-        };
-        match at.entry(id) {
-            Entry::Vacant(slot) => {
-                slot.insert(records.len());
-                records.push((*id, record));
-            }
-            Entry::Occupied(slot) if *outcome == Outcome::Applied => {
-                records[*slot.get()].1 = record
-            }
-            Entry::Occupied(_) => {}
-        }
-    }
-    records
-}
-
-/// The error of a replayed commit that differs from its record.
-pub fn replay_differs(height: u64) -> StoreError {
-    StoreError::Corrupt {
-        reason: format!("replayed commit {height} differs from the stored one"),
-    }
-}
+use crate::{codec::encode, types::SignedBlock, Outcome};
 
 /// A store in memory: for simulations, where a validator that crashes and restarts gets the same
 /// `MemoryStore` back (clones share it), as a real one gets its directory back.
@@ -141,6 +28,7 @@ struct Stored {
     /// Encoded commit records, height 1 first.
     commits: Vec<Vec<u8>>,
     transactions: HashMap<Cid, Committed>,
+    last_signed: Option<u64>,
 }
 
 impl MemoryStore {
@@ -151,6 +39,17 @@ impl MemoryStore {
     }
 }
 
+impl Stored {
+    fn put_block(&mut self, cid: &Cid, bytes: &[u8]) -> Result<(), StoreError> {
+        let block = SignedBlock::decode(bytes)?.block;
+        let key = index_key(block.round, block.author, &cid.to_bytes());
+        self.index.insert(key, *cid);
+        let entry = (bytes.to_vec(), block.author, block.round);
+        self.blocks.insert(*cid, entry);
+        Ok(())
+    }
+}
+
 impl Store for MemoryStore {
     fn put_block(&self, cid: &Cid, bytes: &[u8], batch: bool) -> Result<(), StoreError> {
         let mut stored = self.stored();
@@ -158,12 +57,18 @@ impl Store for MemoryStore {
             stored.batches.insert(*cid, bytes.to_vec());
             return Ok(());
         }
-        let block = SignedBlock::decode(bytes)?.block;
-        let key = index_key(block.round, block.author, &cid.to_bytes());
-        stored.index.insert(key, *cid);
-        let entry = (bytes.to_vec(), block.author, block.round);
-        stored.blocks.insert(*cid, entry);
+        stored.put_block(cid, bytes)
+    }
+
+    fn put_own_block(&self, cid: &Cid, bytes: &[u8], round: u64) -> Result<(), StoreError> {
+        let mut stored = self.stored();
+        stored.put_block(cid, bytes)?;
+        stored.last_signed = stored.last_signed.max(Some(round));
         Ok(())
+    }
+
+    fn last_signed(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.stored().last_signed)
     }
 
     fn replay_slice(
@@ -245,8 +150,8 @@ impl Store for MemoryStore {
 }
 
 impl Archive for MemoryStore {
-    fn slot(&self, cid: &Cid) -> Option<(u32, u64)> {
-        (self.stored().blocks.get(cid)).map(|(_, author, round)| (*author, *round))
+    fn slot(&self, cid: &Cid) -> Result<Option<(u32, u64)>, StoreError> {
+        Ok((self.stored().blocks.get(cid)).map(|(_, author, round)| (*author, *round)))
     }
 }
 
@@ -258,23 +163,23 @@ struct MemoryStoreParking {
 }
 
 impl Parking for MemoryStoreParking {
-    fn park(&mut self, cid: &Cid, bytes: &Bytes, missing: &[Cid]) {
+    fn park(&mut self, cid: &Cid, bytes: &Bytes, missing: &[Cid]) -> Result<(), StoreError> {
         self.blocks.park(cid, bytes, missing)
     }
 
-    fn contains(&self, cid: &Cid) -> bool {
+    fn contains(&self, cid: &Cid) -> Result<bool, StoreError> {
         self.blocks.contains(cid)
     }
 
-    fn resolve(&mut self, dependency: &Cid) -> Vec<Cid> {
+    fn resolve(&mut self, dependency: &Cid) -> Result<Vec<Cid>, StoreError> {
         self.blocks.resolve(dependency)
     }
 
-    fn take(&mut self, cid: &Cid) -> Option<Bytes> {
+    fn take(&mut self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
         self.blocks.take(cid)
     }
 
-    fn discard(&mut self, dependency: &Cid) -> Vec<Cid> {
+    fn discard(&mut self, dependency: &Cid) -> Result<Vec<Cid>, StoreError> {
         self.blocks.discard(dependency)
     }
 
@@ -282,24 +187,21 @@ impl Parking for MemoryStoreParking {
         self.blocks.len()
     }
 
-    fn put_batch(&mut self, cid: &Cid, bytes: &Bytes) {
-        self.store.stored().batches.insert(*cid, bytes.to_vec());
+    fn put_batch(&mut self, cid: &Cid, bytes: &Bytes) -> Result<(), StoreError> {
+        self.store.put_block(cid, bytes, true)
     }
 
-    fn batch(&self, cid: &Cid) -> Option<Bytes> {
-        self.store
-            .stored()
-            .batches
-            .get(cid)
-            .cloned()
-            .map(Bytes::from)
+    fn batch(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
+        Ok(self.store.batch(cid)?.map(Bytes::from))
     }
 
-    fn has_batch(&self, cid: &Cid) -> bool {
-        self.store.stored().batches.contains_key(cid)
+    fn has_batch(&self, cid: &Cid) -> Result<bool, StoreError> {
+        Ok(self.store.stored().batches.contains_key(cid))
     }
 
-    fn drop_batch(&mut self, _cid: &Cid) {}
+    fn drop_batch(&mut self, _cid: &Cid) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -332,7 +234,10 @@ mod tests {
             from = next;
         }
         assert_eq!(rounds, [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]);
-        assert_eq!(store.archive().slot(&dag.cid(1, 2)), Some((2, 1)));
+        assert_eq!(
+            store.archive().slot(&dag.cid(1, 2)).expect("read"),
+            Some((2, 1))
+        );
 
         let id = comms::cid_for(comms::Codec::Raw, b"tx");
         let commit = |height, outcome| Commit {

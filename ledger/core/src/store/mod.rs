@@ -1,0 +1,164 @@
+//! What a node keeps durably, as an interface the core's driver writes through and a store
+//! implements outside the core: RocksDB (`ledger-rocksdb`) on a real node, [`MemoryStore`] in a
+//! simulation, where it survives a simulated crash because it lives outside the node.
+//!
+//! A store holds accepted blocks and batches (blocks indexed in round order, for replay), the
+//! committed sequence, each committed transaction's place and outcome, and parking for blocks that
+//! wait for ancestors. On restart the node replays the stored blocks through the deterministic core,
+//! which re-derives the same commits; [`Store::commit`] checks each against its record.
+
+use std::collections::{hash_map::Entry, HashMap};
+
+use bytes::Bytes;
+use comms::Cid;
+use serde::{Deserialize, Serialize};
+
+mod memory;
+mod park;
+
+pub use memory::MemoryStore;
+pub use park::{MemoryParking, Parking};
+
+use crate::{Account, Error, Outcome, PublicKey};
+
+/// Where a committed transaction is in the sequence, and what it did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Committed {
+    /// The commit's height.
+    pub height: u64,
+    /// Its position among the commit's transactions.
+    pub index: u64,
+    /// What it did.
+    pub outcome: Outcome,
+}
+
+/// One committed leader and everything ordered with it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Commit {
+    /// 1 for the first commit, then one more each.
+    pub height: u64,
+    /// The leader's round.
+    pub round: u64,
+    /// The leader block.
+    pub leader: Cid,
+    /// The blocks ordered, in order (the leader last).
+    pub blocks: Vec<Cid>,
+    /// Each transaction of those blocks, in order, with what it did.
+    pub transactions: Vec<(Cid, Outcome)>,
+    /// The accounts those transactions changed, with their new values.
+    pub changed: Vec<(PublicKey, Account)>,
+    /// The state after applying them.
+    pub state_root: [u8; 32],
+}
+
+/// Where the core finds the author and round of an accepted block that left memory: the node's
+/// store. Without one, the core keeps them in memory.
+pub trait Archive: Send + Sync {
+    /// Author and round of accepted block `cid`, if it is stored. A failed read is an error, never
+    /// "absent": a block taken for unknown would be fetched again, or one linking it refused.
+    fn slot(&self, cid: &Cid) -> Result<Option<(u32, u64)>, StoreError>;
+}
+
+/// Why a store failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store's database or disk failed.
+    #[error("storage: {0}")]
+    Disk(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The store holds something this version cannot read, or replays differently from what it
+    /// recorded.
+    #[error("corrupt store: {reason}")]
+    Corrupt { reason: String },
+    /// A stored record that does not decode, or a stored block the core refused on replay.
+    #[error("stored record: {0}")]
+    Record(#[from] Error),
+}
+
+/// A node's durable store. Shared (`Arc`) between the node, its parking and its archive.
+pub trait Store: Send + Sync {
+    /// Stores an accepted block (indexed by round and author) or a batch. Not synced: what a
+    /// crash loses of it is fetched again.
+    fn put_block(&self, cid: &Cid, bytes: &[u8], batch: bool) -> Result<(), StoreError>;
+
+    /// Stores a block we signed, for `round`, and records that we signed `round`, in one atomic
+    /// write that is durable (synced) when this returns: the block may leave the process only
+    /// after. The record is kept apart from the blocks, so that it outlives them (see
+    /// [`Store::last_signed`]).
+    fn put_own_block(&self, cid: &Cid, bytes: &[u8], round: u64) -> Result<(), StoreError>;
+
+    /// The highest round we recorded signing a block for, if any. A validator never signs a
+    /// round at or below it again, whatever else the store lost.
+    fn last_signed(&self) -> Result<Option<u64>, StoreError>;
+
+    /// Hands up to `limit` stored blocks to `visit`, one at a time, in round order from index key
+    /// `from` on (empty: from the start). Returns how many there were and the key to go on from,
+    /// `None` at the end. Stops at the first error `visit` returns.
+    fn replay_slice(
+        &self,
+        from: &[u8],
+        limit: usize,
+        visit: &mut dyn FnMut(Bytes) -> Result<(), StoreError>,
+    ) -> Result<(usize, Option<Vec<u8>>), StoreError>;
+
+    /// The stored bytes of a block, if any.
+    fn block(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// The stored bytes of a batch, if any.
+    fn batch(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// The committed height stored.
+    fn height(&self) -> Result<u64, StoreError>;
+
+    /// Writes a commit, atomically; a commit at or below the stored height (a replay) is checked
+    /// against its record instead.
+    fn commit(&self, commit: &Commit) -> Result<(), StoreError>;
+
+    /// Where and how transaction `id` committed, if it did.
+    fn transaction(&self, id: &Cid) -> Result<Option<Committed>, StoreError>;
+
+    /// Makes everything written durable (on shutdown).
+    fn flush(&self) -> Result<(), StoreError>;
+
+    /// Parking for the core in this store (blocks parked by an earlier run are gone).
+    fn parking(&self) -> Box<dyn Parking>;
+
+    /// The core's view of blocks that left memory.
+    fn archive(&self) -> Box<dyn Archive>;
+}
+
+/// The key that orders stored blocks for replay: round and author big-endian, then the CID.
+pub fn index_key(round: u64, author: u32, cid: &[u8]) -> Vec<u8> {
+    [&round.to_be_bytes()[..], &author.to_be_bytes(), cid].concat()
+}
+
+/// Per transaction of `commit`: the record where it took effect, or else its first.
+pub fn records(commit: &Commit) -> Vec<(Cid, Committed)> {
+    let mut records: Vec<(Cid, Committed)> = Vec::with_capacity(commit.transactions.len());
+    let mut at = HashMap::with_capacity(commit.transactions.len());
+    for (index, (id, outcome)) in commit.transactions.iter().enumerate() {
+        let record = Committed {
+            height: commit.height,
+            index: index as u64,
+            outcome: *outcome,
+        };
+        match at.entry(id) {
+            Entry::Vacant(slot) => {
+                slot.insert(records.len());
+                records.push((*id, record));
+            }
+            Entry::Occupied(slot) if *outcome == Outcome::Applied => {
+                records[*slot.get()].1 = record
+            }
+            Entry::Occupied(_) => {}
+        }
+    }
+    records
+}
+
+/// The error of a replayed commit that differs from its record.
+pub fn replay_differs(height: u64) -> StoreError {
+    StoreError::Corrupt {
+        reason: format!("replayed commit {height} differs from the stored one"),
+    }
+}

@@ -1,0 +1,267 @@
+//! The node: the protocol core driven over a [`Communication`] backend, with storage.
+//!
+//! Its parts:
+//! - `actor`: one task owns the [`Core`] and runs one loop over its event sources (commands from
+//!   handles, broadcast messages, finished fetches, the clock), carrying out what the core
+//!   decides, disk first;
+//! - `handle`: the cheap [`NodeHandle`] that talks to it over a bounded channel, and learns how it
+//!   ended ([`Exit`]);
+//! - `keeper`: the task that makes accepted blocks available from the backend;
+//! - `replay`: the stored blocks replayed through the core at start;
+//! - `fetch`: fetches in their own tasks with bounded concurrency, each retried with exponential
+//!   backoff and given up only after `fetch_attempts`.
+//!
+//! Everything the core accepts is written to disk before anything that depends on it is
+//! broadcast, and a block of our own is synced to disk, with the record that we signed its round,
+//! before it leaves the process. A storage error stops the node: a supervisor logs one ERROR line
+//! naming the task and what failed, and every handle sees [`Exit::Failed`]. So does a panic.
+
+mod actor;
+mod fetch;
+mod handle;
+mod keeper;
+mod replay;
+
+use std::{sync::Arc, time::Duration};
+
+use comms::{Cid, Communication, Topic};
+use serde::{Deserialize, Serialize};
+use tokio::{
+    sync::{broadcast, mpsc, watch, Semaphore},
+    task::JoinHandle,
+    time::Instant,
+};
+use tracing::{error, Instrument};
+
+pub use handle::{Exit, NodeHandle};
+
+use crate::{
+    core::{within, ConfigError, Core, CoreConfig, CoreStats},
+    store::{Committed, Store, StoreError},
+    types::Genesis,
+    Error, Keypair,
+};
+
+/// Stored blocks replayed between two yields to the runtime at start.
+pub const REPLAY_SLICE: usize = 256;
+
+/// How a node runs; every field has a sensible default.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The protocol's tuning.
+    pub core: CoreConfig,
+    /// Deadline of one fetch attempt.
+    #[serde(with = "humantime_serde")]
+    pub fetch_timeout: Duration,
+    /// Attempts per CID before giving up on it (until something references it again).
+    pub fetch_attempts: u32,
+    /// Fetches in flight at once.
+    pub max_concurrent_fetches: usize,
+    /// The longest the core goes without being told the time. It is woken sooner when it has
+    /// something due (a block to propose, a leader timeout, a re-broadcast).
+    #[serde(with = "humantime_serde")]
+    pub tick: Duration,
+    /// Block timestamps count milliseconds from this Unix time at start; unset: the wall clock.
+    /// Simulations set it so that runs are reproducible.
+    pub epoch_ms: Option<u64>,
+}
+
+impl NodeConfig {
+    /// Checks every field against its bound, naming the first that breaks one as the config file
+    /// spells it (`node.tick`, `node.core.max_block_bytes`): a tick from 1 ms to a minute, a fetch
+    /// timeout from 1 ms to an hour, at least one fetch attempt and one fetch at a time.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let (ms, hour) = (Duration::from_millis(1), Duration::from_secs(3600));
+        let in_node = |error: ConfigError| ConfigError {
+            field: format!("node.{}", error.field),
+            ..error
+        };
+        self.core.check().map_err(in_node)?;
+        within("node.tick", self.tick, ms, Duration::from_secs(60))?;
+        within("node.fetch_timeout", self.fetch_timeout, ms, hour)?;
+        within("node.fetch_attempts", self.fetch_attempts, 1, 1000)?;
+        let concurrent = self.max_concurrent_fetches;
+        within("node.max_concurrent_fetches", concurrent, 1, 1 << 16)
+    }
+}
+
+impl Default for NodeConfig {
+    fn default() -> NodeConfig {
+        NodeConfig {
+            core: CoreConfig::default(),
+            fetch_timeout: Duration::from_secs(5),
+            fetch_attempts: 8,
+            max_concurrent_fetches: 64,
+            tick: Duration::from_millis(50),
+            epoch_ms: None,
+        }
+    }
+}
+
+/// A snapshot of a node's progress.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// Commits so far.
+    pub height: u64,
+    /// The state root after the last commit, hex.
+    pub state_root: String,
+    /// Accepted blocks in memory: those from the floor up.
+    pub dag_blocks: usize,
+    /// The lowest round in memory ([`crate::consensus::GC_DEPTH`] rounds below the last committed
+    /// leader); older blocks are on disk.
+    pub dag_floor: u64,
+    /// Blocks below the floor whose author and round stay in memory (none when the node has a
+    /// store, which answers for them).
+    pub pruned_in_memory: usize,
+    /// The highest round in the DAG.
+    pub highest_round: u64,
+    /// Blocks waiting for ancestors.
+    pub pending_blocks: usize,
+    /// CIDs being fetched.
+    pub pending_fetches: usize,
+    /// Transactions submitted here, not yet committed.
+    pub mempool: usize,
+    /// For the three highest rounds, the validators whose blocks this node holds.
+    pub recent_authors: Vec<(u64, Vec<u32>)>,
+    /// Counters of the core.
+    pub stats: CoreStats,
+}
+
+/// Where a transaction stands, as one node sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum TxStatus {
+    /// Waiting for an earlier nonce of its signer: held here, or ordered and waiting to execute.
+    Queued,
+    /// Submitted here; waiting for a block, or in one and waiting for its commit.
+    Pending,
+    /// Held here for an earlier nonce that did not come in time, and dropped.
+    Expired,
+    /// Committed (from this node's store: a node without storage knows only pending ones).
+    Committed(Committed),
+    /// Neither: never submitted here, or lost before it committed (the mempool is not durable).
+    Unknown,
+}
+
+/// Why a node could not start or answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The genesis is invalid.
+    #[error(transparent)]
+    Ledger(#[from] Error),
+    /// The network backend failed at start.
+    #[error("network: {0}")]
+    Comms(#[from] comms::Error),
+    /// A config value outside its bounds.
+    #[error("config: {0}")]
+    Config(#[from] ConfigError),
+    /// The store failed, or replays differently from what it recorded.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A storage operation failed while the node ran: it stopped.
+    #[error("{operation} failed: {source}")]
+    Storage {
+        operation: &'static str,
+        #[source]
+        source: StoreError,
+    },
+    /// One of the node's tasks ended: it stopped.
+    #[error("the {task} task failed: {reason}")]
+    Task { task: &'static str, reason: String },
+    /// The node's task has stopped.
+    #[error("the node has stopped")]
+    Stopped,
+}
+
+/// The topic a chain's blocks are broadcast on.
+pub fn blocks_topic(chain: &Cid) -> Topic {
+    Topic::new(format!("ledger/{chain}/blocks")).expect("a CID-sized topic name is valid")
+}
+
+/// Starts a node on the current tokio runtime: replays `storage` (if any; the runtime's other
+/// tasks run between slices of the replay) and joins the network. Without a store, the node keeps
+/// everything in memory and starts empty each time.
+pub async fn spawn<C: Communication + Clone>(
+    genesis: &Genesis,
+    key: Option<Keypair>,
+    config: NodeConfig,
+    comms: C,
+    storage: Option<Arc<dyn Store>>,
+) -> Result<NodeHandle, NodeError> {
+    genesis.check()?;
+    config.check()?;
+    let span = tracing::info_span!("node", node = %comms.local_peer());
+    let core = match &storage {
+        Some(store) => Core::with_store(genesis, key, config.core.clone(), store.as_ref())?,
+        None => Core::new(genesis, key, config.core.clone()),
+    };
+    let topic = blocks_topic(core.chain());
+    let subscription = comms.subscribe(&topic).await?;
+    let start = Instant::now();
+    let epoch = config.epoch_ms.unwrap_or_else(wall_clock_ms);
+    let (commands, receiver) = mpsc::channel(256);
+    let (commits, _) = broadcast::channel(1024);
+    let (fetched_tx, fetched) = mpsc::channel(256);
+    let permits = Arc::new(Semaphore::new(config.max_concurrent_fetches.max(1)));
+    let (keeper, keeper_task) = keeper::spawn(comms.clone(), span.clone());
+    let mut node = actor::Node {
+        core,
+        comms,
+        storage,
+        topic,
+        config,
+        start,
+        epoch,
+        commits,
+        fetch_permits: permits,
+        fetched_tx,
+        keeper,
+        keeper_task: Some(keeper_task),
+        quiet: actor::Quiet::default(),
+    };
+    // Every block links to the genesis (`chain`), so it is made available like a block: a walk of
+    // the DAG from any block (a recursive pin, `dag export`, the daemon's garbage collector) then
+    // finds every link on the daemon.
+    node.keep(genesis.encode().0.into(), true).await;
+    node.replay().instrument(span.clone()).await?;
+    let task = tokio::spawn(
+        node.run(receiver, subscription, fetched)
+            .instrument(span.clone()),
+    );
+    let (exit_tx, exit) = watch::channel(None);
+    tokio::spawn(supervise(task, exit_tx).instrument(span));
+    Ok(NodeHandle { commands, exit })
+}
+
+/// Waits for the node's task to end, and tells every handle how: a failure (an error or a panic)
+/// with one ERROR line naming the task and what failed.
+async fn supervise(task: JoinHandle<Result<(), NodeError>>, exit: watch::Sender<Option<Exit>>) {
+    let ended = match task.await {
+        Ok(Ok(())) => Exit::Stopped,
+        Ok(Err(NodeError::Task { task, reason })) => Exit::Failed { task, reason },
+        Ok(Err(failure)) => Exit::Failed {
+            task: "node",
+            reason: failure.to_string(),
+        },
+        Err(join) if join.is_panic() => Exit::Failed {
+            task: "node",
+            reason: actor::panic_message(join.into_panic()),
+        },
+        Err(_) => Exit::Failed {
+            task: "node",
+            reason: "cancelled".into(),
+        },
+    };
+    if let Exit::Failed { task, reason } = &ended {
+        error!(task, reason, "the node stopped");
+    }
+    exit.send_replace(Some(ended));
+}
+
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
