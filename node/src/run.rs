@@ -103,11 +103,26 @@ async fn run(config: Config) -> anyhow::Result<()> {
         "node running"
     );
 
-    let stop = shutdown_signal()?;
+    // The API serves until a signal, or until the node's tasks end on their own (a storage error,
+    // a panic): then the process stops too, with a non-zero status, rather than answer for a node
+    // that no longer runs.
+    let (signal, watched) = (shutdown_signal()?, node.clone());
+    let (failed_tx, failed) = tokio::sync::oneshot::channel();
+    let stop = async move {
+        let failure = tokio::select! {
+            () = signal => None,
+            exit = watched.stopped() => Some(exit),
+        };
+        let _ = failed_tx.send(failure);
+    };
     axum::serve(listener, api::router(api))
         .with_graceful_shutdown(stop.instrument(tracing::Span::current()))
         .await
         .context("serving the API")?;
+    if let Ok(Some(exit)) = failed.await {
+        let _ = std::fs::remove_file(&api_file);
+        anyhow::bail!("the node stopped: {exit}");
+    }
     // The API stopped accepting; now the node: it flushes RocksDB and stops.
     node.shutdown().await.context("stopping the ledger")?;
     if let Err(error) = std::fs::remove_file(&api_file) {

@@ -14,6 +14,7 @@ mod accounts;
 pub mod agreement;
 pub mod byzantine;
 mod commit_log;
+pub mod failing_store;
 mod network;
 
 pub use accounts::Accounts;

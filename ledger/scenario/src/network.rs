@@ -5,7 +5,7 @@ use std::{collections::BTreeSet, path::Path, path::PathBuf, sync::Arc};
 use comms::Cid;
 use ledger::{
     devnet::{self, Role},
-    Commit, Genesis, Keypair, MemoryStore, NodeConfig, NodeError, NodeHandle, Status, Store,
+    Commit, Exit, Genesis, Keypair, MemoryStore, NodeConfig, NodeError, NodeHandle, Status, Store,
     StoreError,
 };
 use sim::{LinkModel, Sim, SimConfig, SimError, SimPeer, Stats, TraceEvent};
@@ -326,7 +326,13 @@ impl Network {
         Ok(self.sim.heal().await?)
     }
 
-    /// Stops honest validator `i` (it must have a store) and crashes its peer.
+    /// How honest validator `i`'s node ended, if it is up and ended on its own (a failed store).
+    pub fn exit(&self, i: usize) -> Option<Exit> {
+        self.node(i).and_then(NodeHandle::exit)
+    }
+
+    /// Stops honest validator `i` (it must have a store) and crashes its peer. A node that
+    /// stopped on its own (see [`Network::exit`]) is only taken down with its peer.
     pub async fn crash(&mut self, i: usize) -> Result<(), Error> {
         let cannot = Error::Cannot {
             validator: i,
@@ -334,10 +340,14 @@ impl Network {
         };
         let honest = self.validators.get_mut(i).filter(|v| v.store.is_some());
         let node = honest.and_then(|v| v.node.take()).ok_or(cannot)?;
-        node.shutdown().await.map_err(|source| Error::Node {
-            validator: i,
-            source,
-        })?;
+        match node.shutdown().await {
+            // It had ended on its own: its exit says how.
+            Err(NodeError::Stopped) => drop(node.stopped().await),
+            stopped => stopped.map_err(|source| Error::Node {
+                validator: i,
+                source,
+            })?,
+        }
         Ok(self.sim.crash(i).await?)
     }
 

@@ -437,7 +437,11 @@ mod tests {
             bytes: Bytes::new(),
             at_ms: 0,
         });
-        assert_eq!(proposer.round(), 10, "the record, not the blocks, sets the round");
+        assert_eq!(
+            proposer.round(),
+            10,
+            "the record, not the blocks, sets the round"
+        );
         // Round 9's leader may be the block we lost: then it waits the leader timeout first.
         let later = 10 * (TIMEOUT + IDLE);
         let next = due(&mut proposer, &dag, 10).or_else(|| due(&mut proposer, &dag, later));
