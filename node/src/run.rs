@@ -30,6 +30,9 @@ pub struct RunArgs {
 }
 
 pub fn main(args: RunArgs) -> anyhow::Result<()> {
+    // Fail points named in FAILPOINTS, where the build has them (the `testnet` feature): for the
+    // fault tests.
+    let _fail_points = fail::FailScenario::setup();
     let config = Config::load(&args.config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

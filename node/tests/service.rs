@@ -19,8 +19,8 @@ const START_BOUND: Duration = Duration::from_secs(90);
 const COMMIT_BOUND: Duration = Duration::from_secs(60);
 
 /// A fresh directory under the system's temp directory.
-fn workdir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ledger-node-service-{}", std::process::id()));
+fn workdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ledger-node-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create the work directory");
     dir
@@ -48,11 +48,18 @@ struct Service {
 
 impl Service {
     fn start(config: &Path, log: PathBuf) -> Service {
+        Service::start_with(config, log, &[])
+    }
+
+    /// Starts `run` with more environment variables (`FAILPOINTS`, say).
+    fn start_with(config: &Path, log: PathBuf, env: &[(&str, &str)]) -> Service {
         let stderr = std::fs::File::create(&log).expect("create the log file");
         let child = Command::new(BIN)
             .args(["run", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
@@ -80,6 +87,19 @@ impl Service {
             .expect("join")
             .expect("wait");
         assert!(status.success(), "exit {status}; log:\n{}", self.log());
+    }
+}
+
+impl Service {
+    /// Waits for the process to end on its own, bounded; its exit status.
+    async fn exited(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let waited = tokio::task::spawn_blocking(move || child.wait());
+        tokio::time::timeout(START_BOUND, waited)
+            .await
+            .expect("the node ends on its own")
+            .expect("join")
+            .expect("wait")
     }
 }
 
@@ -119,7 +139,7 @@ async fn call(request: reqwest::RequestBuilder) -> (reqwest::StatusCode, Value) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_serves_its_api_refuses_bad_input_and_stops_cleanly_on_sigterm() {
-    let dir = workdir();
+    let dir = workdir("service");
     let path = |name: &str| dir.join(name).to_str().expect("utf-8 path").to_string();
     let validator = cli(&["keygen", "--out", &path("validator.key")]);
     let alice = cli(&["keygen", "--out", &path("alice.key")]);
@@ -370,6 +390,69 @@ async fn a_node_serves_its_api_refuses_bad_input_and_stops_cleanly_on_sigterm() 
     let (_, account) = call(http.get(format!("{url}/v1/accounts/{alice}"))).await;
     assert_eq!(account["balance"], 970, "6 transfers of 5, each once");
     service.terminate().await;
+    drop(daemon);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A validator with its genesis in `dir`, over `daemon`, its data in `data`: the config's path.
+fn validator_config(dir: &Path, daemon: &testnet::Daemon, data: &str) -> PathBuf {
+    let path = |name: &str| dir.join(name).to_str().expect("utf-8 path").to_string();
+    if !dir.join("validator.key").exists() {
+        cli(&["keygen", "--out", &path("validator.key")]);
+        cli(&[
+            "genesis",
+            "--chain-id",
+            "faults",
+            "--validator",
+            &path("validator.key"),
+            "--out",
+            &path("genesis.json"),
+        ]);
+    }
+    let config = dir.join(format!("{data}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "genesis = \"genesis.json\"\nkey = \"validator.key\"\ndata_dir = \"{data}\"\n\
+             api = \"127.0.0.1:0\"\n[ipfs]\napi = \"{}\"\n",
+            daemon.api()
+        ),
+    )
+    .expect("write the config");
+    config
+}
+
+/// A supervised process: a panic or a storage error in one of the node's tasks, injected at a fail
+/// point, ends `ledger-node run` with a non-zero status and one ERROR line naming the task and
+/// what failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_task_ends_the_process_with_a_non_zero_status_naming_it() {
+    let dir = workdir("faults");
+    let daemon = testnet::Daemon::start();
+    let faults = [
+        ("node::step=20*off->panic", "node", "panicked"),
+        ("keeper::put=panic", "keeper", "panicked"),
+        (
+            "node::write=3*off->return",
+            "node",
+            "writing failed: storage: injected at fail point node::write",
+        ),
+    ];
+    for (i, (failpoint, task, says)) in faults.into_iter().enumerate() {
+        let config = validator_config(&dir, &daemon, &format!("data-{i}"));
+        let log = dir.join(format!("node-{i}.log"));
+        let mut service = Service::start_with(&config, log, &[("FAILPOINTS", failpoint)]);
+        let status = service.exited().await;
+        let log = service.log();
+        assert!(!status.success(), "{failpoint}: exit {status}; log:\n{log}");
+        let line = (log.lines())
+            .find(|line| line.contains("ERROR") && line.contains("the node stopped"))
+            .unwrap_or_else(|| panic!("{failpoint}: no ERROR line; log:\n{log}"));
+        assert!(
+            line.contains(&format!("task=\"{task}\"")) && line.contains(says),
+            "{failpoint}: {line}"
+        );
+    }
     drop(daemon);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -111,6 +111,7 @@ impl<C: Communication + Clone> Node<C> {
             });
         };
         loop {
+            fail::fail_point!("node::step");
             let mut out = Vec::new();
             tokio::select! {
                 biased;
@@ -320,6 +321,9 @@ impl<C: Communication + Clone> Node<C> {
         let Some(storage) = self.storage.as_ref() else {
             return Ok(());
         };
+        fail::fail_point!("node::write", |_| Err(failed("writing")(injected(
+            "node::write"
+        ))));
         match output {
             // The core's parking already wrote batches to the store.
             Output::Store { batch: true, .. } => Ok(()),
@@ -333,12 +337,18 @@ impl<C: Communication + Clone> Node<C> {
                     .map_err(|error| failed("storing our block")(error.into()))?
                     .block
                     .round;
-                (storage.put_own_block(cid, bytes, round)).map_err(failed("storing our block"))
+                fail::fail_point!("node::before-own-block", |_| crash());
+                let written = storage.put_own_block(cid, bytes, round);
+                fail::fail_point!("node::after-own-block", |_| crash());
+                written.map_err(failed("storing our block"))
             }
             Output::Store { cid, bytes, .. } => {
                 (storage.put_block(cid, bytes, false)).map_err(failed("storing a block"))
             }
-            Output::Committed(commit) => storage.commit(commit).map_err(failed("storing a commit")),
+            Output::Committed(commit) => {
+                fail::fail_point!("node::before-commit", |_| crash());
+                storage.commit(commit).map_err(failed("storing a commit"))
+            }
             _ => Ok(()),
         }
     }
@@ -425,6 +435,20 @@ impl<C: Communication + Clone> Node<C> {
         info!(height = self.core.height(), "stopped");
         Ok(())
     }
+}
+
+/// A storage error injected at fail point `name`.
+#[cfg(feature = "failpoints")]
+fn injected(name: &str) -> StoreError {
+    let error = std::io::Error::other(format!("injected at fail point {name}"));
+    StoreError::Disk(Box::new(error))
+}
+
+/// Ends the process at once, as a crash or `kill -9` would: no destructor, no flush.
+#[cfg(feature = "failpoints")]
+fn crash() -> Result<(), NodeError> {
+    tracing::error!("crashing at a fail point");
+    std::process::abort()
 }
 
 /// What a panic said, if it said it in a string.

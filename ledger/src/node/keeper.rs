@@ -53,6 +53,7 @@ pub(super) fn spawn<C: Communication>(
                         warn!(count, %error, "keeping copies of others' blocks failed");
                     }
                 }
+                fail::fail_point!("keeper::put");
                 for bytes in own {
                     if let Err(error) = comms.put(Codec::DagCbor, bytes).await {
                         warn!(%error, "making one of our blocks available failed");
