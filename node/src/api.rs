@@ -24,12 +24,13 @@ use tokio::{sync::broadcast::error::RecvError, time::Instant};
 use tracing::{info, warn};
 
 use crate::{
+    health,
     metered::CommsMetrics,
     scrape::{self, StatusCollector},
     stream::Streams,
     wire::{
-        AccountReply, BlockReply, CommitView, CommitsReply, ErrorReply, PeersReply, StatusReply,
-        SubmitRequest, TransactionReply,
+        AccountReply, BlockReply, CommitView, CommitsReply, ErrorReply, Health, Liveness,
+        PeersReply, StatusReply, SubmitRequest, TransactionReply,
     },
 };
 
@@ -55,6 +56,7 @@ pub struct Api {
     chain_id: String,
     validator: Option<u32>,
     backend: &'static str,
+    ready_lag_rounds: u64,
     recent: Mutex<VecDeque<Arc<Commit>>>,
     submitted: Mutex<Timings>,
     commit_latency: Histogram,
@@ -71,6 +73,8 @@ pub struct ApiParts {
     pub genesis: ledger::Genesis,
     pub validator: Option<u32>,
     pub backend: &'static str,
+    /// How far behind the highest round seen the node may be and still be ready.
+    pub ready_lag_rounds: u64,
     pub comms_metrics: Arc<CommsMetrics>,
     pub extra: ExtraMetrics,
 }
@@ -97,6 +101,7 @@ impl Api {
             chain_id: parts.genesis.chain_id,
             validator: parts.validator,
             backend: parts.backend,
+            ready_lag_rounds: parts.ready_lag_rounds,
             recent: Mutex::new(VecDeque::new()),
             submitted: Mutex::new(Timings::default()),
             commit_latency,
@@ -195,6 +200,8 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/commits/stream", get(commit_stream))
         .route("/v1/peers", get(peers))
         .route("/metrics", get(metrics))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -264,14 +271,42 @@ impl From<ledger::NodeError> for ApiError {
 type Reply<T> = Result<Json<T>, ApiError>;
 
 async fn status(State(api): State<Arc<Api>>) -> Reply<StatusReply> {
+    let status = api.node.status().await?;
+    let health = health::ready(&status, api.comms.as_ref(), api.ready_lag_rounds).await;
     Ok(Json(StatusReply {
         chain: api.chain,
         chain_id: api.chain_id.clone(),
         validator: api.validator,
         backend: api.backend.to_string(),
         peer: api.comms.local_peer().as_str().to_string(),
-        status: api.node.status().await?,
+        status,
+        health,
     }))
+}
+
+/// A probe's answer: 200 when it passed, else 503.
+fn probe<T>(passed: bool, body: T) -> (StatusCode, Json<T>) {
+    let code = match passed {
+        true => StatusCode::OK,
+        false => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (code, Json(body))
+}
+
+async fn livez(State(api): State<Arc<Api>>) -> (StatusCode, Json<Liveness>) {
+    let reason = health::live(&api.node).await.err();
+    probe(
+        reason.is_none(),
+        Liveness {
+            live: reason.is_none(),
+            reason,
+        },
+    )
+}
+
+async fn readyz(State(api): State<Arc<Api>>) -> (StatusCode, Json<Health>) {
+    let health = health::check(&api.node, api.comms.as_ref(), api.ready_lag_rounds).await;
+    probe(health.ready, health)
 }
 
 /// The answer to a refused submission.

@@ -3,6 +3,7 @@
 mod api;
 mod client;
 mod config;
+mod health;
 mod keys;
 mod load;
 mod metered;

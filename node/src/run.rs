@@ -83,6 +83,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         genesis: genesis.clone(),
         validator,
         backend: "ipfs",
+        ready_lag_rounds: config.node.ready_lag_rounds,
         comms_metrics,
         extra: Box::new(move |registry| {
             let ipfs = registry.sub_registry_with_prefix("ipfs");

@@ -43,6 +43,33 @@ pub struct StatusReply {
     pub peer: String,
     #[serde(flatten)]
     pub status: Status,
+    /// The health probes' answer.
+    pub health: Health,
+}
+
+/// `GET /livez`: 200 when `live`, else 503.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Liveness {
+    /// The node's tasks run and its actor answers.
+    pub live: bool,
+    /// Why it is not live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `GET /readyz` (200 when `ready`, else 503), and `health` in `GET /v1/status`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    /// The node's tasks run and its actor answers.
+    pub live: bool,
+    /// Live, its network backend answers, and it is within `node.ready_lag_rounds` of the
+    /// highest round it has seen.
+    pub ready: bool,
+    /// How many rounds its DAG is below the highest round it has seen.
+    pub lag_rounds: u64,
+    /// Why it is not live or not ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// `POST /v1/transactions` (`pending`) and `GET /v1/transactions/{id}`: where a transaction stands.

@@ -456,3 +456,50 @@ async fn a_failed_task_ends_the_process_with_a_non_zero_status_naming_it() {
     drop(daemon);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The health probes: live and ready while the node runs over a daemon that answers; still live
+/// but not ready, saying why, while the daemon is down; ready again once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probes_say_live_and_ready_and_why_not() {
+    let dir = workdir("probes");
+    let mut daemon = testnet::Daemon::start();
+    let config = validator_config(&dir, &daemon, "data");
+    let mut service = Service::start(&config, dir.join("node.log"));
+    let url = api_url(&dir.join("data"), &service).await;
+    let http = reqwest::Client::new();
+    let probe = |path: &str| call(http.get(format!("{url}{path}")));
+    let (status, live) = probe("/livez").await;
+    assert_eq!(
+        (status.as_u16(), &live["live"]),
+        (200, &json!(true)),
+        "{live}"
+    );
+    eventually(COMMIT_BOUND, "the node is ready", || async {
+        probe("/readyz").await.0 == 200
+    })
+    .await;
+    let (_, status) = probe("/v1/status").await;
+    assert_eq!(status["health"]["ready"], true, "{status}");
+    assert_eq!(status["health"]["lag_rounds"], 0, "{status}");
+
+    daemon.kill();
+    eventually(COMMIT_BOUND, "not ready without its daemon", || async {
+        probe("/readyz").await.0 == 503
+    })
+    .await;
+    let (_, ready) = probe("/readyz").await;
+    assert_eq!(ready["ready"], false, "{ready}");
+    let reason = ready["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("network backend"), "{ready}");
+    let (status, live) = probe("/livez").await;
+    assert_eq!(status, 200, "still live: {live}");
+
+    daemon.restart();
+    eventually(COMMIT_BOUND, "ready again with its daemon back", || async {
+        probe("/readyz").await.0 == 200
+    })
+    .await;
+    service.terminate().await;
+    drop(daemon);
+    let _ = std::fs::remove_dir_all(&dir);
+}

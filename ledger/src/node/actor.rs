@@ -245,6 +245,7 @@ impl<C: Communication + Clone> Node<C> {
             dag_floor: core.floor(),
             pruned_in_memory: core.pruned_in_memory(),
             highest_round: core.dag().highest_round(),
+            highest_round_seen: core.highest_round_seen(),
             pending_blocks: core.pending_blocks(),
             pending_fetches: core.wanted(),
             mempool: core.mempool_len(),

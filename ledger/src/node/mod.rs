@@ -65,6 +65,9 @@ pub struct NodeConfig {
     /// Block timestamps count milliseconds from this Unix time at start; unset: the wall clock.
     /// Simulations set it so that runs are reproducible.
     pub epoch_ms: Option<u64>,
+    /// The most rounds the node's DAG may be below the highest round it has seen and the node
+    /// still report itself ready (`GET /readyz`).
+    pub ready_lag_rounds: u64,
 }
 
 impl NodeConfig {
@@ -81,6 +84,7 @@ impl NodeConfig {
         within("node.tick", self.tick, ms, Duration::from_secs(60))?;
         within("node.fetch_timeout", self.fetch_timeout, ms, hour)?;
         within("node.fetch_attempts", self.fetch_attempts, 1, 1000)?;
+        within("node.ready_lag_rounds", self.ready_lag_rounds, 1, 1_000_000)?;
         let concurrent = self.max_concurrent_fetches;
         within("node.max_concurrent_fetches", concurrent, 1, 1 << 16)
     }
@@ -95,6 +99,7 @@ impl Default for NodeConfig {
             max_concurrent_fetches: 64,
             tick: Duration::from_millis(50),
             epoch_ms: None,
+            ready_lag_rounds: 10,
         }
     }
 }
@@ -116,6 +121,9 @@ pub struct Status {
     pub pruned_in_memory: usize,
     /// The highest round in the DAG.
     pub highest_round: u64,
+    /// The highest round of a valid block received, accepted or waiting for ancestors: how far
+    /// the others are, as far as this node knows.
+    pub highest_round_seen: u64,
     /// Blocks waiting for ancestors.
     pub pending_blocks: usize,
     /// CIDs being fetched.

@@ -90,6 +90,8 @@ pub(crate) struct Blocks {
     refused: HashSet<Cid>,
     /// Our latest block accepted from elsewhere than our proposer, not yet taken.
     own: Option<OwnBlock>,
+    /// The highest round of a valid block received (accepted or parked): how far the others are.
+    highest_seen: u64,
     stats: BlockStats,
 }
 
@@ -124,6 +126,7 @@ impl Blocks {
             restoring: false,
             refused: HashSet::new(),
             own: None,
+            highest_seen: 0,
             stats: BlockStats::default(),
             committee,
         }
@@ -150,6 +153,11 @@ impl Blocks {
 
     pub(crate) fn floor(&self) -> u64 {
         self.floor
+    }
+
+    /// The highest round of a valid block received, accepted or waiting for its ancestors.
+    pub(crate) fn highest_seen(&self) -> u64 {
+        self.highest_seen.max(self.dag.highest_round())
     }
 
     pub(crate) fn stats(&self) -> &BlockStats {
@@ -335,6 +343,7 @@ impl Blocks {
         );
         match checked {
             Ok(()) => {
+                self.highest_seen = self.highest_seen.max(block.block.round);
                 match source {
                     Source::Broadcast => self.stats.by_broadcast += 1,
                     Source::Fetch => self.stats.by_fetch += 1,

@@ -384,6 +384,12 @@ impl Core {
         self.blocks.floor()
     }
 
+    /// The highest round of a valid block received, accepted or still waiting for its ancestors:
+    /// how far the others are, as far as this node knows.
+    pub fn highest_round_seen(&self) -> u64 {
+        self.blocks.highest_seen()
+    }
+
     /// Blocks below the floor whose author and round are kept in memory: none with an archive.
     pub fn pruned_in_memory(&self) -> usize {
         self.blocks.pruned_in_memory()
