@@ -4,138 +4,17 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
-    time::Duration,
+    process::Command,
 };
 
 use comms::conformance::eventually;
 use comms_ipfs::testnet;
 use ledger::Store;
-use ledger::{codec, Keypair, SignedTransaction, Transaction};
+use ledger::{codec, SignedTransaction, Transaction};
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ledger-node");
-const START_BOUND: Duration = Duration::from_secs(90);
-const COMMIT_BOUND: Duration = Duration::from_secs(60);
-
-/// A fresh directory under the system's temp directory.
-fn workdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ledger-node-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create the work directory");
-    dir
-}
-
-/// Runs the CLI to completion; its stdout, or a panic with its stderr.
-fn cli(args: &[&str]) -> String {
-    let output: Output = Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("run ledger-node");
-    assert!(
-        output.status.success(),
-        "ledger-node {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("utf-8 output")
-}
-
-/// A running `ledger-node run`, killed if the test panics before it stops.
-struct Service {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Service {
-    fn start(config: &Path, log: PathBuf) -> Service {
-        Service::start_with(config, log, &[])
-    }
-
-    /// Starts `run` with more environment variables (`FAILPOINTS`, say).
-    fn start_with(config: &Path, log: PathBuf, env: &[(&str, &str)]) -> Service {
-        let stderr = std::fs::File::create(&log).expect("create the log file");
-        let child = Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("start ledger-node run");
-        Service {
-            child: Some(child),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Sends SIGTERM and waits for the exit, bounded; the exit must be a success.
-    async fn terminate(&mut self) {
-        let mut child = self.child.take().expect("running");
-        let pid = child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status();
-        assert!(sent.expect("run kill").success(), "SIGTERM to {pid}");
-        let waited = tokio::task::spawn_blocking(move || child.wait());
-        let status = tokio::time::timeout(Duration::from_secs(60), waited)
-            .await
-            .expect("the node stops within 60 s of SIGTERM")
-            .expect("join")
-            .expect("wait");
-        assert!(status.success(), "exit {status}; log:\n{}", self.log());
-    }
-}
-
-impl Service {
-    /// Waits for the process to end on its own, bounded; its exit status.
-    async fn exited(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
-        let waited = tokio::task::spawn_blocking(move || child.wait());
-        tokio::time::timeout(START_BOUND, waited)
-            .await
-            .expect("the node ends on its own")
-            .expect("join")
-            .expect("wait")
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-            eprintln!("node log:\n{}", self.log());
-        }
-    }
-}
-
-/// Waits for the node to write its API address, then for the API to answer.
-async fn api_url(data_dir: &Path, service: &Service) -> String {
-    let file = data_dir.join("api");
-    let read = || std::fs::read_to_string(&file).ok();
-    eventually(START_BOUND, "the node writes its API address", || async {
-        read().is_some()
-    })
-    .await;
-    let url = read().expect("the API file");
-    assert!(
-        url.starts_with("http://127.0.0.1:"),
-        "{url}; {}",
-        service.log()
-    );
-    url
-}
-
-async fn call(request: reqwest::RequestBuilder) -> (reqwest::StatusCode, Value) {
-    let response = request.send().await.expect("the API answers");
-    let status = response.status();
-    let body = response.json().await.expect("a JSON body");
-    (status, body)
-}
+mod support;
+use support::{api_url, call, cli, read_key, workdir, Service, BIN, COMMIT_BOUND};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_serves_its_api_refuses_bad_input_and_stops_cleanly_on_sigterm() {
@@ -184,13 +63,7 @@ async fn a_node_serves_its_api_refuses_bad_input_and_stops_cleanly_on_sigterm() 
     assert_eq!(body["backend"], "ipfs");
 
     // Bad input: each refusal is a 4xx with a JSON error kind, and the node keeps serving.
-    let key = |name: &str| {
-        let text = std::fs::read_to_string(dir.join(name)).expect("key file");
-        let file: Value = serde_json::from_str(&text).expect("key JSON");
-        let secret = ledger::from_hex::<32>(file["secret_key"].as_str().expect("secret"))
-            .expect("hex secret");
-        Keypair::from_secret(secret)
-    };
+    let key = |name: &str| read_key(&dir.join(name));
     let chain_cid = chain.trim().parse().expect("the chain's CID");
     let transfer = |nonce| Transaction::Transfer {
         from: alice.parse().expect("alice's key"),

@@ -197,7 +197,13 @@ impl NetworkBuilder {
                 Some(open) => Kept::Dir(network.dir.join(i.to_string()), open.clone()),
                 None => Kept::Memory(MemoryStore::default()),
             });
-            let node = network.spawn(i, store.as_ref()).await?;
+            let node = match network.spawn(i, store.as_ref()).await {
+                Ok(node) => node,
+                Err(error) => {
+                    let _ = std::fs::remove_dir_all(&network.dir);
+                    return Err(error);
+                }
+            };
             let lives = vec![log(i, &node).await?];
             network.validators.push(Honest {
                 node: Some(node),

@@ -53,7 +53,11 @@ pub(super) fn spawn<C: Communication>(
                         warn!(count, %error, "keeping copies of others' blocks failed");
                     }
                 }
-                fail::fail_point!("keeper::put");
+                // A crash while our blocks go to the daemon (tests).
+                fail::fail_point!("keeper::put", |_| {
+                    tracing::error!("crashing at a fail point");
+                    std::process::abort()
+                });
                 for bytes in own {
                     if let Err(error) = comms.put(Codec::DagCbor, bytes).await {
                         warn!(%error, "making one of our blocks available failed");
