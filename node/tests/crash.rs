@@ -346,6 +346,7 @@ async fn a_validator_whose_disk_fills_stops_naming_it_and_recovers_once_space_is
     let line = (log.lines())
         .find(|line| line.contains("ERROR") && line.contains("the node stopped"))
         .unwrap_or_else(|| panic!("no ERROR line; log:\n{log}"));
+    eprintln!("validator 0 on a full disk: {line}");
     assert!(
         line.contains("No space left on device") && line.contains(&data_0.display().to_string()),
         "the error names the disk: {line}"
