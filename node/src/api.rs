@@ -271,6 +271,8 @@ impl From<ledger::NodeError> for ApiError {
 type Reply<T> = Result<Json<T>, ApiError>;
 
 async fn status(State(api): State<Arc<Api>>) -> Reply<StatusReply> {
+    // A panic in a request's task (tests).
+    fail::fail_point!("api::status");
     let status = api.node.status().await?;
     let health = health::ready(&status, api.comms.as_ref(), api.ready_lag_rounds).await;
     Ok(Json(StatusReply {

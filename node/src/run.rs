@@ -1,7 +1,7 @@
 //! `ledger-node run`: one validator or observer over an IPFS daemon, with its RocksDB directory,
 //! the HTTP API and metrics, until SIGINT or SIGTERM.
 
-use std::{path::PathBuf, sync::Arc};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use comms_ipfs::IpfsComms;
@@ -110,12 +110,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // The API serves until a signal, or until the node's tasks end on their own (a storage error,
     // a panic): then the process stops too, with a non-zero status, rather than answer for a node
     // that no longer runs.
-    let (signal, watched) = (shutdown_signal()?, node.clone());
+    let (signal, watched, panicked) = (shutdown_signal()?, node.clone(), panics());
     let (failed_tx, failed) = tokio::sync::oneshot::channel();
     let stop = async move {
         let failure = tokio::select! {
             () = signal => None,
-            exit = watched.stopped() => Some(exit),
+            exit = watched.stopped() => Some(exit.to_string()),
+            panic = panicked => {
+                // The node's own task may be the one that panicked: its supervisor says so.
+                let _ = tokio::time::timeout(Duration::from_secs(1), watched.stopped()).await;
+                Some(panic)
+            }
         };
         let _ = failed_tx.send(failure);
     };
@@ -123,9 +128,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_graceful_shutdown(stop.instrument(tracing::Span::current()))
         .await
         .context("serving the API")?;
-    if let Ok(Some(exit)) = failed.await {
+    if let Ok(Some(failure)) = failed.await {
+        // The node may still run (a panic elsewhere): it stops and flushes what it can.
+        let _ = node.shutdown().await;
         let _ = std::fs::remove_file(&api_file);
-        anyhow::bail!("the node stopped: {exit}");
+        anyhow::bail!("stopped: {failure}");
     }
     // The API stopped accepting; now the node: it flushes RocksDB and stops.
     node.shutdown().await.context("stopping the ledger")?;
@@ -135,6 +142,31 @@ async fn run(config: Config) -> anyhow::Result<()> {
     ipfs.remember_peers().await;
     info!("stopped cleanly");
     Ok(())
+}
+
+/// Resolves on the first panic in any thread or task of the process (the API's request tasks,
+/// the backend's subscription, the node's own tasks), after an ERROR line naming the thread and
+/// what it said. The process then stops: a panic means a bug, and the node must not run on with
+/// part of it gone.
+fn panics() -> impl std::future::Future<Output = String> {
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        let thread = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_string();
+        let message = match info.payload().downcast_ref::<&str>() {
+            Some(message) => message.to_string(),
+            None => (info.payload().downcast_ref::<String>().cloned()).unwrap_or_default(),
+        };
+        let location = info.location().map(ToString::to_string).unwrap_or_default();
+        tracing::error!(thread, %location, message, "a task panicked");
+        let _ = sender.send(format!("a task panicked at {location}: {message}"));
+    }));
+    let mut receiver = receiver;
+    async move { receiver.recv().await.unwrap_or_default() }
 }
 
 /// Resolves on the first SIGINT or SIGTERM.

@@ -326,6 +326,23 @@ async fn a_failed_task_ends_the_process_with_a_non_zero_status_naming_it() {
             "{failpoint}: {line}"
         );
     }
+    // A panic in a request's task (the API server's): the process stops too, after a line
+    // naming the panic and where it was.
+    let config = validator_config(&dir, &daemon, "data-api");
+    let log = dir.join("node-api.log");
+    let mut service = Service::start_with(&config, log, &[("FAILPOINTS", "api::status=panic")]);
+    let url = api_url(&dir.join("data-api"), &service).await;
+    let answer = reqwest::get(format!("{url}/v1/status")).await;
+    assert!(answer.is_err(), "the request's task panicked: {answer:?}");
+    let status = service.exited().await;
+    let log = service.log();
+    assert!(!status.success(), "exit {status}; log:\n{log}");
+    assert!(
+        (log.lines()).any(|line| line.contains("ERROR")
+            && line.contains("a task panicked")
+            && line.contains("api::status")),
+        "no ERROR line naming the panic; log:\n{log}"
+    );
     drop(daemon);
     let _ = std::fs::remove_dir_all(&dir);
 }
