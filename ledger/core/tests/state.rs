@@ -1,9 +1,9 @@
 //! Account state invariants under random transaction streams.
 
-use ledger::{Outcome, State, Transaction};
+use ledger_core::{Outcome, State, Transaction};
 use proptest::prelude::*;
 
-mod common;
+mod support;
 
 prop_compose! {
     fn transfers()(steps in proptest::collection::vec((0..5usize, 0..6usize, 0..400_000u64, 0..3u64), 1..200)) -> Vec<Transaction> {
@@ -12,7 +12,7 @@ prop_compose! {
             // Mostly the right nonce; sometimes a replay or a gap.
             let nonce = match skew { 0 => nonces[from].saturating_sub(1), 1 => nonces[from] + 1, _ => nonces[from] };
             if skew == 2 { nonces[from] += 1; }
-            Transaction::Transfer { from: common::account(from), to: common::account(to), amount, nonce }
+            Transaction::Transfer { from: support::account(from), to: support::account(to), amount, nonce }
         }).collect()
     }
 }
@@ -20,7 +20,7 @@ prop_compose! {
 proptest! {
     #[test]
     fn supply_is_constant_and_nothing_is_spent_twice(txs in transfers()) {
-        let genesis = common::genesis(1, 5);
+        let genesis = support::genesis(1, 5);
         let mut state = State::genesis(&genesis);
         let supply = state.supply();
         for tx in &txs {
@@ -50,7 +50,7 @@ proptest! {
 
     #[test]
     fn equal_states_have_equal_roots(txs in transfers()) {
-        let genesis = common::genesis(1, 5);
+        let genesis = support::genesis(1, 5);
         let (mut a, mut b) = (State::genesis(&genesis), State::genesis(&genesis));
         for tx in &txs {
             a.apply(tx);

@@ -3,9 +3,9 @@
 
 use bytes::Bytes;
 use comms::Cid;
-use ledger::{codec::cid_of, Block, Core, CoreConfig, Output, Payload, SignedBlock};
+use ledger_core::{codec::cid_of, Block, Core, CoreConfig, Output, Payload, SignedBlock};
 
-mod common;
+mod support;
 
 /// The three parents, which exist nowhere, of the blocks made with `salt`.
 fn missing_parents(salt: u64) -> Vec<Cid> {
@@ -34,7 +34,7 @@ fn equivocation(chain: &Cid, author: usize, salt: u64, timestamp: u64) -> Bytes 
         timestamp_ms: timestamp,
     };
     Bytes::from(
-        SignedBlock::sign(block, &common::validator_key(author))
+        SignedBlock::sign(block, &support::validator_key(author))
             .encode()
             .0,
     )
@@ -46,7 +46,7 @@ fn fetches(out: &[Output]) -> usize {
 
 #[test]
 fn one_authors_fetch_queue_is_bounded_and_others_still_fetch() {
-    let genesis = common::genesis(4, 1);
+    let genesis = support::genesis(4, 1);
     let chain = genesis.encode().1;
     let config = CoreConfig {
         fetches_per_author: 4,
@@ -104,7 +104,7 @@ fn one_authors_fetch_queue_is_bounded_and_others_still_fetch() {
 
 #[test]
 fn one_authors_parked_broadcasts_are_bounded_and_others_still_park() {
-    let genesis = common::genesis(4, 1);
+    let genesis = support::genesis(4, 1);
     let chain = genesis.encode().1;
     let config = CoreConfig {
         parked_broadcasts_per_author: 10,

@@ -1,14 +1,14 @@
 //! Canonical encoding, CIDs and signatures, as properties.
 
 use comms::Cid;
-use ledger::{
+use ledger_core::{
     codec::{cid_of, decode, encode},
     validate::{check_block, BlockLimits},
     Block, Committee, Error, Genesis, Payload, SignedBlock, SignedTransaction, Transaction,
 };
 use proptest::prelude::*;
 
-mod common;
+mod support;
 
 fn limits() -> BlockLimits {
     BlockLimits {
@@ -24,8 +24,8 @@ fn chain(genesis: &Genesis) -> Cid {
 prop_compose! {
     fn transaction()(from in 0..4usize, to in 0..4usize, amount in any::<u64>(), nonce in any::<u64>(), record in any::<bool>(), size in any::<u64>()) -> (usize, Transaction) {
         let tx = match record {
-            false => Transaction::Transfer { from: common::account(from), to: common::account(to), amount, nonce },
-            true => Transaction::Record { author: common::account(from), nonce, payload: comms::cid_for(comms::Codec::Raw, &size.to_be_bytes()), size },
+            false => Transaction::Transfer { from: support::account(from), to: support::account(to), amount, nonce },
+            true => Transaction::Record { author: support::account(from), nonce, payload: comms::cid_for(comms::Codec::Raw, &size.to_be_bytes()), size },
         };
         (from, tx)
     }
@@ -33,13 +33,13 @@ prop_compose! {
 
 prop_compose! {
     fn signed_block()(author in 0..4u32, round in 1..1000u64, parents in 1..4usize, txs in proptest::collection::vec(transaction(), 0..5), timestamp_ms in any::<u64>()) -> SignedBlock {
-        let genesis = common::genesis(4, 4);
+        let genesis = support::genesis(4, 4);
         let chain = chain(&genesis);
-        let txs = txs.into_iter().map(|(signer, tx)| SignedTransaction::sign(&chain, tx, &common::account_key(signer))).collect();
+        let txs = txs.into_iter().map(|(signer, tx)| SignedTransaction::sign(&chain, tx, &support::account_key(signer))).collect();
         let mut parents: Vec<Cid> = (0..parents).map(|i| comms::cid_for(comms::Codec::DagCbor, &[i as u8, round as u8])).collect();
         parents.sort_by_key(|c| c.to_bytes());
         let block = Block { chain, author, round, parents, payload: Payload::Inline(txs), timestamp_ms };
-        SignedBlock::sign(block, &common::validator_key(author as usize))
+        SignedBlock::sign(block, &support::validator_key(author as usize))
     }
 }
 
@@ -53,13 +53,13 @@ proptest! {
         prop_assert_eq!(&decoded, &block);
         prop_assert_eq!(decoded.encode(), (bytes.clone(), cid));
         prop_assert_eq!(cid_of(&bytes), cid);
-        let genesis = common::genesis(4, 4);
+        let genesis = support::genesis(4, 4);
         prop_assert!(check_block(&block, bytes.len(), &chain(&genesis), &Committee::new(&genesis), &limits()).is_ok());
     }
 
     #[test]
     fn any_single_bit_flip_is_rejected(block in signed_block(), bit in any::<usize>()) {
-        let genesis = common::genesis(4, 4);
+        let genesis = support::genesis(4, 4);
         let (mut bytes, _) = block.encode();
         let bit = bit % (bytes.len() * 8);
         bytes[bit / 8] ^= 1 << (bit % 8);
@@ -69,8 +69,8 @@ proptest! {
 
     #[test]
     fn transactions_round_trip(tx in transaction()) {
-        let genesis = common::genesis(4, 4);
-        let signed = SignedTransaction::sign(&chain(&genesis), tx.1, &common::account_key(tx.0));
+        let genesis = support::genesis(4, 4);
+        let signed = SignedTransaction::sign(&chain(&genesis), tx.1, &support::account_key(tx.0));
         prop_assert_eq!(decode::<SignedTransaction>(&encode(&signed)).expect("decodes"), signed.clone());
         prop_assert!(signed.verify(&chain(&genesis)).is_ok());
         let other = Genesis { chain_id: "other".into(), ..genesis };
@@ -124,7 +124,7 @@ fn non_canonical_encodings_are_refused() {
 
 #[test]
 fn parents_links_are_ipld_links() {
-    let genesis = common::genesis(4, 0);
+    let genesis = support::genesis(4, 0);
     let parent = comms::cid_for(comms::Codec::DagCbor, b"parent");
     let block = Block {
         chain: chain(&genesis),
