@@ -335,8 +335,9 @@ async fn submit(
     let Json(request) = body.map_err(|rejection| {
         ApiError::new(rejection.status(), "bad_body", rejection.body_text())
     })?;
-    let bytes = hex_bytes(request.transaction.trim())
-        .ok_or_else(|| ApiError::bad_request("bad_hex", "`transaction` is not hex"))?;
+    let bytes = hex::decode(request.transaction.trim()).map_err(|error| {
+        ApiError::bad_request("bad_hex", format!("`transaction` is not hex: {error}"))
+    })?;
     let tx: SignedTransaction = codec::decode(&bytes).map_err(|error| {
         ApiError::bad_request(
             "bad_transaction",
@@ -475,17 +476,6 @@ fn parse_cid(text: &str) -> Result<Cid, ApiError> {
     text.parse().map_err(|error| {
         ApiError::bad_request("bad_cid", format!("{text:?} is not a CID: {error}"))
     })
-}
-
-/// Decodes hex of any even length; `None` for anything else.
-pub fn hex_bytes(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 || !text.is_ascii() {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
-        .collect()
 }
 
 #[cfg(test)]

@@ -141,21 +141,13 @@ pub struct HexError {
 
 /// Lower-case hex of bytes.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    ::hex::encode(bytes)
 }
 
 /// Decodes exactly `N` bytes of hex (either case).
 pub fn from_hex<const N: usize>(text: &str) -> Result<[u8; N], HexError> {
-    let error = HexError { len: N };
-    let digits = text.as_bytes();
-    if digits.len() != 2 * N {
-        return Err(error);
-    }
     let mut bytes = [0u8; N];
-    for (byte, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
-        let pair = std::str::from_utf8(pair).map_err(|_| HexError { len: N })?;
-        *byte = u8::from_str_radix(pair, 16).map_err(|_| HexError { len: N })?;
-    }
+    ::hex::decode_to_slice(text, &mut bytes).map_err(|_| HexError { len: N })?;
     Ok(bytes)
 }
 
