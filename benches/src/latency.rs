@@ -149,8 +149,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// A cell's operations in batches of `concurrency`: warm-up batches first, then recorded ones.
 /// Advanced one batch at a time ([`Batches::broadcast`], [`Batches::put_fetch`]), so that several
-/// backends' cells can take turns batch by batch and a drift of the machine or the daemons (js-ipfs
-/// gets twice as fast over its first few thousand messages) affects them alike.
+/// backends' cells can take turns batch by batch and a drift of the machine or the daemons affects
+/// them alike.
 pub struct Batches {
     warmup: usize,
     record: usize,

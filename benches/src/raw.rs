@@ -53,7 +53,7 @@ impl RawIpfs {
     ) -> Result<reqwest::Response, Error> {
         let mut request = self.http.post(format!("{}/{path}", self.api)).query(query);
         if let Some(data) = file {
-            // js-ipfs wants the part's content type; kubo takes it either way.
+            // The part's content type, as `comms-ipfs` sends it.
             let part = reqwest::multipart::Part::bytes(data.to_vec())
                 .file_name("data")
                 .mime_str("application/octet-stream")

@@ -107,7 +107,6 @@ struct Inner {
     config: IpfsConfig,
     local: PeerId,
     version: String,
-    dialect: Dialect,
     metrics: Arc<IpfsMetrics>,
     peering: Arc<Peering>,
     contacts_task: JoinHandle<()>,
@@ -136,27 +135,9 @@ fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, 
 struct VersionReply {
     #[serde(rename = "Version")]
     version: String,
-    /// kubo's Go version; js-ipfs has none.
+    /// kubo's Go version: another daemon has none.
     #[serde(rename = "Golang")]
     golang: Option<String>,
-}
-
-/// Which form of the RPC API the daemon takes where implementations differ.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Dialect {
-    /// kubo (Go): `block/put` takes `cid-codec`.
-    Kubo,
-    /// Others (js-ipfs): `block/put` takes the older `format`.
-    Legacy,
-}
-
-impl Dialect {
-    fn of(version: &VersionReply) -> Dialect {
-        match version.golang {
-            Some(_) => Dialect::Kubo,
-            None => Dialect::Legacy,
-        }
-    }
 }
 
 #[derive(Deserialize)]
@@ -165,28 +146,20 @@ struct IdReply {
     id: String,
 }
 
-/// `block/put` with the codec as the daemon names it: kubo's `cid-codec` (since 0.13; the client
-/// crate still sends `format`, which kubo keeps only for CIDv0), or `format` for js-ipfs.
+/// `block/put` with the codec as kubo names it, `cid-codec` (since 0.13; the client crate still
+/// sends `format`, which kubo keeps only for CIDv0).
 #[derive(Serialize)]
 struct BlockPut {
-    #[serde(rename = "cid-codec", skip_serializing_if = "Option::is_none")]
-    cid_codec: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    format: Option<&'static str>,
+    #[serde(rename = "cid-codec")]
+    cid_codec: &'static str,
     mhtype: &'static str,
     pin: bool,
 }
 
 impl BlockPut {
-    fn new(dialect: Dialect, codec: Codec, pin: bool) -> BlockPut {
-        let name = Some(codec.name());
-        let (cid_codec, format) = match dialect {
-            Dialect::Kubo => (name, None),
-            Dialect::Legacy => (None, name),
-        };
+    fn new(codec: Codec, pin: bool) -> BlockPut {
         BlockPut {
-            cid_codec,
-            format,
+            cid_codec: codec.name(),
             mhtype: "sha2-256",
             pin,
         }
@@ -262,11 +235,12 @@ impl IpfsComms {
         let connected = peering.connect_all().await;
         let contacts_task = tokio::spawn(remember_peers(peering.clone(), config.contact_refresh));
         info!(api = %config.api, version = %version.version, peer = %id.id, connected, "connected to the IPFS daemon");
-        let dialect = Dialect::of(&version);
+        if version.golang.is_none() {
+            tracing::warn!(version = %version.version, "the daemon is not kubo, the only one tested: it is spoken to as kubo");
+        }
         let daemon = RpcDaemon {
             rpc: rpc.clone(),
             deadline,
-            dialect,
             metrics: metrics.clone(),
         };
         let limit = config.limits.max_message_bytes;
@@ -275,7 +249,6 @@ impl IpfsComms {
             inner: Arc::new(Inner {
                 rpc,
                 local: PeerId::new(id.id),
-                dialect,
                 version: version.version,
                 metrics,
                 peering,
@@ -383,21 +356,13 @@ impl Communication for IpfsComms {
         let inner = &self.inner;
         let cid = comms::cid_for(codec, &data);
         let block = std::slice::from_ref(&data);
-        put_blocks(
-            &inner.rpc,
-            inner.dialect,
-            self.deadline(),
-            codec,
-            block,
-            &[cid],
-            true,
-        )
-        .await
-        .map(|()| cid)
+        put_blocks(&inner.rpc, self.deadline(), codec, block, &[cid], true)
+            .await
+            .map(|()| cid)
     }
 
-    /// `block/put` of several blocks in one call, unpinned (kubo; one call per block for the
-    /// legacy dialect), in calls of at most [`KEEP_CALL_BYTES`].
+    /// `block/put` of several blocks in one call, unpinned, in calls of at most
+    /// [`KEEP_CALL_BYTES`].
     async fn keep(&self, codec: Codec, blocks: Vec<Bytes>) -> Result<(), Error> {
         for block in &blocks {
             self.limits().check_block(block.len())?;
@@ -407,26 +372,14 @@ impl Communication for IpfsComms {
         while !rest.is_empty() {
             let mut take = 1;
             let mut bytes = rest[0].len();
-            while inner.dialect == Dialect::Kubo
-                && take < rest.len()
-                && bytes + rest[take].len() <= KEEP_CALL_BYTES
-            {
+            while take < rest.len() && bytes + rest[take].len() <= KEEP_CALL_BYTES {
                 bytes += rest[take].len();
                 take += 1;
             }
             let (call, later) = rest.split_at(take);
             let cids: Vec<Cid> = call.iter().map(|b| comms::cid_for(codec, b)).collect();
             let deadline = self.deadline();
-            put_blocks(
-                &inner.rpc,
-                inner.dialect,
-                deadline,
-                codec,
-                call,
-                &cids,
-                false,
-            )
-            .await?;
+            put_blocks(&inner.rpc, deadline, codec, call, &cids, false).await?;
             rest = later;
         }
         Ok(())
@@ -464,7 +417,6 @@ impl Communication for IpfsComms {
 struct RpcDaemon {
     rpc: Rpc,
     deadline: Deadline,
-    dialect: Dialect,
     metrics: Arc<IpfsMetrics>,
 }
 
@@ -484,15 +436,7 @@ impl publish::Daemon for RpcDaemon {
     /// Unpinned: the frame is for receivers that lose it, and goes at the daemon's next `repo gc`.
     async fn store(&self, frame: Bytes, cid: Cid) {
         let (block, cids) = (std::slice::from_ref(&frame), [cid]);
-        let stored = put_blocks(
-            &self.rpc,
-            self.dialect,
-            self.deadline,
-            Codec::Raw,
-            block,
-            &cids,
-            false,
-        );
+        let stored = put_blocks(&self.rpc, self.deadline, Codec::Raw, block, &cids, false);
         if let Err(error) = stored.await {
             metrics::bump(&self.metrics.frame_puts_failed);
             tracing::warn!(%error, "could not store a published frame; a receiver that lost it cannot fetch it");
@@ -507,14 +451,13 @@ pub const KEEP_CALL_BYTES: usize = 4 << 20;
 /// daemon reports `expected`, their CIDs, in order.
 async fn put_blocks(
     rpc: &Rpc,
-    dialect: Dialect,
     deadline: Deadline,
     codec: Codec,
     blocks: &[Bytes],
     expected: &[Cid],
     pin: bool,
 ) -> Result<(), Error> {
-    let request = || BlockPut::new(dialect, codec, pin);
+    let request = || BlockPut::new(codec, pin);
     rpc.call(Operation::Put, deadline, |_| async {
         let replies: Vec<PutReply> = rpc.json_each(request(), blocks).await?;
         if replies.len() != expected.len() {

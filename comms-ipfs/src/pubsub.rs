@@ -38,7 +38,7 @@ struct Line {
 pub(crate) enum Decoded {
     /// A message from a peer.
     Message { from: PeerId, data: Bytes },
-    /// A line without a message (js-ipfs and older kubo open the stream with `{}`).
+    /// A line without a message (older kubo opens the stream with `{}`).
     Nothing,
 }
 

@@ -290,8 +290,8 @@ fn malformed(error: serde_json::Error, body: &[u8]) -> Failure {
     )
 }
 
-/// A multipart/form-data body holding each of `files` as one file part named `data` (js-ipfs
-/// wants its content type), and its content type. The boundary is one that no file contains.
+/// A multipart/form-data body holding each of `files` as one file part named `data`, with its
+/// content type, and the body's content type. The boundary is one that no file contains.
 fn multipart(files: &[Bytes]) -> (HeaderValue, Bytes) {
     let mut boundary = String::from("comms-ipfs-part-boundary");
     while files.iter().any(|data| {

@@ -30,8 +30,9 @@ struct Args {
     /// Operations to measure: `broadcast`, `put-fetch`. Repeat; default both.
     #[arg(long = "operation", value_name = "NAME")]
     operations: Vec<Operation>,
-    /// Broadcasts of the smallest size each backend sends first, unrecorded, to bring the daemons up
-    /// to speed (js-ipfs gets about twice as fast over its first few thousand messages).
+    /// Broadcasts of the smallest size each backend sends first, unrecorded, so that the daemons'
+    /// connections and gossipsub meshes (grafted at its heartbeats, one a second) have formed
+    /// before anything is recorded.
     #[arg(long, default_value_t = 3000)]
     settle: usize,
     /// Peers per backend: one publisher, the rest subscribers (at least 2).
