@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::Context;
+use ::report::chart::{self, Svg};
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -193,9 +193,8 @@ fn operation_name(operation: Operation) -> &'static str {
 /// Latency percentiles (p50 solid, p99 dashed) by payload size at concurrency `concurrency`, one
 /// colour per backend; broadcast on the left, put-fetch on the right.
 pub fn plot(path: &Path, cells: &[Cell], concurrency: usize) -> anyhow::Result<()> {
-    let area = SVGBackend::new(path, (1200, 500)).into_drawing_area();
-    area.fill(&WHITE).map_err(chart_error)?;
-    let (left, right) = area.split_horizontally(600);
+    let svg = Svg::new(path, 1200, 500)?;
+    let (left, right) = svg.area().split_horizontally(600);
     let mut backends: Vec<&str> = cells.iter().map(|c| c.backend.as_str()).collect();
     backends.sort_unstable();
     backends.dedup();
@@ -213,25 +212,13 @@ pub fn plot(path: &Path, cells: &[Cell], concurrency: usize) -> anyhow::Result<(
         let x_min = chosen.iter().map(|c| c.size).min().unwrap_or(1) as f64;
         let x_max = chosen.iter().map(|c| c.size).max().unwrap_or(2) as f64;
         let y_max = chosen.iter().map(|c| c.p99_us).max().unwrap_or(1) as f64 / 1000.0;
-        let mut chart = ChartBuilder::on(panel)
-            .caption(
-                format!("{title}, concurrency {concurrency}"),
-                ("sans-serif", 18),
-            )
-            .margin(15)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(
-                (x_min * 0.8..x_max * 1.25).log_scale(),
-                (0.001f64..y_max * 1.5).log_scale(),
-            )
-            .map_err(chart_error)?;
-        chart
-            .configure_mesh()
-            .x_desc("payload bytes")
-            .y_desc("latency (ms)")
-            .draw()
-            .map_err(chart_error)?;
+        let mut chart = chart::axes(
+            &svg,
+            panel,
+            &format!("{title}, concurrency {concurrency}"),
+            ((x_min * 0.8..x_max * 1.25).log_scale(), "payload bytes"),
+            ((0.001f64..y_max * 1.5).log_scale(), "latency (ms)"),
+        )?;
         for (i, backend) in backends.iter().enumerate() {
             let colour = Palette99::pick(i).to_rgba();
             let mut line: Vec<&&Cell> = chosen.iter().filter(|c| c.backend == *backend).collect();
@@ -241,7 +228,7 @@ pub fn plot(path: &Path, cells: &[Cell], concurrency: usize) -> anyhow::Result<(
                 .map(|c| (c.size as f64, c.p50_us.max(1) as f64 / 1000.0));
             chart
                 .draw_series(LineSeries::new(p50, colour.stroke_width(2)))
-                .map_err(chart_error)?
+                .map_err(|e| svg.error(e))?
                 .label(format!("{backend} p50"))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
             let p99: Vec<(f64, f64)> = line
@@ -250,22 +237,11 @@ pub fn plot(path: &Path, cells: &[Cell], concurrency: usize) -> anyhow::Result<(
                 .collect();
             chart
                 .draw_series(DashedLineSeries::new(p99, 6, 4, colour.stroke_width(1)))
-                .map_err(chart_error)?
+                .map_err(|e| svg.error(e))?
                 .label(format!("{backend} p99 (dashed)"))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(chart_error)?;
+        chart::legend(&svg, &mut chart)?;
     }
-    area.present()
-        .map_err(chart_error)
-        .with_context(|| format!("writing {}", path.display()))
-}
-
-fn chart_error(error: impl std::fmt::Display) -> anyhow::Error {
-    anyhow::anyhow!("drawing the chart: {error}")
+    Ok(svg.finish()?)
 }

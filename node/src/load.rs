@@ -13,8 +13,8 @@ use std::{
 use anyhow::{bail, Context};
 use comms::Cid;
 use ledger::{Keypair, SignedTransaction, Transaction};
+use report::{latency_line, LatencyHistogram, LatencySummary};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use sim::{LatencyHistogram, LatencySummary};
 use tokio::{
     sync::{mpsc, Semaphore},
     time::Instant,
@@ -280,7 +280,7 @@ async fn run(args: &LoadArgs) -> anyhow::Result<LoadReport> {
             args.count,
             nodes.len()
         );
-        simulate::plot::latency_over_time(path, &title, "commit time (s)", &samples)?;
+        report::chart::latency_over_time(path, &title, "commit time (s)", &samples)?;
     }
     Ok(report)
 }
@@ -577,14 +577,8 @@ fn print_report(r: &LoadReport) {
         "  {:.3} s from the first submission to the last commit at every node: {:.0} tx/s",
         r.seconds, r.throughput
     );
-    println!(
-        "{}",
-        simulate::latency_line("committed at first", &r.latency_first)
-    );
-    println!(
-        "{}",
-        simulate::latency_line("committed at all", &r.latency_all)
-    );
+    println!("{}", latency_line("committed at first", &r.latency_first));
+    println!("{}", latency_line("committed at all", &r.latency_all));
     for closed in &r.streams_closed {
         println!("  stream   {closed}");
     }

@@ -1,4 +1,5 @@
-//! `ledger-node`: run a ledger node, simulate a network of them, and talk to a running one.
+//! `ledger-node`: run a ledger node and talk to a running one. (A simulated network of them is
+//! the main job, `ledger-simulate`, in the `simulate` package.)
 
 mod api;
 mod client;
@@ -15,10 +16,11 @@ mod wire;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-/// A distributed-ledger node whose network layer is IPFS or an embedded network simulator.
+/// A distributed-ledger node over IPFS.
 ///
 /// Logs go to stderr; set RUST_LOG (for example `RUST_LOG=debug` or `RUST_LOG=ledger=debug`) to
-/// choose what they show. Start with `simulate`: it needs nothing installed.
+/// choose what they show. To simulate a network of validators, run `ledger-simulate` (the
+/// `simulate` package): it needs nothing installed.
 #[derive(Parser)]
 #[command(name = "ledger-node", version, about, long_about)]
 struct Cli {
@@ -28,8 +30,6 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Simulate a network of validators in one process, in virtual time: nothing to install.
-    Simulate(simulate::Args),
     /// Write a new ed25519 key file (permissions 0600) and print its public key.
     Keygen(keys::KeygenArgs),
     /// Build a genesis file from validator keys and initial balances; prints the chain's CID.
@@ -59,7 +59,6 @@ fn main() -> anyhow::Result<()> {
         _ => logs.without_time().init(),
     }
     match cli.command {
-        Command::Simulate(args) => simulate::main(args),
         Command::Keygen(args) => keys::keygen(args),
         Command::Genesis(args) => keys::genesis(args),
         Command::Config(args) => config::write(args),

@@ -48,7 +48,7 @@ use std::time::Duration;
 pub use config::{Fault, LinkModel, SenderModel, SimConfig};
 pub use dist::{Latency, SimRng, MAX_DELAY};
 pub use peer::SimPeer;
-pub use stats::{Counters, LatencyHistogram, LatencySummary, Stats, TraceEvent, TraceKind};
+pub use stats::{Counters, Stats, TraceEvent, TraceKind};
 
 use driver::Driver;
 use engine::Engine;

@@ -1,5 +1,4 @@
-//! `ledger-simulate`: the main job, a simulated ledger network (`ledger-node simulate` without the
-//! rest of the node).
+//! `ledger-simulate`: the main job, a simulated ledger network.
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;

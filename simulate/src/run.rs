@@ -9,9 +9,10 @@ use anyhow::Context;
 use comms::Cid;
 use indicatif::{ProgressBar, ProgressStyle};
 use ledger::NodeConfig;
+use report::{latency_line, LatencyHistogram, LatencySummary};
 use scenario::{agreement, byzantine::Behaviour, Accounts, Network};
 use serde::Serialize;
-use sim::{Latency, LatencyHistogram, LatencySummary, SimConfig, Stats, TraceEvent};
+use sim::{Latency, SimConfig, Stats, TraceEvent};
 use tokio::time::Instant;
 use tracing::info;
 
@@ -168,7 +169,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             "commit latency: {} validators, seed {}",
             report.validators, report.seed
         );
-        crate::plot::latency_over_time(
+        ::report::chart::latency_over_time(
             path,
             &title,
             "commit time (simulated s)",
@@ -354,18 +355,6 @@ async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<Trac
 }
 
 /// A report's line of latency percentiles, in milliseconds.
-pub fn latency_line(name: &str, l: &LatencySummary) -> String {
-    let ms = |us: u64| us as f64 / 1000.0;
-    format!(
-        "  {name:<20} p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms  max {:.1} ms  (n={})",
-        ms(l.p50_us),
-        ms(l.p95_us),
-        ms(l.p99_us),
-        ms(l.max_us),
-        l.count
-    )
-}
-
 fn print_report(r: &Report) {
     let c = &r.network.counters;
     let line = |name: &str, l: &LatencySummary| println!("{}", latency_line(name, l));

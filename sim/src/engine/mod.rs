@@ -14,12 +14,13 @@ use std::{
 
 use bytes::Bytes;
 use comms::{Cid, Error, Message, Operation, PeerId, Topic};
+use report::LatencyHistogram;
 use tokio::sync::mpsc;
 
 use crate::{
     config::{transfer_nanos, Fault, LinkModel, SimConfig},
     dist::SimRng,
-    stats::{Counters, LatencyHistogram, Stats, Trace, TraceEvent, TraceKind},
+    stats::{Counters, Stats, Trace, TraceEvent, TraceKind},
     SimError,
 };
 
