@@ -250,8 +250,13 @@ fn port_of(multiaddr: &str) -> Option<u16> {
     parts.next()?.parse().ok()
 }
 
+/// A new daemon's directory under the temp directory, named by this process's ID. The first one
+/// a process makes first removes those (and their logs) of processes that have ended: daemons held
+/// for a whole test binary (in a static) are never dropped, so their repositories outlive it.
 fn fresh_dir() -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(remove_ended_processes_dirs);
     let dir = std::env::temp_dir().join(format!(
         "comms-ipfs-{}-{}",
         std::process::id(),
@@ -260,6 +265,31 @@ fn fresh_dir() -> PathBuf {
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).expect("create a daemon directory");
     dir
+}
+
+/// Removes `comms-ipfs-<pid>-<n>` directories and logs whose process is gone (Linux: no
+/// `/proc/<pid>`).
+fn remove_ended_processes_dirs() {
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("comms-ipfs-")) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let path = entry.path();
+        let _ = match path.is_dir() {
+            true => fs::remove_dir_all(&path),
+            false => fs::remove_file(&path),
+        };
+    }
 }
 
 fn run(command: &mut Command) -> std::process::Output {
