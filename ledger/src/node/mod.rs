@@ -121,8 +121,9 @@ pub struct Status {
     pub pruned_in_memory: usize,
     /// The highest round in the DAG.
     pub highest_round: u64,
-    /// The highest round of a valid block received, accepted or waiting for ancestors: how far
-    /// the others are, as far as this node knows.
+    /// The highest round of a valid block received, accepted or waiting for ancestors, that
+    /// validators of more than `f` stake reached: how far the others are, as far as this node
+    /// knows.
     pub highest_round_seen: u64,
     /// Blocks waiting for ancestors.
     pub pending_blocks: usize,

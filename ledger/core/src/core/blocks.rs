@@ -90,8 +90,8 @@ pub(crate) struct Blocks {
     refused: HashSet<Cid>,
     /// Our latest block accepted from elsewhere than our proposer, not yet taken.
     own: Option<OwnBlock>,
-    /// The highest round of a valid block received (accepted or parked): how far the others are.
-    highest_seen: u64,
+    /// The highest round of a valid block received (accepted or parked) from each author.
+    seen: Vec<u64>,
     stats: BlockStats,
 }
 
@@ -126,7 +126,7 @@ impl Blocks {
             restoring: false,
             refused: HashSet::new(),
             own: None,
-            highest_seen: 0,
+            seen: vec![0; size],
             stats: BlockStats::default(),
             committee,
         }
@@ -155,9 +155,24 @@ impl Blocks {
         self.floor
     }
 
-    /// The highest round of a valid block received, accepted or waiting for its ancestors.
+    /// The highest round of a valid block received, accepted or waiting for its ancestors, that
+    /// authors of more than `f` stake reached (so at least one honest one: a faulty validator
+    /// cannot make it up by signing a far round), or the DAG's highest round if that is higher.
     pub(crate) fn highest_seen(&self) -> u64 {
-        self.highest_seen.max(self.dag.highest_round())
+        let mut rounds: Vec<(u64, u32)> = (self.seen.iter().enumerate())
+            .map(|(author, round)| (*round, author as u32))
+            .collect();
+        rounds.sort_unstable_by(|a, b| b.cmp(a));
+        let committee = &self.committee;
+        let total = committee.stake(0..committee.size() as u32);
+        let more_than_f = total.saturating_sub(committee.quorum()) + 1;
+        let mut stake = 0;
+        let reached = rounds.into_iter().find(|(_, author)| {
+            stake += committee.weight(*author);
+            stake >= more_than_f
+        });
+        let reached = reached.map_or(0, |(round, _)| round);
+        reached.max(self.dag.highest_round())
     }
 
     pub(crate) fn stats(&self) -> &BlockStats {
@@ -343,7 +358,8 @@ impl Blocks {
         );
         match checked {
             Ok(()) => {
-                self.highest_seen = self.highest_seen.max(block.block.round);
+                let seen = &mut self.seen[block.block.author as usize];
+                *seen = (*seen).max(block.block.round);
                 match source {
                     Source::Broadcast => self.stats.by_broadcast += 1,
                     Source::Fetch => self.stats.by_fetch += 1,
@@ -676,6 +692,23 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn the_highest_round_seen_is_one_that_more_than_f_authors_reached() {
+        let mut dag = DagBuilder::new(4);
+        dag.full(0..=9);
+        let mut blocks = manager(&dag, None, &CoreConfig::default());
+        let mut out = Vec::new();
+        let far = |author| bytes(&dag, &dag.cid(9, author));
+        blocks
+            .receive(far(0), Source::Broadcast, &mut out)
+            .expect("in memory");
+        assert_eq!(blocks.highest_seen(), 0, "one author alone may be faulty");
+        blocks
+            .receive(far(1), Source::Broadcast, &mut out)
+            .expect("in memory");
+        assert_eq!(blocks.highest_seen(), 9, "two of four: one is honest");
     }
 
     #[test]

@@ -384,8 +384,9 @@ impl Core {
         self.blocks.floor()
     }
 
-    /// The highest round of a valid block received, accepted or still waiting for its ancestors:
-    /// how far the others are, as far as this node knows.
+    /// The highest round of a valid block received, accepted or still waiting for its ancestors,
+    /// that validators of more than `f` stake reached: how far the others are, as far as this
+    /// node knows, and no faulty validator can inflate it.
     pub fn highest_round_seen(&self) -> u64 {
         self.blocks.highest_seen()
     }
