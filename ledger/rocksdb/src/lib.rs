@@ -143,17 +143,22 @@ impl Storage {
         Ok(count as u64)
     }
 
-    /// Adds a block and its place in the replay order to `write`.
-    fn add_block(&self, write: &mut WriteBatch, cid: &Cid, bytes: &[u8]) -> Result<(), StoreError> {
-        let block = SignedBlock::decode(bytes)?;
+    /// Adds a block and its place in the replay order to `write`; returns its round.
+    fn add_block(
+        &self,
+        write: &mut WriteBatch,
+        cid: &Cid,
+        bytes: &[u8],
+    ) -> Result<u64, StoreError> {
+        let block = SignedBlock::decode(bytes)?.block;
         let key = cid.to_bytes();
         write.put_cf(self.family(BLOCKS)?, &key, bytes);
         write.put_cf(
             self.family(DAG_INDEX)?,
-            index_key(block.block.round, block.block.author, &key),
+            index_key(block.round, block.author, &key),
             [],
         );
-        Ok(())
+        Ok(block.round)
     }
 
     /// Author and round of a stored block (read from the block itself: the lookup is for blocks
@@ -179,12 +184,12 @@ impl Store for Storage {
         self.db.write(write).disk()
     }
 
-    /// Stores our block of `round` and records that we signed `round`, in one write batch synced
-    /// to disk before this returns (RocksDB syncs its write-ahead log, and with it every earlier
-    /// write, our batch among them). The record never goes down.
-    fn put_own_block(&self, cid: &Cid, bytes: &[u8], round: u64) -> Result<(), StoreError> {
+    /// Stores our block and records that we signed its round, in one write batch synced to disk
+    /// before this returns (RocksDB syncs its write-ahead log, and with it every earlier write,
+    /// our batch among them). The record never goes down.
+    fn put_own_block(&self, cid: &Cid, bytes: &[u8]) -> Result<(), StoreError> {
         let mut write = WriteBatch::default();
-        self.add_block(&mut write, cid, bytes)?;
+        let round = self.add_block(&mut write, cid, bytes)?;
         if self.last_signed()?.is_none_or(|last| last < round) {
             write.put_cf(self.family(META)?, LAST_SIGNED, round.to_be_bytes());
         }

@@ -67,9 +67,9 @@ impl Store for FailingStore {
         self.inner.put_block(cid, bytes, batch)
     }
 
-    fn put_own_block(&self, cid: &Cid, bytes: &[u8], round: u64) -> Result<(), StoreError> {
+    fn put_own_block(&self, cid: &Cid, bytes: &[u8]) -> Result<(), StoreError> {
         self.countdown.tick("put_own_block")?;
-        self.inner.put_own_block(cid, bytes, round)
+        self.inner.put_own_block(cid, bytes)
     }
 
     fn last_signed(&self) -> Result<Option<u64>, StoreError> {

@@ -334,12 +334,8 @@ impl<C: Communication + Clone> Node<C> {
                 own: true,
                 ..
             } => {
-                let round = (SignedBlock::decode(bytes))
-                    .map_err(|error| failed("storing our block")(error.into()))?
-                    .block
-                    .round;
                 fail::fail_point!("node::before-own-block", |_| crash());
-                let written = storage.put_own_block(cid, bytes, round);
+                let written = storage.put_own_block(cid, bytes);
                 fail::fail_point!("node::after-own-block", |_| crash());
                 written.map_err(failed("storing our block"))
             }

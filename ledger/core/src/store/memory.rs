@@ -40,13 +40,14 @@ impl MemoryStore {
 }
 
 impl Stored {
-    fn put_block(&mut self, cid: &Cid, bytes: &[u8]) -> Result<(), StoreError> {
+    /// Stores a block; returns its round.
+    fn put_block(&mut self, cid: &Cid, bytes: &[u8]) -> Result<u64, StoreError> {
         let block = SignedBlock::decode(bytes)?.block;
         let key = index_key(block.round, block.author, &cid.to_bytes());
         self.index.insert(key, *cid);
         let entry = (bytes.to_vec(), block.author, block.round);
         self.blocks.insert(*cid, entry);
-        Ok(())
+        Ok(block.round)
     }
 }
 
@@ -57,12 +58,12 @@ impl Store for MemoryStore {
             stored.batches.insert(*cid, bytes.to_vec());
             return Ok(());
         }
-        stored.put_block(cid, bytes)
+        stored.put_block(cid, bytes).map(|_| ())
     }
 
-    fn put_own_block(&self, cid: &Cid, bytes: &[u8], round: u64) -> Result<(), StoreError> {
+    fn put_own_block(&self, cid: &Cid, bytes: &[u8]) -> Result<(), StoreError> {
         let mut stored = self.stored();
-        stored.put_block(cid, bytes)?;
+        let round = stored.put_block(cid, bytes)?;
         stored.last_signed = stored.last_signed.max(Some(round));
         Ok(())
     }

@@ -81,11 +81,11 @@ pub trait Store: Send + Sync {
     /// crash loses of it is fetched again.
     fn put_block(&self, cid: &Cid, bytes: &[u8], batch: bool) -> Result<(), StoreError>;
 
-    /// Stores a block we signed, for `round`, and records that we signed `round`, in one atomic
-    /// write that is durable (synced) when this returns: the block may leave the process only
-    /// after. The record is kept apart from the blocks, so that it outlives them (see
+    /// Stores a block we signed and records that we signed its round, in one atomic write that is
+    /// durable (synced) when this returns: the block may leave the process only after. The
+    /// record is kept apart from the blocks, so that it outlives them (see
     /// [`Store::last_signed`]).
-    fn put_own_block(&self, cid: &Cid, bytes: &[u8], round: u64) -> Result<(), StoreError>;
+    fn put_own_block(&self, cid: &Cid, bytes: &[u8]) -> Result<(), StoreError>;
 
     /// The highest round we recorded signing a block for, if any. A validator never signs a
     /// round at or below it again, whatever else the store lost.
