@@ -149,7 +149,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
 /// what it said. The process then stops: a panic means a bug, and the node must not run on with
 /// part of it gone.
 fn panics() -> impl std::future::Future<Output = String> {
-    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         default(info);
@@ -157,15 +157,11 @@ fn panics() -> impl std::future::Future<Output = String> {
             .name()
             .unwrap_or("unnamed")
             .to_string();
-        let message = match info.payload().downcast_ref::<&str>() {
-            Some(message) => message.to_string(),
-            None => (info.payload().downcast_ref::<String>().cloned()).unwrap_or_default(),
-        };
+        let message = ledger::node::panic_message(info.payload());
         let location = info.location().map(ToString::to_string).unwrap_or_default();
         tracing::error!(thread, %location, message, "a task panicked");
         let _ = sender.send(format!("a task panicked at {location}: {message}"));
     }));
-    let mut receiver = receiver;
     async move { receiver.recv().await.unwrap_or_default() }
 }
 

@@ -43,9 +43,8 @@ pub(super) struct Node<C> {
     pub(super) commits: broadcast::Sender<Arc<Commit>>,
     pub(super) fetch_permits: Arc<Semaphore>,
     pub(super) fetched_tx: mpsc::Sender<Fetched>,
-    /// What the keeper (`keeper::spawn`) makes available from the backend, and its task.
+    /// What the keeper (`keeper::spawn`) makes available from the backend.
     pub(super) keeper: mpsc::Sender<ToKeep>,
-    pub(super) keeper_task: Option<JoinHandle<()>>,
     pub(super) quiet: Quiet,
 }
 
@@ -76,18 +75,20 @@ fn failed(operation: &'static str) -> impl FnOnce(StoreError) -> NodeError {
     move |source| NodeError::Storage { operation, source }
 }
 
+/// What the node's loop waits on: commands from handles, broadcast messages, finished fetches,
+/// and the keeper's task, whose end is the node's.
+pub(super) struct Inputs {
+    pub(super) commands: mpsc::Receiver<Command>,
+    pub(super) subscription: comms::Subscription,
+    pub(super) fetched: mpsc::Receiver<Fetched>,
+    pub(super) keeper: JoinHandle<()>,
+}
+
 impl<C: Communication + Clone> Node<C> {
     /// The loop, until a shutdown, the last handle's drop, or a fatal error (storage, or the
     /// keeper's task ending).
-    pub(super) async fn run(
-        mut self,
-        mut commands: mpsc::Receiver<Command>,
-        mut subscription: comms::Subscription,
-        mut fetched: mpsc::Receiver<Fetched>,
-    ) -> Result<(), NodeError> {
-        let reply = self
-            .serve(&mut commands, &mut subscription, &mut fetched)
-            .await?;
+    pub(super) async fn run(mut self, mut inputs: Inputs) -> Result<(), NodeError> {
+        let reply = self.serve(&mut inputs).await?;
         let flushed = self.shutdown();
         if let Some(reply) = reply {
             let _ = reply.send(());
@@ -98,26 +99,24 @@ impl<C: Communication + Clone> Node<C> {
     /// The loop, until a stop (with the shutdown's reply, if one asked) or an error.
     async fn serve(
         &mut self,
-        commands: &mut mpsc::Receiver<Command>,
-        subscription: &mut comms::Subscription,
-        fetched: &mut mpsc::Receiver<Fetched>,
+        inputs: &mut Inputs,
     ) -> Result<Option<oneshot::Sender<()>>, NodeError> {
         let wake = tokio::time::sleep(self.config.tick);
         tokio::pin!(wake);
-        let Some(mut keeper) = self.keeper_task.take() else {
-            return Err(NodeError::Task {
-                task: "keeper",
-                reason: "not running".into(),
-            });
-        };
+        let Inputs {
+            commands,
+            subscription,
+            fetched,
+            keeper,
+        } = inputs;
         loop {
             fail::fail_point!("node::step");
             let mut out = Vec::new();
             tokio::select! {
                 biased;
-                ended = &mut keeper => {
+                ended = &mut *keeper => {
                     let reason = match ended {
-                        Err(error) if error.is_panic() => panic_message(error.into_panic()),
+                        Err(error) if error.is_panic() => panicked(&*error.into_panic()),
                         _ => "ended".to_string(),
                     };
                     return Err(NodeError::Task { task: "keeper", reason });
@@ -448,13 +447,18 @@ fn crash() -> Result<(), NodeError> {
     std::process::abort()
 }
 
-/// What a panic said, if it said it in a string.
-pub(super) fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    match payload.downcast::<String>() {
-        Ok(message) => format!("panicked: {message}"),
-        Err(payload) => match payload.downcast::<&'static str>() {
-            Ok(message) => format!("panicked: {message}"),
-            Err(_) => "panicked".to_string(),
-        },
+/// What a panic said, if it said it in a string (as `panic!` does); empty otherwise.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    match payload.downcast_ref::<String>() {
+        Some(message) => message,
+        None => payload.downcast_ref::<&str>().copied().unwrap_or_default(),
+    }
+}
+
+/// A task's end by a panic, as an exit reason.
+pub(super) fn panicked(payload: &(dyn std::any::Any + Send)) -> String {
+    match panic_message(payload) {
+        "" => "panicked".to_string(),
+        message => format!("panicked: {message}"),
     }
 }

@@ -33,6 +33,7 @@ use tokio::{
 };
 use tracing::{error, Instrument};
 
+pub use actor::panic_message;
 pub use handle::{Exit, NodeHandle};
 
 use crate::{
@@ -227,7 +228,6 @@ pub async fn spawn<C: Communication + Clone>(
         fetch_permits: permits,
         fetched_tx,
         keeper,
-        keeper_task: Some(keeper_task),
         quiet: actor::Quiet::default(),
     };
     // Every block links to the genesis (`chain`), so it is made available like a block: a walk of
@@ -235,10 +235,13 @@ pub async fn spawn<C: Communication + Clone>(
     // finds every link on the daemon.
     node.keep(genesis.encode().0.into(), true).await;
     node.replay().instrument(span.clone()).await?;
-    let task = tokio::spawn(
-        node.run(receiver, subscription, fetched)
-            .instrument(span.clone()),
-    );
+    let inputs = actor::Inputs {
+        commands: receiver,
+        subscription,
+        fetched,
+        keeper: keeper_task,
+    };
+    let task = tokio::spawn(node.run(inputs).instrument(span.clone()));
     let (exit_tx, exit) = watch::channel(None);
     tokio::spawn(supervise(task, exit_tx).instrument(span));
     Ok(NodeHandle { commands, exit })
@@ -256,7 +259,7 @@ async fn supervise(task: JoinHandle<Result<(), NodeError>>, exit: watch::Sender<
         },
         Err(join) if join.is_panic() => Exit::Failed {
             task: "node",
-            reason: actor::panic_message(join.into_panic()),
+            reason: actor::panicked(&*join.into_panic()),
         },
         Err(_) => Exit::Failed {
             task: "node",
