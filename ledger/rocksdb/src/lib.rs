@@ -411,7 +411,17 @@ impl StoreParking {
         Ok(children)
     }
 
-    fn try_park(&self, cid: &Cid, bytes: &Bytes, missing: &[Cid]) -> Result<(), StoreError> {
+    /// Adds the removal of parked block `cid` to `write`.
+    fn remove(&self, cid: &Cid, write: &mut WriteBatch) -> Result<(), StoreError> {
+        let family = self.storage.family(PARKING)?;
+        write.delete_cf(family, parking_key(PARKED, cid));
+        write.delete_cf(family, parking_key(MISSING, cid));
+        Ok(())
+    }
+}
+
+impl Parking for StoreParking {
+    fn park(&mut self, cid: &Cid, bytes: &Bytes, missing: &[Cid]) -> Result<(), StoreError> {
         let family = self.storage.family(PARKING)?;
         let mut write = WriteBatch::default();
         write.put_cf(family, parking_key(PARKED, cid), bytes);
@@ -427,10 +437,16 @@ impl StoreParking {
                 [],
             );
         }
-        self.write(write)
+        self.write(write)?;
+        self.len += 1;
+        Ok(())
     }
 
-    fn try_resolve(&self, dependency: &Cid) -> Result<Vec<Cid>, StoreError> {
+    fn contains(&self, cid: &Cid) -> Result<bool, StoreError> {
+        Ok(self.get(&parking_key(MISSING, cid))?.is_some())
+    }
+
+    fn resolve(&mut self, dependency: &Cid) -> Result<Vec<Cid>, StoreError> {
         let family = self.storage.family(PARKING)?;
         let mut write = WriteBatch::default();
         let mut ready = Vec::new();
@@ -456,25 +472,18 @@ impl StoreParking {
         Ok(ready)
     }
 
-    fn try_take(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
+    fn take(&mut self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
         let Some(bytes) = self.get(&parking_key(PARKED, cid))? else {
             return Ok(None);
         };
         let mut write = WriteBatch::default();
         self.remove(cid, &mut write)?;
         self.write(write)?;
+        self.len -= 1;
         Ok(Some(bytes.into()))
     }
 
-    /// Adds the removal of parked block `cid` to `write`.
-    fn remove(&self, cid: &Cid, write: &mut WriteBatch) -> Result<(), StoreError> {
-        let family = self.storage.family(PARKING)?;
-        write.delete_cf(family, parking_key(PARKED, cid));
-        write.delete_cf(family, parking_key(MISSING, cid));
-        Ok(())
-    }
-
-    fn try_discard(&self, dependency: &Cid) -> Result<Vec<Cid>, StoreError> {
+    fn discard(&mut self, dependency: &Cid) -> Result<Vec<Cid>, StoreError> {
         let mut write = WriteBatch::default();
         let mut discarded = Vec::new();
         for child in self.unlink(dependency, &mut write)? {
@@ -484,35 +493,6 @@ impl StoreParking {
             }
         }
         self.write(write)?;
-        Ok(discarded)
-    }
-}
-
-impl Parking for StoreParking {
-    fn park(&mut self, cid: &Cid, bytes: &Bytes, missing: &[Cid]) -> Result<(), StoreError> {
-        self.try_park(cid, bytes, missing)?;
-        self.len += 1;
-        Ok(())
-    }
-
-    fn contains(&self, cid: &Cid) -> Result<bool, StoreError> {
-        Ok(self.get(&parking_key(MISSING, cid))?.is_some())
-    }
-
-    fn resolve(&mut self, dependency: &Cid) -> Result<Vec<Cid>, StoreError> {
-        self.try_resolve(dependency)
-    }
-
-    fn take(&mut self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
-        let bytes = self.try_take(cid)?;
-        if bytes.is_some() {
-            self.len -= 1;
-        }
-        Ok(bytes)
-    }
-
-    fn discard(&mut self, dependency: &Cid) -> Result<Vec<Cid>, StoreError> {
-        let discarded = self.try_discard(dependency)?;
         self.len -= discarded.len();
         Ok(discarded)
     }
