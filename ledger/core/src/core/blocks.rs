@@ -650,6 +650,12 @@ mod tests {
         dag.dag.get(cid).expect("added").bytes.clone()
     }
 
+    /// Gives `blocks` the builder's block `cid` by broadcast.
+    fn broadcast(blocks: &mut Blocks, dag: &DagBuilder, cid: &Cid, out: &mut Vec<Output>) {
+        let bytes = bytes(dag, cid);
+        (blocks.receive(bytes, Source::Broadcast, out)).expect("in memory");
+    }
+
     /// Gives `blocks` every block of `rounds` of the builder by broadcast, returning the outputs.
     fn deliver(
         blocks: &mut Blocks,
@@ -659,9 +665,7 @@ mod tests {
         let mut out = Vec::new();
         for round in rounds {
             for block in dag.dag.round(round) {
-                blocks
-                    .receive(block.bytes.clone(), Source::Broadcast, &mut out)
-                    .expect("in memory");
+                broadcast(blocks, dag, &block.cid, &mut out);
             }
         }
         out
@@ -700,14 +704,9 @@ mod tests {
         dag.full(0..=9);
         let mut blocks = manager(&dag, None, &CoreConfig::default());
         let mut out = Vec::new();
-        let far = |author| bytes(&dag, &dag.cid(9, author));
-        blocks
-            .receive(far(0), Source::Broadcast, &mut out)
-            .expect("in memory");
+        broadcast(&mut blocks, &dag, &dag.cid(9, 0), &mut out);
         assert_eq!(blocks.highest_seen(), 0, "one author alone may be faulty");
-        blocks
-            .receive(far(1), Source::Broadcast, &mut out)
-            .expect("in memory");
+        broadcast(&mut blocks, &dag, &dag.cid(9, 1), &mut out);
         assert_eq!(blocks.highest_seen(), 9, "two of four: one is honest");
     }
 
@@ -719,18 +718,10 @@ mod tests {
         let mut blocks = manager(&dag, None, &CoreConfig::default());
         let mut out = Vec::new();
         for author in 0..3 {
-            blocks
-                .receive(
-                    bytes(&dag, &dag.cid(0, author)),
-                    Source::Broadcast,
-                    &mut out,
-                )
-                .expect("in memory");
+            broadcast(&mut blocks, &dag, &dag.cid(0, author), &mut out);
         }
         out.clear();
-        blocks
-            .receive(bytes(&dag, &child), Source::Broadcast, &mut out)
-            .expect("in memory");
+        broadcast(&mut blocks, &dag, &child, &mut out);
         assert_eq!(fetches(&out), [missing]);
         assert!(stored(&out).is_empty());
         assert_eq!((blocks.parked(), blocks.wanted()), (1, 1));
@@ -763,18 +754,10 @@ mod tests {
         let mut blocks = manager(&dag, None, &CoreConfig::default());
         let mut out = deliver(&mut blocks, &dag, 0..=0);
         for author in [1, 2] {
-            blocks
-                .receive(
-                    bytes(&dag, &dag.cid(1, author)),
-                    Source::Broadcast,
-                    &mut out,
-                )
-                .expect("in memory");
+            broadcast(&mut blocks, &dag, &dag.cid(1, author), &mut out);
         }
         out.clear();
-        blocks
-            .receive(bytes(&dag, &child), Source::Broadcast, &mut out)
-            .expect("in memory");
+        broadcast(&mut blocks, &dag, &child, &mut out);
         assert_eq!(fetches(&out), [bad]);
         out.clear();
         blocks
@@ -796,23 +779,13 @@ mod tests {
         let mut out = Vec::new();
         let (child, missing) = (dag.cid(1, 0), dag.cid(0, 3));
         for author in 0..3 {
-            blocks
-                .receive(
-                    bytes(&dag, &dag.cid(0, author)),
-                    Source::Broadcast,
-                    &mut out,
-                )
-                .expect("in memory");
+            broadcast(&mut blocks, &dag, &dag.cid(0, author), &mut out);
         }
-        blocks
-            .receive(bytes(&dag, &child), Source::Broadcast, &mut out)
-            .expect("in memory");
+        broadcast(&mut blocks, &dag, &child, &mut out);
         blocks.fetch_failed(missing, &mut out).expect("in memory");
         assert_eq!((blocks.parked(), blocks.wanted()), (0, 0));
         out.clear();
-        blocks
-            .receive(bytes(&dag, &child), Source::Broadcast, &mut out)
-            .expect("in memory");
+        broadcast(&mut blocks, &dag, &child, &mut out);
         assert_eq!(fetches(&out), [missing], "not refused for good");
         assert_eq!(blocks.parked(), 1);
     }
@@ -828,27 +801,19 @@ mod tests {
         let mut blocks = manager(&dag, None, &config);
         let mut out = Vec::new();
         let (first, second) = (dag.cid(1, 2), dag.cid(2, 2));
-        blocks
-            .receive(bytes(&dag, &first), Source::Broadcast, &mut out)
-            .expect("in memory");
+        broadcast(&mut blocks, &dag, &first, &mut out);
         out.clear();
-        blocks
-            .receive(bytes(&dag, &second), Source::Broadcast, &mut out)
-            .expect("in memory");
+        broadcast(&mut blocks, &dag, &second, &mut out);
         assert_eq!(rejected(&out), ["parking_full"]);
         assert_eq!(blocks.parked(), 1);
         // Another author's broadcast still parks.
-        blocks
-            .receive(bytes(&dag, &dag.cid(1, 3)), Source::Broadcast, &mut out)
-            .expect("in memory");
+        broadcast(&mut blocks, &dag, &dag.cid(1, 3), &mut out);
         assert_eq!(blocks.parked(), 2);
 
         out.clear();
         deliver(&mut blocks, &dag, 0..=1);
         assert!(blocks.knows(&first).expect("in memory"));
-        blocks
-            .receive(bytes(&dag, &second), Source::Broadcast, &mut out)
-            .expect("in memory");
+        broadcast(&mut blocks, &dag, &second, &mut out);
         assert!(
             blocks.knows(&second).expect("in memory"),
             "refused for now, not for good"
@@ -871,9 +836,7 @@ mod tests {
         );
         let mut out = Vec::new();
         for _ in 0..3 {
-            blocks
-                .receive(bytes(&dag, &dag.cid(0, 0)), Source::Broadcast, &mut out)
-                .expect("in memory");
+            broadcast(&mut blocks, &dag, &dag.cid(0, 0), &mut out);
         }
         assert_eq!(rejected(&out), ["wrong_chain"]);
         assert_eq!(blocks.stats().rejected.get("wrong_chain"), Some(&1));
@@ -902,9 +865,7 @@ mod tests {
         let old = dag.cid(0, 1);
         assert!(blocks.knows(&old).expect("in memory") && blocks.dag().get(&old).is_none());
         let mut out = Vec::new();
-        blocks
-            .receive(bytes(&dag, &old), Source::Broadcast, &mut out)
-            .expect("in memory");
+        broadcast(&mut blocks, &dag, &old, &mut out);
         assert!(out.is_empty(), "a late re-broadcast: {out:?}");
         assert_eq!(blocks.stats().accepted, 4 * (top + 1));
     }
