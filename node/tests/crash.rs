@@ -22,7 +22,9 @@ use ledger::{codec, Keypair, SignedTransaction, Transaction};
 use serde_json::{json, Value};
 
 mod support;
-use support::{api_url, call, cli, read_key, workdir, Service, COMMIT_BOUND, START_BOUND};
+use support::{
+    api_url, call, cli, read_key, stopped_line, workdir, Service, COMMIT_BOUND, START_BOUND,
+};
 
 /// Validators, and accounts sending transfers.
 const VALIDATORS: usize = 4;
@@ -168,13 +170,15 @@ impl Devnet {
 
     /// Transfers from every account, each account through one of validators 1 to 3 (validator 0
     /// goes down), about 40 a second, until `stop`.
-    fn load(&self, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
+    fn load(&self) -> Load {
         let (urls, chain, accounts) = (self.urls.clone(), self.chain, self.accounts.clone());
-        tokio::spawn(async move {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
             let http = reqwest::Client::new();
             let mut nonces = vec![0u64; accounts.len()];
             let mut sent = 0;
-            while !stop.load(Ordering::Relaxed) {
+            while !stopped.load(Ordering::Relaxed) {
                 for (a, key) in accounts.iter().enumerate() {
                     let to = accounts[(a + 1) % accounts.len()].public();
                     let tx = Transaction::Transfer {
@@ -194,7 +198,8 @@ impl Devnet {
                 tokio::time::sleep(Duration::from_millis(150)).await;
             }
             sent
-        })
+        });
+        Load { stop, task }
     }
 
     /// Every account's nonce at validator `i`: how many of its transfers took effect.
@@ -206,6 +211,15 @@ impl Devnet {
             nonces.push(call(http.get(url)).await.1["nonce"].as_u64().unwrap_or(0));
         }
         nonces
+    }
+
+    /// Stops `load`, then checks that all its transfers took effect (see
+    /// [`Devnet::all_committed`]), and stops the network.
+    async fn finish(self, load: Load) {
+        let sent = load.stop().await;
+        assert!(sent > 0, "no transfer was sent");
+        self.all_committed(sent).await;
+        self.stop().await;
     }
 
     /// Waits for all `sent` transfers to take effect, each once, then for every validator to
@@ -240,14 +254,30 @@ impl Devnet {
     }
 }
 
+/// A load of transfers running until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<u64>,
+}
+
+impl Load {
+    /// Stops sending and waits for the transfers in flight; how many were accepted.
+    async fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        tokio::time::timeout(START_BOUND, self.task)
+            .await
+            .expect("the load stops")
+            .expect("the load ran")
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_validator_crashed_at_each_point_under_load_restarts_and_agrees() {
     let mut net = Devnet::new("crash", None);
     for i in 0..VALIDATORS {
         net.start(i, &[]).await;
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = net.load(stop.clone());
+    let load = net.load();
     net.catches_up(0, 3, "validator 0 commits under load").await;
     net.services[0].as_mut().expect("running").terminate().await;
     // Each life of validator 0 ends at another point: the fail points abort the process there.
@@ -273,14 +303,7 @@ async fn a_validator_crashed_at_each_point_under_load_restarts_and_agrees() {
     net.start(0, &[]).await;
     net.catches_up(0, 5, "validator 0 catches up after the last crash")
         .await;
-    stop.store(true, Ordering::Relaxed);
-    let sent = tokio::time::timeout(START_BOUND, load)
-        .await
-        .expect("the load stops")
-        .expect("the load ran");
-    assert!(sent > 0);
-    net.all_committed(sent).await;
-    net.stop().await;
+    net.finish(load).await;
 }
 
 /// An 8 MiB tmpfs, unmounted and removed when dropped (a failed test too).
@@ -330,8 +353,7 @@ async fn a_validator_whose_disk_fills_stops_naming_it_and_recovers_once_space_is
     for i in 0..VALIDATORS {
         net.start(i, &[]).await;
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = net.load(stop.clone());
+    let load = net.load();
     net.catches_up(0, 3, "validator 0 commits on its tmpfs")
         .await;
     // Another process fills the disk.
@@ -343,9 +365,7 @@ async fn a_validator_whose_disk_fills_stops_naming_it_and_recovers_once_space_is
         .expect("run dd");
     assert!(!filled.status.success(), "dd stops at a full disk");
     let log = net.crashed(0, "a full disk").await;
-    let line = (log.lines())
-        .find(|line| line.contains("ERROR") && line.contains("the node stopped"))
-        .unwrap_or_else(|| panic!("no ERROR line; log:\n{log}"));
+    let line = stopped_line(&log, "a full disk");
     eprintln!("validator 0 on a full disk: {line}");
     assert!(
         line.contains("No space left on device") && line.contains(&data_0.display().to_string()),
@@ -355,12 +375,6 @@ async fn a_validator_whose_disk_fills_stops_naming_it_and_recovers_once_space_is
     net.start(0, &[]).await;
     net.catches_up(0, 5, "validator 0 catches up after the disk was freed")
         .await;
-    stop.store(true, Ordering::Relaxed);
-    let sent = tokio::time::timeout(START_BOUND, load)
-        .await
-        .expect("the load stops")
-        .expect("the load ran");
-    net.all_committed(sent).await;
-    net.stop().await;
+    net.finish(load).await;
     drop(tmpfs);
 }

@@ -14,7 +14,7 @@ use ledger::{codec, SignedTransaction, Transaction};
 use serde_json::{json, Value};
 
 mod support;
-use support::{api_url, call, cli, read_key, workdir, Service, BIN, COMMIT_BOUND};
+use support::{api_url, call, cli, read_key, stopped_line, workdir, Service, BIN, COMMIT_BOUND};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_serves_its_api_refuses_bad_input_and_stops_cleanly_on_sigterm() {
@@ -318,9 +318,7 @@ async fn a_failed_task_ends_the_process_with_a_non_zero_status_naming_it() {
         let status = service.exited().await;
         let log = service.log();
         assert!(!status.success(), "{failpoint}: exit {status}; log:\n{log}");
-        let line = (log.lines())
-            .find(|line| line.contains("ERROR") && line.contains("the node stopped"))
-            .unwrap_or_else(|| panic!("{failpoint}: no ERROR line; log:\n{log}"));
+        let line = stopped_line(&log, failpoint);
         assert!(
             line.contains(&format!("task=\"{task}\"")) && line.contains(says),
             "{failpoint}: {line}"

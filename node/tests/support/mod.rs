@@ -156,3 +156,11 @@ pub fn read_key(path: &Path) -> Keypair {
         ledger::from_hex::<32>(file["secret_key"].as_str().expect("secret")).expect("hex secret");
     Keypair::from_secret(secret)
 }
+
+/// The ERROR line in which a node's supervisor says that it stopped and why; a panic naming
+/// `what` and the whole log if there is none.
+pub fn stopped_line<'a>(log: &'a str, what: &str) -> &'a str {
+    (log.lines())
+        .find(|line| line.contains("ERROR") && line.contains("the node stopped"))
+        .unwrap_or_else(|| panic!("{what}: no ERROR line saying the node stopped; log:\n{log}"))
+}
