@@ -28,6 +28,7 @@ mod error;
 pub mod log_limit;
 pub mod state;
 pub mod store;
+pub mod tree;
 pub mod types;
 pub mod validate;
 

@@ -11,12 +11,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use comms::Cid;
+use ipld_core::ipld::Ipld;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::{
     codec::encode,
     crypto::PublicKey,
+    tree::{self, TreeValue},
     types::{Genesis, SignedTransaction, Transaction},
 };
 
@@ -36,6 +38,28 @@ pub struct Account {
     pub balance: u64,
     /// Transactions it signed that took effect; the next one must carry this nonce.
     pub nonce: u64,
+}
+
+impl TreeValue for Account {
+    /// `[balance, nonce]`.
+    fn encode(&self, out: &mut Vec<u8>) {
+        tree::array(out, 2);
+        tree::unsigned(out, self.balance);
+        tree::unsigned(out, self.nonce);
+    }
+
+    fn decode(item: &Ipld) -> Option<Account> {
+        let Ipld::List(fields) = item else {
+            return None;
+        };
+        let [balance, nonce] = &fields[..] else {
+            return None;
+        };
+        Some(Account {
+            balance: u64::decode(balance)?,
+            nonce: u64::decode(nonce)?,
+        })
+    }
 }
 
 /// What a committed transaction did. Invalid ones are ordered but change nothing.

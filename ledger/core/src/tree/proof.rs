@@ -1,0 +1,72 @@
+//! Proofs: the blocks from a tree's root to the bucket that holds a key, or to the place where
+//! it would be. Checked against the root's CID alone, each block against the link to it.
+
+use bytes::Bytes;
+use comms::Cid;
+
+use super::{codec, digest, index, Slot, Tree, TreeError, TreeKey, TreeValue};
+use crate::codec::cid_of;
+
+/// The blocks from a tree's root to a key's bucket, or to the empty slot where it would be.
+pub type Proof = Vec<Bytes>;
+
+impl<K: TreeKey, V: TreeValue> Tree<K, V> {
+    /// The proof for `key` as of the last flush; `None` if the tree changed since.
+    pub fn prove(&self, key: &K) -> Option<Proof> {
+        self.cid?;
+        let digest = digest(key.bytes());
+        let mut node = &self.root;
+        let mut proof = vec![Bytes::from(codec::encode(node))];
+        for depth in 0.. {
+            let (at, used) = node.position(index(&digest, depth));
+            match node.slots.get(at) {
+                Some(Slot::Child { node: child, .. }) if used => {
+                    node = child;
+                    proof.push(Bytes::from(codec::encode(node)));
+                }
+                _ => break,
+            }
+        }
+        Some(proof)
+    }
+}
+
+/// Checks `proof` for `key` against the tree root `root`: the value at `key`, or `None` if the
+/// proof shows that the tree has none.
+pub fn verify<K: TreeKey, V: TreeValue>(
+    root: &Cid,
+    key: &K,
+    proof: &[Bytes],
+) -> Result<Option<V>, TreeError> {
+    let digest = digest(key.bytes());
+    let mut expected = *root;
+    for (depth, bytes) in proof.iter().enumerate() {
+        let actual = cid_of(bytes);
+        if actual != expected {
+            return Err(TreeError::CidMismatch {
+                expected: Box::new(expected),
+                actual: Box::new(actual),
+            });
+        }
+        let shallow = codec::decode::<K, V>(&expected, bytes, depth)?;
+        let (at, used) = shallow.node.position(index(&digest, depth));
+        let found = match shallow.node.slots.into_iter().nth(at) {
+            Some(Slot::Child {
+                cid: Some(link), ..
+            }) if used => {
+                expected = link;
+                continue;
+            }
+            Some(Slot::Bucket(pairs)) if used => pairs
+                .into_iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, value)| value),
+            _ => None,
+        };
+        return match proof.len() - depth - 1 {
+            0 => Ok(found),
+            extra => Err(TreeError::ProofTooLong { extra }),
+        };
+    }
+    Err(TreeError::ProofTooShort)
+}
