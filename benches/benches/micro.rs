@@ -1,7 +1,7 @@
 //! Micro-benchmarks of the ledger's hot paths (criterion): DAG-CBOR encoding, decoding and CIDs by
 //! block size; ed25519 sign, verify and batch verify; validation of a received block; validating and
-//! applying signed transfers; a RocksDB commit of a block by its number of transactions; one ordering
-//! step by committee size.
+//! applying signed transfers; the state update of a commit by the number of accounts; a RocksDB
+//! commit of a block by its number of transactions; one ordering step by committee size.
 //!
 //! `cargo bench -p benches --bench micro` measures (add a name to run only matching benchmarks);
 //! `cargo test --workspace --bench micro` runs each benchmark once, as CI does, so none can rot.
@@ -18,9 +18,10 @@ use ledger::{
     crypto::{verify_batch, Domain},
     dag::{AcceptedBlock, Dag},
     devnet::{self, Role},
+    tree::Tree,
     validate::{check_block, check_transactions, BlockLimits},
-    Account, Block, Commit, Committee, Genesis, Keypair, Outcome, Payload, PublicKey, SignedBlock,
-    SignedTransaction, State, Transaction,
+    Account, Allocation, Block, Commit, Committee, Genesis, Keypair, Outcome, Payload, PublicKey,
+    SignedBlock, SignedTransaction, State, Transaction,
 };
 use ledger_rocksdb::Storage;
 
@@ -179,6 +180,82 @@ fn validation(c: &mut Criterion) {
     group.finish();
 }
 
+/// The state update of a commit of 1,000 transfers between accounts drawn at random (about 2,000
+/// accounts changed), by the number of accounts: apply them, then encode and hash the state-tree
+/// blocks they changed (what the commit stores), as `Executor::execute` does. Issue 34's goal: 5 ms
+/// at 1,000,000 accounts.
+fn state(c: &mut Criterion) {
+    const TRANSFERS: usize = 1000;
+    let mut group = c.benchmark_group("state");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(TRANSFERS as u64));
+    for accounts in [10_000u32, 100_000, 1_000_000] {
+        let key = |i: u32| {
+            PublicKey(
+                *cid_of(&i.to_be_bytes())
+                    .hash()
+                    .digest()
+                    .first_chunk()
+                    .expect("32 bytes"),
+            )
+        };
+        let genesis = Genesis {
+            chain_id: "micro".into(),
+            validators: devnet::genesis("micro", SEED, 1, 0, 0).validators,
+            balances: (0..accounts)
+                .map(|i| Allocation {
+                    account: key(i),
+                    balance: 1_000_000,
+                })
+                .collect(),
+        };
+        let mut state = State::genesis(&genesis);
+        state.flush(&mut Vec::new());
+        let mut nonces = vec![0u64; accounts as usize];
+        // A fixed sequence of draws (a linear congruential generator), so runs compare.
+        let mut draw = 12_345u64;
+        let mut next = move || {
+            draw = draw
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (draw >> 33) as u32 % accounts
+        };
+        group.bench_function(
+            BenchmarkId::new("apply_and_flush_1000_transfers", accounts),
+            |b| {
+                b.iter_custom(|iterations| {
+                    let mut spent = std::time::Duration::ZERO;
+                    for _ in 0..iterations {
+                        let transfers: Vec<Transaction> = (0..TRANSFERS)
+                            .map(|_| {
+                                let (from, to) = (next(), next());
+                                let nonce = nonces[from as usize];
+                                nonces[from as usize] += 1;
+                                Transaction::Transfer {
+                                    from: key(from),
+                                    to: key(to),
+                                    amount: 1,
+                                    nonce,
+                                }
+                            })
+                            .collect();
+                        let start = std::time::Instant::now();
+                        for tx in &transfers {
+                            assert_eq!(state.apply(tx), Outcome::Applied);
+                        }
+                        let mut blocks = Vec::new();
+                        black_box(state.flush(&mut blocks));
+                        spent += start.elapsed();
+                        drop(blocks);
+                    }
+                    spent
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
 /// A scratch store, removed when dropped.
 struct ScratchStore {
     storage: Option<Storage>,
@@ -209,6 +286,7 @@ fn storage(c: &mut Criterion) {
     let store = ScratchStore::open();
     let storage = store.storage.as_ref().expect("open");
     let mut height = 0u64;
+    let mut tree = Tree::<PublicKey, Account>::default();
     let mut group = c.benchmark_group("rocksdb");
     for count in TRANSACTIONS {
         let bytes = encode(&fixture.block(count));
@@ -240,13 +318,25 @@ fn storage(c: &mut Criterion) {
                                 )
                             })
                             .collect(),
-                        state_root: [0; 32],
+                        state_root: block,
                     };
-                    (block, commit)
+                    // The state-tree blocks such a commit writes: the paths to its accounts.
+                    for (key, _) in &commit.changed {
+                        tree.insert(
+                            *key,
+                            Account {
+                                balance: height,
+                                nonce: height,
+                            },
+                        );
+                    }
+                    let mut blocks = Vec::new();
+                    tree.flush(&mut blocks);
+                    (block, commit, blocks)
                 },
-                |(block, commit)| {
+                |(block, commit, blocks)| {
                     storage.put_block(&block, &bytes, false).expect("stored");
-                    storage.commit(&commit).expect("committed");
+                    storage.commit(&commit, &blocks).expect("committed");
                 },
                 BatchSize::SmallInput,
             )
@@ -328,5 +418,5 @@ fn ordering(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, codec, ed25519, validation, storage, ordering);
+criterion_group!(benches, codec, ed25519, validation, state, storage, ordering);
 criterion_main!(benches);

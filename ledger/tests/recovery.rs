@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use comms::Cid;
 use ledger::{
     Commit, Committed, NodeHandle, Outcome, SignedTransaction, SubmitError, Transaction, TxStatus,
@@ -65,7 +66,7 @@ async fn a_restarted_validator_resumes_its_committed_prefix() {
     // the node started.
     let replayed = nodes[0].status().await.expect("running");
     assert_eq!(replayed.height, last.height, "the replayed height");
-    assert_eq!(replayed.state_root, ledger::hex(&last.state_root));
+    assert_eq!(replayed.state_root, last.state_root.to_string());
     let second_life = scenario::CommitLog::open(&nodes[0]).await.expect("running");
     tokio::time::sleep(Duration::from_secs(15)).await;
     let status = nodes[0].status().await.expect("running");
@@ -199,8 +200,9 @@ fn a_transaction_ordered_again_keeps_its_first_record() {
         blocks: vec![a],
         transactions,
         changed: Vec::new(),
-        state_root: [height as u8; 32],
+        state_root: ledger::codec::cid_of(&[height as u8, 0]),
     };
+    let tree = |bytes: &'static [u8]| [(ledger::codec::cid_of(bytes), Bytes::from(bytes))];
     let first = commit(1, vec![(a, Outcome::Applied), (b, stale), (a, stale)]);
     let second = commit(2, vec![(a, stale), (c, Outcome::Applied)]);
     let record = |height, index, outcome| Committed {
@@ -215,8 +217,10 @@ fn a_transaction_ordered_again_keeps_its_first_record() {
     ];
     {
         let storage = Storage::open(&dir).expect("open");
-        storage.commit(&first).expect("first commit");
-        storage.commit(&second).expect("second commit");
+        storage.commit(&first, &tree(b"one")).expect("first commit");
+        storage
+            .commit(&second, &tree(b"two"))
+            .expect("second commit");
         for (id, record) in expected {
             assert_eq!(storage.transaction(&id).expect("read"), Some(record));
         }
@@ -228,11 +232,21 @@ fn a_transaction_ordered_again_keeps_its_first_record() {
     }
     let unknown = ledger::codec::cid_of(&[4]);
     assert_eq!(storage.transaction(&unknown).expect("read"), None);
-    storage.commit(&first).expect("the same commit replays");
+    for (cid, bytes) in [tree(b"one"), tree(b"two")].concat() {
+        let stored = storage.state_block(&cid).expect("read");
+        assert_eq!(
+            stored.as_deref(),
+            Some(&bytes[..]),
+            "the commits' tree blocks"
+        );
+    }
+    storage
+        .commit(&first, &[])
+        .expect("the same commit replays");
     let mut differs = first.clone();
     differs.transactions.pop();
     assert!(matches!(
-        storage.commit(&differs),
+        storage.commit(&differs, &[]),
         Err(ledger::StoreError::Corrupt { .. })
     ));
     drop(storage);

@@ -225,7 +225,7 @@ mod tests {
             blocks: vec![cid],
             transactions: Vec::new(),
             changed: Vec::new(),
-            state_root: [0; 32],
+            state_root: cid,
         })
     }
 

@@ -156,6 +156,7 @@ pub struct CommitView {
     /// How many blocks it ordered.
     pub blocks: usize,
     pub transactions: Vec<TransactionOutcome>,
+    /// The CID of the state's root block after it.
     pub state_root: String,
 }
 
@@ -253,7 +254,7 @@ impl From<&Commit> for CommitView {
                     outcome: *outcome,
                 })
                 .collect(),
-            state_root: ledger::hex(&commit.state_root),
+            state_root: commit.state_root.to_string(),
         }
     }
 }

@@ -108,7 +108,7 @@ async fn commit_and_agree(daemons: &[testnet::Daemon]) -> (Cid, Vec<Vec<Arc<Comm
         node.shutdown().await.expect("running");
     }
 
-    let mut roots: BTreeMap<u64, [u8; 32]> = BTreeMap::new();
+    let mut roots: BTreeMap<u64, Cid> = BTreeMap::new();
     let mut logs = Vec::new();
     for collector in collectors {
         logs.push(collector.commits().await.expect("a complete commit log"));

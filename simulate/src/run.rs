@@ -337,7 +337,7 @@ async fn run(args: &Args, config: SimConfig) -> anyhow::Result<(Report, Vec<Trac
         committed_per_second: committed as f64 / args.duration.as_secs_f64(),
         commit_latency: latency.summary(),
         height: last.as_ref().map_or(0, |c| c.height),
-        state_root: last.map_or_else(String::new, |c| ledger::hex(&c.state_root)),
+        state_root: last.map_or_else(String::new, |c| c.state_root.to_string()),
         heights: commits.iter().map(|c| c.len() as u64).collect(),
         agreement: agreement.is_ok(),
         disagreement: agreement.err().map(|e| e.to_string()),
@@ -376,8 +376,7 @@ fn print_report(r: &Report) {
     line("commit latency", &r.commit_latency);
     println!(
         "  ledger               height {}, state root {}",
-        r.height,
-        &r.state_root[..r.state_root.len().min(16)]
+        r.height, r.state_root
     );
     match &r.disagreement {
         None => println!(

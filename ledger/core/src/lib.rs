@@ -36,7 +36,7 @@ pub use crate::core::{ConfigError, Core, CoreConfig, CoreStats, Output, Standing
 pub use committee::Committee;
 pub use crypto::{from_hex, hex, HexError, Keypair, PublicKey, Signature};
 pub use error::{Error, ParentsError};
-pub use state::{Account, Executed, Outcome, State};
+pub use state::{verify_account, Account, AccountProof, Executed, Outcome, State, StateRoot};
 pub use store::{
     Archive, Commit, Committed, MemoryParking, MemoryStore, Parking, Store, StoreError,
 };

@@ -1,7 +1,8 @@
-//! RocksDB storage: accepted blocks and batches, the DAG index, the committed sequence, the state,
-//! the committed transactions by ID, metadata, and the blocks parked while they wait for ancestors
-//! ([`StoreParking`]), each in its own column family. A commit (its record, the accounts it
-//! changed, its transactions' positions, the new height and root) is one atomic write batch.
+//! RocksDB storage: accepted blocks and batches, the DAG index, the committed sequence, the
+//! state-tree blocks by CID, the committed transactions by ID, metadata, and the blocks parked
+//! while they wait for ancestors ([`StoreParking`]), each in its own column family. A commit (its
+//! record, the state-tree blocks it made, its transactions' positions, the new height) is one
+//! atomic write batch.
 //!
 //! On restart the node replays the stored blocks through the protocol core, which is deterministic:
 //! it re-derives the same commits, and [`Storage::commit`] checks each against the stored record,
@@ -17,8 +18,8 @@ use rocksdb::{
 
 use ledger_core::{
     codec::{decode, encode},
-    hex,
     store::{index_key, records, replay_differs, Archive, Commit, Parking},
+    tree::TreeBlock,
     types::SignedBlock,
     Committed, Outcome, Store, StoreError,
 };
@@ -61,7 +62,10 @@ const BLOCK_CACHE_BYTES: usize = 32 << 20;
 /// count), and without a filter each of those searches every file that may hold the key.
 const FILTER_BITS_PER_KEY: f64 = 10.0;
 const HEIGHT: &[u8] = b"height";
-const STATE_ROOT: &[u8] = b"state_root";
+/// The layout of the store (u32, big-endian), written when it is created: 2 since the state is
+/// a tree of blocks and commits name its root by CID.
+const FORMAT: &[u8] = b"format";
+const FORMAT_VERSION: u32 = 2;
 /// The highest round we signed a block for (u64, big-endian): see [`Store::last_signed`].
 const LAST_SIGNED: &[u8] = b"last_signed";
 
@@ -106,12 +110,38 @@ impl Storage {
         let storage = Storage {
             db: Arc::new(DB::open_cf_descriptors(&options, dir, families).disk()?),
         };
+        storage.check_format()?;
         let parking = storage.family(PARKING)?;
         storage
             .db
             .delete_range_cf(parking, [0u8], [u8::MAX])
             .disk()?;
         Ok(storage)
+    }
+
+    /// Refuses a store of another layout (one written before the format was recorded holds a
+    /// height but no format); marks a new one with this layout.
+    fn check_format(&self) -> Result<(), StoreError> {
+        let meta = self.family(META)?;
+        let found = match self.db.get_cf(meta, FORMAT).disk()? {
+            Some(bytes) => bytes.try_into().ok().map(u32::from_be_bytes),
+            None if self.height()? > 0 || self.last_signed()?.is_some() => Some(1),
+            None => {
+                return self
+                    .db
+                    .put_cf(meta, FORMAT, FORMAT_VERSION.to_be_bytes())
+                    .disk()
+            }
+        };
+        match found {
+            Some(FORMAT_VERSION) => Ok(()),
+            found => Err(StoreError::Corrupt {
+                reason: format!(
+                    "the store is of format {found:?}, and this version reads format {FORMAT_VERSION} only: \
+                     start from an empty data directory (keep the signing record: see the README)"
+                ),
+            }),
+        }
     }
 
     /// This store as the node takes it.
@@ -258,9 +288,9 @@ impl Store for Storage {
             .map_or(0, u64::from_be_bytes))
     }
 
-    /// Writes a commit and the accounts it changed, atomically. A commit at or below the stored
-    /// height (a replay) is checked against the record instead.
-    fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
+    /// Writes a commit and the state-tree blocks it made, atomically. A commit at or below the
+    /// stored height (a replay) is checked against the record instead.
+    fn commit(&self, commit: &Commit, tree: &[TreeBlock]) -> Result<(), StoreError> {
         let height_key = commit.height.to_be_bytes();
         if commit.height <= self.height()? {
             let stored = self.db.get_cf(self.family(COMMITS)?, height_key).disk()?;
@@ -271,9 +301,6 @@ impl Store for Storage {
         }
         let mut write = WriteBatch::default();
         write.put_cf(self.family(COMMITS)?, height_key, encode(commit));
-        for (key, account) in &commit.changed {
-            write.put_cf(self.family(STATE)?, key.0, encode(account));
-        }
         // A transaction ordered twice (proposed again, or by two validators) took effect at most
         // once: that is the record to keep. Otherwise the latest failure is kept (one that
         // expired waiting for an earlier nonce may be submitted again and take effect later). So
@@ -295,8 +322,11 @@ impl Store for Storage {
                 write.put_cf(transactions, key, encode(record));
             }
         }
+        let state = self.family(STATE)?;
+        for (cid, bytes) in tree {
+            write.put_cf(state, cid.to_bytes(), bytes);
+        }
         write.put_cf(self.family(META)?, HEIGHT, height_key);
-        write.put_cf(self.family(META)?, STATE_ROOT, hex(&commit.state_root));
         self.db.write(write).disk()
     }
 
@@ -310,6 +340,11 @@ impl Store for Storage {
             return Ok(None);
         };
         Ok(Some(decode(&bytes)?))
+    }
+
+    /// The stored bytes of a state-tree block, if any.
+    fn state_block(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+        self.db.get_cf(self.family(STATE)?, cid.to_bytes()).disk()
     }
 
     /// Flushes memtables to disk (on shutdown).
@@ -550,6 +585,27 @@ mod tests {
             "{options}"
         );
         drop(storage);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_store_of_another_format_is_refused() {
+        let dir = std::env::temp_dir().join(format!("ledger-format-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let storage = Storage::open(&dir).expect("a new store");
+        let meta = storage.family(META).expect("meta");
+        // What a store written before the format was recorded holds: a height, no format.
+        storage.db.delete_cf(meta, FORMAT).expect("written");
+        storage
+            .db
+            .put_cf(meta, HEIGHT, 5u64.to_be_bytes())
+            .expect("written");
+        drop(storage);
+        let refused = Storage::open(&dir).err().expect("refused");
+        assert!(refused.to_string().contains("format Some(1)"), "{refused}");
+        let _ = std::fs::remove_dir_all(&dir);
+        Storage::open(&dir).expect("a new store");
+        Storage::open(&dir).expect("and again: it is of this format");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use comms::Cid;
 use ledger::Commit;
 
 /// Honest validators that agree: what they committed, in short.
@@ -12,7 +13,7 @@ pub struct Agreement {
     /// The height every one of them reached.
     pub common: u64,
     /// The state root at height `common` (the same at every validator), unless that is 0.
-    pub state_root: Option<[u8; 32]>,
+    pub state_root: Option<Cid>,
 }
 
 /// How honest validators failed to agree.

@@ -8,7 +8,7 @@ use std::sync::{
 
 use bytes::Bytes;
 use comms::Cid;
-use ledger::{Archive, Commit, Committed, Parking, Store, StoreError};
+use ledger::{tree::TreeBlock, Archive, Commit, Committed, Parking, Store, StoreError};
 
 /// The count of operations shared by a store, its parking and its archive.
 #[derive(Clone, Debug)]
@@ -102,9 +102,14 @@ impl Store for FailingStore {
         self.inner.height()
     }
 
-    fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
+    fn commit(&self, commit: &Commit, tree: &[TreeBlock]) -> Result<(), StoreError> {
         self.countdown.tick("commit")?;
-        self.inner.commit(commit)
+        self.inner.commit(commit, tree)
+    }
+
+    fn state_block(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+        self.countdown.tick("state_block")?;
+        self.inner.state_block(cid)
     }
 
     fn transaction(&self, id: &Cid) -> Result<Option<Committed>, StoreError> {

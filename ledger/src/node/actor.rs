@@ -24,7 +24,6 @@ use crate::{
     codec::decode,
     core::{Core, Output, Standing},
     dag::AcceptedBlock,
-    hex,
     log_limit::LogLimit,
     store::{Commit, Store, StoreError},
     types::{Payload, SignedBlock},
@@ -239,7 +238,7 @@ impl<C: Communication + Clone> Node<C> {
         let core = &self.core;
         Status {
             height: core.height(),
-            state_root: hex(&core.state().root()),
+            state_root: core.state().root().to_string(),
             dag_blocks: core.dag().len(),
             dag_floor: core.floor(),
             pruned_in_memory: core.pruned_in_memory(),
@@ -305,7 +304,7 @@ impl<C: Communication + Clone> Node<C> {
     pub(super) async fn dispatch(&mut self, out: Vec<Output>) -> Result<(), NodeError> {
         let (stores, rest): (Vec<_>, Vec<_>) = out
             .into_iter()
-            .partition(|o| matches!(o, Output::Store { .. } | Output::Committed(_)));
+            .partition(|o| matches!(o, Output::Store { .. } | Output::Committed { .. }));
         for output in &stores {
             self.write(output)?;
         }
@@ -341,9 +340,9 @@ impl<C: Communication + Clone> Node<C> {
             Output::Store { cid, bytes, .. } => {
                 (storage.put_block(cid, bytes, false)).map_err(failed("storing a block"))
             }
-            Output::Committed(commit) => {
+            Output::Committed { commit, tree } => {
                 fail::fail_point!("node::before-commit", |_| crash());
-                storage.commit(commit).map_err(failed("storing a commit"))
+                (storage.commit(commit, tree)).map_err(failed("storing a commit"))
             }
             _ => Ok(()),
         }
@@ -382,8 +381,12 @@ impl<C: Communication + Clone> Node<C> {
                 );
             }
             Output::Fetch(cid) => self.spawn_fetch(cid),
-            Output::Committed(commit) => {
+            Output::Committed { commit, tree } => {
                 let _ = self.commits.send(commit);
+                // The state's new blocks, so that its tree can be walked, and fetched, by CID.
+                for (_, bytes) in tree {
+                    self.keep(bytes, false).await;
+                }
             }
             Output::Rejected { cid, error } => {
                 if let Some(left_out) = self.quiet.rejected.admit(error.kind(), self.now_ms()) {

@@ -110,7 +110,7 @@ impl Default for NodeConfig {
 pub struct Status {
     /// Commits so far.
     pub height: u64,
-    /// The state root after the last commit, hex.
+    /// The CID of the state's root block after the last commit.
     pub state_root: String,
     /// Accepted blocks in memory: those from the floor up.
     pub dag_blocks: usize,

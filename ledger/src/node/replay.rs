@@ -25,7 +25,7 @@ impl<C: Communication + Clone> Node<C> {
                 self.core.restore(bytes, &mut out)?;
                 for output in out {
                     match output {
-                        Output::Committed(commit) => storage.commit(&commit)?,
+                        Output::Committed { commit, tree } => storage.commit(&commit, &tree)?,
                         other => rest.push(other),
                     }
                 }

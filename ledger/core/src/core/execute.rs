@@ -8,10 +8,20 @@ use crate::{
     consensus::{Committer, Linearizer},
     dag::Dag,
     state::State,
+    tree::TreeBlock,
     types::Genesis,
 };
 
 use crate::store::Commit;
+
+/// One commit made.
+pub(crate) struct Executed {
+    pub(crate) commit: Commit,
+    /// The state-tree blocks it made.
+    pub(crate) tree: Vec<TreeBlock>,
+    /// Its transactions that wait for an earlier nonce of their signer.
+    pub(crate) waiting: Vec<Cid>,
+}
 
 /// The committed sequence so far and the state it produced.
 pub(crate) struct Executor {
@@ -49,9 +59,9 @@ impl Executor {
     }
 
     /// Commits `leader` (of `round`), the next decided one: orders its history not ordered before
-    /// and applies its transactions. Returns the commit and the transactions held back waiting for
-    /// an earlier nonce of their signer.
-    pub(crate) fn execute(&mut self, dag: &Dag, round: u64, leader: Cid) -> (Commit, Vec<Cid>) {
+    /// and applies its transactions. Returns the commit, the state-tree blocks it made (to be
+    /// stored with it) and the transactions held back waiting for an earlier nonce of their signer.
+    pub(crate) fn execute(&mut self, dag: &Dag, round: u64, leader: Cid) -> Executed {
         let blocks = self.linearizer.linearize(dag, &leader);
         let ordered = (blocks.iter())
             .filter_map(|cid| dag.get(cid))
@@ -61,6 +71,7 @@ impl Executor {
             .map(|key| (key, self.state.account(&key)))
             .collect();
         self.height += 1;
+        let mut tree = Vec::new();
         let commit = Commit {
             height: self.height,
             round,
@@ -68,9 +79,13 @@ impl Executor {
             blocks,
             transactions: executed.transactions,
             changed,
-            state_root: self.state.root(),
+            state_root: self.state.flush(&mut tree),
         };
-        (commit, executed.waiting)
+        Executed {
+            commit,
+            tree,
+            waiting: executed.waiting,
+        }
     }
 
     /// Forgets what it ordered below `round`: no later leader reaches it.
@@ -92,9 +107,15 @@ mod tests {
         let (mut heights, mut ordered) = (Vec::new(), Vec::new());
         for (round, leader) in executor.decide(&dag.dag, &dag.committee) {
             let leader = leader.expect("a full DAG skips nothing");
-            let (commit, waiting) = executor.execute(&dag.dag, round, leader);
+            let Executed {
+                commit,
+                tree,
+                waiting,
+            } = executor.execute(&dag.dag, round, leader);
             assert_eq!(commit.blocks.last(), Some(&leader));
             assert!(waiting.is_empty() && commit.transactions.is_empty());
+            // The genesis state's blocks go with the first commit; nothing changes after.
+            assert_eq!(tree.is_empty(), commit.height > 1);
             assert_eq!(commit.state_root, executor.state().root());
             heights.push(commit.height);
             ordered.extend(commit.blocks);

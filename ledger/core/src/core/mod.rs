@@ -27,6 +27,7 @@ use crate::{
     dag::Dag,
     state::State,
     store::{Commit, Store, StoreError},
+    tree::TreeBlock,
     types::Genesis,
     Committee, Error, Keypair,
 };
@@ -229,8 +230,12 @@ pub enum Output {
     },
     /// Fetch this block or batch by CID, and report back.
     Fetch(Cid),
-    /// A leader committed: its history is now ordered and applied.
-    Committed(Arc<Commit>),
+    /// A leader committed: its history is now ordered and applied. The state-tree blocks it
+    /// made are to be stored with it (see [`Store::commit`]).
+    Committed {
+        commit: Arc<Commit>,
+        tree: Vec<TreeBlock>,
+    },
     /// Received data was refused (log it once and count it).
     Rejected { cid: Option<Cid>, error: Error },
     /// A validator signed two blocks for one round.

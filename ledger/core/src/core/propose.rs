@@ -9,6 +9,7 @@ use comms::Cid;
 
 use super::{
     blocks::Source,
+    execute::Executed,
     pool::{Refusal, Room},
     Core, Output,
 };
@@ -238,7 +239,11 @@ impl Core {
                 self.skipped_slots += 1;
                 continue;
             };
-            let (commit, waiting) = self.executor.execute(self.blocks.dag(), round, leader);
+            let Executed {
+                commit,
+                tree,
+                waiting,
+            } = self.executor.execute(self.blocks.dag(), round, leader);
             self.blocks.ordered(&commit.blocks);
             for (id, _) in &commit.transactions {
                 self.pool.ordered(id);
@@ -248,7 +253,8 @@ impl Core {
             }
             self.committed_transactions += commit.transactions.len() as u64;
             tracing::debug!(height = commit.height, round, %leader, blocks = commit.blocks.len(), "committed");
-            out.push(Output::Committed(Arc::new(commit)));
+            let commit = Arc::new(commit);
+            out.push(Output::Committed { commit, tree });
             if let Some(floor) = self.blocks.collect_garbage(round)? {
                 self.executor.prune_below(floor);
             }

@@ -12,7 +12,7 @@ use super::{
     index_key, records, replay_differs, Archive, Commit, Committed, MemoryParking, Parking, Store,
     StoreError,
 };
-use crate::{codec::encode, types::SignedBlock, Outcome};
+use crate::{codec::encode, tree::TreeBlock, types::SignedBlock, Outcome};
 
 /// A store in memory: for simulations, where a validator that crashes and restarts gets the same
 /// `MemoryStore` back (clones share it), as a real one gets its directory back.
@@ -29,6 +29,8 @@ struct Stored {
     commits: Vec<Vec<u8>>,
     transactions: HashMap<Cid, Committed>,
     last_signed: Option<u64>,
+    /// State-tree blocks.
+    state: HashMap<Cid, Bytes>,
 }
 
 impl MemoryStore {
@@ -110,7 +112,7 @@ impl Store for MemoryStore {
         Ok(self.stored().commits.len() as u64)
     }
 
-    fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
+    fn commit(&self, commit: &Commit, tree: &[TreeBlock]) -> Result<(), StoreError> {
         let mut stored = self.stored();
         let record = encode(commit);
         if commit.height <= stored.commits.len() as u64 {
@@ -120,6 +122,7 @@ impl Store for MemoryStore {
             };
         }
         stored.commits.push(record);
+        (stored.state).extend(tree.iter().map(|(cid, bytes)| (*cid, bytes.clone())));
         for (id, record) in records(commit) {
             let applied =
                 (stored.transactions.get(&id)).is_some_and(|r| r.outcome == Outcome::Applied);
@@ -132,6 +135,10 @@ impl Store for MemoryStore {
 
     fn transaction(&self, id: &Cid) -> Result<Option<Committed>, StoreError> {
         Ok(self.stored().transactions.get(id).copied())
+    }
+
+    fn state_block(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.stored().state.get(cid).map(|bytes| bytes.to_vec()))
     }
 
     fn flush(&self) -> Result<(), StoreError> {
@@ -248,12 +255,20 @@ mod tests {
             blocks: vec![dag.cid(0, 0)],
             transactions: vec![(id, outcome)],
             changed: Vec::new(),
-            state_root: [height as u8; 32],
+            state_root: comms::cid_for(comms::Codec::DagCbor, &[height as u8]),
         };
-        store.commit(&commit(1, Outcome::Applied)).expect("written");
-        store
-            .commit(&commit(1, Outcome::Applied))
-            .expect("the same, replayed");
+        let block = |height: u8| {
+            let bytes = Bytes::from(vec![height]);
+            (comms::cid_for(comms::Codec::DagCbor, &bytes), bytes)
+        };
+        (store.commit(&commit(1, Outcome::Applied), &[block(1)])).expect("written");
+        assert_eq!(
+            store.state_block(&block(1).0).expect("read"),
+            Some(vec![1]),
+            "the tree blocks go with the commit"
+        );
+        (store.commit(&commit(1, Outcome::Applied), &[block(9)])).expect("the same, replayed");
+        assert_eq!(store.state_block(&block(9).0).expect("read"), None);
         let differs = commit(
             1,
             Outcome::BadNonce {
@@ -262,17 +277,20 @@ mod tests {
             },
         );
         assert!(matches!(
-            store.commit(&differs),
+            store.commit(&differs, &[]),
             Err(StoreError::Corrupt { .. })
         ));
         store
-            .commit(&commit(
-                2,
-                Outcome::BadNonce {
-                    expected: 1,
-                    got: 0,
-                },
-            ))
+            .commit(
+                &commit(
+                    2,
+                    Outcome::BadNonce {
+                        expected: 1,
+                        got: 0,
+                    },
+                ),
+                &[],
+            )
             .expect("written");
         assert_eq!(store.height().expect("read"), 2);
         let record = store.transaction(&id).expect("read").expect("recorded");

@@ -19,7 +19,13 @@ mod park;
 pub use memory::MemoryStore;
 pub use park::{MemoryParking, Parking};
 
-use crate::{Account, Error, Outcome, PublicKey};
+use crate::{
+    tree::{TreeBlock, TreeError},
+    Account, Error, Outcome, PublicKey,
+};
+
+#[cfg(doc)]
+use crate::StateRoot;
 
 /// Where a committed transaction is in the sequence, and what it did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,8 +53,8 @@ pub struct Commit {
     pub transactions: Vec<(Cid, Outcome)>,
     /// The accounts those transactions changed, with their new values.
     pub changed: Vec<(PublicKey, Account)>,
-    /// The state after applying them.
-    pub state_root: [u8; 32],
+    /// The CID of the state's root block after applying them (see [`StateRoot`]).
+    pub state_root: Cid,
 }
 
 /// Where the core finds the author and round of an accepted block that left memory: the node's
@@ -73,6 +79,9 @@ pub enum StoreError {
     /// A stored record that does not decode, or a stored block the core refused on replay.
     #[error("stored record: {0}")]
     Record(#[from] Error),
+    /// The stored state tree is missing a block, or holds one that does not check.
+    #[error("stored state: {0}")]
+    Tree(#[from] TreeError),
 }
 
 /// A node's durable store. Shared (`Arc`) between the node, its parking and its archive.
@@ -110,9 +119,12 @@ pub trait Store: Send + Sync {
     /// The committed height stored.
     fn height(&self) -> Result<u64, StoreError>;
 
-    /// Writes a commit, atomically; a commit at or below the stored height (a replay) is checked
-    /// against its record instead.
-    fn commit(&self, commit: &Commit) -> Result<(), StoreError>;
+    /// Writes a commit and the state-tree blocks it made, atomically; a commit at or below the
+    /// stored height (a replay) is checked against its record instead.
+    fn commit(&self, commit: &Commit, tree: &[TreeBlock]) -> Result<(), StoreError>;
+
+    /// The stored bytes of a state-tree block, if any.
+    fn state_block(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// Where and how transaction `id` committed, if it did.
     fn transaction(&self, id: &Cid) -> Result<Option<Committed>, StoreError>;

@@ -7,20 +7,26 @@
 //! still waits [`WAIT_COMMITS`] commits later expires with [`Outcome::NonceGap`]. Everything here is
 //! a function of the commits alone, so every node waits, applies and expires the same transactions
 //! at the same commit (see DESIGN.md, "Nonces out of order").
+//!
+//! The accounts, and the waiting transactions, are kept in two state [`Tree`]s, and a state is
+//! named by the CID of a root block linking both ([`StateRoot`]): see `stored` for how a state is
+//! flushed to blocks, read back and proven.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+mod stored;
+
+use std::collections::{BTreeSet, HashMap};
 
 use comms::Cid;
 use ipld_core::ipld::Ipld;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::{
-    codec::encode,
     crypto::PublicKey,
-    tree::{self, TreeValue},
+    tree::{self, Tree, TreeBlock, TreeValue},
     types::{Genesis, SignedTransaction, Transaction},
 };
+
+pub use stored::{verify_account, AccountProof, StateRoot, WaitKey};
 
 /// How far ahead of its signer's next nonce an ordered transaction may be and wait, rather than fail.
 pub const WAIT_WINDOW: u64 = 4096;
@@ -78,8 +84,9 @@ pub enum Outcome {
 
 /// An ordered transaction waiting for the ones before it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Waiting {
+pub struct Waiting {
     tx: SignedTransaction,
+    /// Its ID (not stored: the transaction's CID).
     id: Cid,
     /// The height of the commit at which it expires.
     expires: u64,
@@ -98,36 +105,34 @@ pub struct Executed {
 }
 
 /// All accounts, and the ordered transactions waiting. The total of the balances never changes.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct State {
-    accounts: BTreeMap<PublicKey, Account>,
-    waiting: BTreeMap<(PublicKey, u64), Waiting>,
+    accounts: Tree<PublicKey, Account>,
+    /// By signer and nonce.
+    waiting: Tree<WaitKey, Waiting>,
     /// The waiting transactions by expiry height, then signer and nonce.
     expiry: BTreeSet<(u64, PublicKey, u64)>,
     /// The waiting transactions by ID (looked up, never iterated).
     waiting_ids: HashMap<Cid, (PublicKey, u64)>,
+    /// The root block's CID as of the last flush.
+    root: Cid,
+    /// Blocks flushed but not yet handed out: the genesis state's, which go with the first
+    /// commit's.
+    unsaved: Vec<TreeBlock>,
 }
 
 impl State {
     /// The state at genesis.
     pub fn genesis(genesis: &Genesis) -> State {
-        let accounts = genesis
-            .balances
-            .iter()
-            .map(|a| {
-                (
-                    a.account,
-                    Account {
-                        balance: a.balance,
-                        nonce: 0,
-                    },
-                )
-            })
-            .collect();
-        State {
-            accounts,
-            ..State::default()
+        let mut accounts = Tree::default();
+        for allocation in &genesis.balances {
+            let account = Account {
+                balance: allocation.balance,
+                nonce: 0,
+            };
+            accounts.insert(allocation.account, account);
         }
+        State::from_trees(accounts, Tree::default())
     }
 
     /// An account (all zero if never seen).
@@ -170,18 +175,18 @@ impl State {
         key.1 > next
             && key.1 - next < WAIT_WINDOW
             && self.waiting.len() < MAX_WAITING
-            && !self.waiting.contains_key(key)
+            && self.waiting.get(&WaitKey::new(key)).is_none()
     }
 
     fn wait(&mut self, key: (PublicKey, u64), tx: &SignedTransaction, id: Cid, expires: u64) {
         self.expiry.insert((expires, key.0, key.1));
         self.waiting_ids.insert(id, key);
         let tx = tx.clone();
-        self.waiting.insert(key, Waiting { tx, id, expires });
+        (self.waiting).insert(WaitKey::new(&key), Waiting { tx, id, expires });
     }
 
     fn unwait(&mut self, key: &(PublicKey, u64)) -> Option<Waiting> {
-        let waiting = self.waiting.remove(key)?;
+        let waiting = self.waiting.remove(&WaitKey::new(key))?;
         self.expiry.remove(&(waiting.expires, key.0, key.1));
         self.waiting_ids.remove(&waiting.id);
         Some(waiting)
@@ -258,33 +263,31 @@ impl State {
                     amount: *amount,
                 };
             }
-            self.accounts.entry(*from).or_default().balance -= amount;
+            let mut sender = signer;
+            sender.balance -= amount;
+            self.accounts.insert(*from, sender);
+            let mut receiver = self.account(to);
             // Cannot overflow: the total of all balances is a u64 and does not change.
-            self.accounts.entry(*to).or_default().balance += amount;
+            receiver.balance += amount;
+            self.accounts.insert(*to, receiver);
         }
-        self.accounts.entry(*tx.signer()).or_default().nonce += 1;
+        let mut signer = self.account(tx.signer());
+        signer.nonce += 1;
+        self.accounts.insert(*tx.signer(), signer);
         Outcome::Applied
     }
 
     /// The sum of all balances (the total supply).
     pub fn supply(&self) -> u128 {
-        self.accounts.values().map(|a| a.balance as u128).sum()
+        let mut supply = 0;
+        self.accounts.for_each(|_, a| supply += a.balance as u128);
+        supply
     }
 
-    /// A hash of every account, in key order, and of the waiting transactions when there are
-    /// any: equal roots mean equal states.
-    pub fn root(&self) -> [u8; 32] {
-        let accounts: [u8; 32] =
-            Sha256::digest(encode(&self.accounts.iter().collect::<Vec<_>>())).into();
-        if self.waiting.is_empty() {
-            return accounts;
-        }
-        let waiting: Vec<_> = self
-            .waiting
-            .iter()
-            .map(|((signer, nonce), w)| (signer, nonce, w.id, w.expires))
-            .collect();
-        Sha256::digest(encode(&(accounts, waiting))).into()
+    /// The CID of the state's root block as of the last [`State::flush`]: equal roots mean equal
+    /// states.
+    pub fn root(&self) -> Cid {
+        self.root
     }
 
     /// Number of accounts.
