@@ -38,7 +38,7 @@ pub use crypto::{from_hex, hex, HexError, Keypair, PublicKey, Signature};
 pub use error::{Error, ParentsError};
 pub use state::{verify_account, Account, AccountProof, Executed, Outcome, State, StateRoot};
 pub use store::{
-    Archive, Commit, Committed, MemoryParking, MemoryStore, Parking, Store, StoreError,
+    Archive, Commit, Committed, MemoryParking, MemoryStore, Parking, Start, Store, StoreError,
 };
 pub use types::{
     Allocation, Block, Genesis, Payload, SignedBlock, SignedTransaction, Transaction, Validator,

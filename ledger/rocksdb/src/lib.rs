@@ -330,6 +330,15 @@ impl Store for Storage {
         self.db.write(write).disk()
     }
 
+    /// The stored commit at `height`, if any.
+    fn commit_at(&self, height: u64) -> Result<Option<Commit>, StoreError> {
+        let key = height.to_be_bytes();
+        match self.db.get_pinned_cf(self.family(COMMITS)?, key).disk()? {
+            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
     /// Where and how transaction `id` committed, if it did.
     fn transaction(&self, id: &Cid) -> Result<Option<Committed>, StoreError> {
         let Some(bytes) = self

@@ -112,6 +112,11 @@ impl Store for FailingStore {
         self.inner.state_block(cid)
     }
 
+    fn commit_at(&self, height: u64) -> Result<Option<Commit>, StoreError> {
+        self.countdown.tick("commit_at")?;
+        self.inner.commit_at(height)
+    }
+
     fn transaction(&self, id: &Cid) -> Result<Option<Committed>, StoreError> {
         self.countdown.tick("transaction")?;
         self.inner.transaction(id)

@@ -240,6 +240,14 @@ pub struct Linearizer {
 }
 
 impl Linearizer {
+    /// Resumes with the blocks a stored sequence of commits ordered, from the memory floor up,
+    /// each with its round or one above it (its commit's leader round).
+    pub fn resume(ordered: impl IntoIterator<Item = (Cid, u64)>) -> Linearizer {
+        Linearizer {
+            ordered: ordered.into_iter().collect(),
+        }
+    }
+
     /// The blocks in `leader`'s causal history from round `leader round - GC_DEPTH` up, not ordered
     /// before, in (round, author, CID) order, the leader last. Iterative: a history of any depth costs
     /// no stack.

@@ -85,6 +85,9 @@ pub(crate) struct Blocks {
     /// Accepted blocks in memory that carry transactions and are not yet ordered: while there are
     /// any, the network has work (only emptiness is read).
     unordered: HashSet<Cid>,
+    /// After a start from a stored commit: blocks that commits before it ordered, which are not
+    /// unordered when they come back from the store. Forgotten once the floor passes them all.
+    ordered_before: (HashSet<Cid>, u64),
     /// Reading our own store: accepted blocks are not stored again.
     restoring: bool,
     refused: HashSet<Cid>,
@@ -123,6 +126,7 @@ impl Blocks {
             parked_broadcasts_by_author: vec![0; size],
             fetches: Fetches::new(size, config.fetches_per_author),
             unordered: HashSet::new(),
+            ordered_before: (HashSet::new(), 0),
             restoring: false,
             refused: HashSet::new(),
             own: None,
@@ -236,6 +240,14 @@ impl Blocks {
         }
     }
 
+    /// Starts after a stored commit of leader round `round`, before any block is restored: the
+    /// floor is where that commit left it, and the `ordered` blocks (from the floor up, ordered by
+    /// commits up to it) will not count as unordered.
+    pub(crate) fn start_after(&mut self, round: u64, ordered: impl IntoIterator<Item = Cid>) {
+        self.floor = round.saturating_sub(GC_DEPTH);
+        self.ordered_before = (ordered.into_iter().collect(), round);
+    }
+
     /// The blocks in `ordered` were ordered by a commit.
     pub(crate) fn ordered(&mut self, ordered: &[Cid]) {
         for cid in ordered {
@@ -251,6 +263,9 @@ impl Blocks {
             return Ok(None);
         }
         self.floor = floor;
+        if floor > self.ordered_before.1 {
+            self.ordered_before.0 = HashSet::new();
+        }
         for block in self.dag.prune_below(floor) {
             if let Payload::Batch { cid, .. } = &block.block.block.payload {
                 self.parking.drop_batch(cid)?;
@@ -561,7 +576,7 @@ impl Blocks {
             // disk): only its slot is kept, for the blocks that link it.
             self.forget(&cid, author, round);
         } else {
-            if !transactions.is_empty() {
+            if !transactions.is_empty() && !self.ordered_before.0.contains(&cid) {
                 self.unordered.insert(cid);
             }
             let accepted = Arc::new(AcceptedBlock {

@@ -42,6 +42,22 @@ impl Executor {
         }
     }
 
+    /// Resumes after stored commit `last`, which committed slot `slot` and left `state`; the
+    /// `ordered` blocks are those that commits up to it ordered from the memory floor up, each with
+    /// its commit's leader round.
+    pub(crate) fn resume(
+        &mut self,
+        last: &Commit,
+        slot: u64,
+        state: State,
+        ordered: Vec<(Cid, u64)>,
+    ) {
+        self.committer = Committer::resume(slot + 1);
+        self.linearizer = Linearizer::resume(ordered);
+        self.state = state;
+        self.height = last.height;
+    }
+
     /// The committed state.
     pub(crate) fn state(&self) -> &State {
         &self.state

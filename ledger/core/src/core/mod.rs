@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     dag::Dag,
     state::State,
-    store::{Commit, Store, StoreError},
+    store::{Commit, Start, Store, StoreError},
     tree::TreeBlock,
     types::Genesis,
     Committee, Error, Keypair,
@@ -350,6 +350,33 @@ impl Core {
             proposer.signed_up_to(round);
         }
         Ok(core)
+    }
+
+    /// Starts after a stored commit rather than from genesis (see [`Start`]), before any block is
+    /// restored: its state, its place in the sequence, and the memory floor it left. The blocks
+    /// to restore then are those from that floor up ([`Start::replay_from`]).
+    pub fn start_after(&mut self, start: Start) -> Result<(), StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt { reason };
+        let last = &start.last;
+        if start.state.root() != last.state_root {
+            return Err(corrupt(format!(
+                "the state read for commit {} is not its root {}",
+                last.height, last.state_root
+            )));
+        }
+        let per_round = self.committee.leaders_per_round();
+        let slot = (last.round * per_round..(last.round + 1) * per_round)
+            .find(|slot| self.committee.slot(*slot).1 == start.leader_author)
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "commit {}'s leader is not a leader of round {}",
+                    last.height, last.round
+                ))
+            })?;
+        let ordered = start.ordered.iter().map(|(cid, _)| *cid);
+        self.blocks.start_after(last.round, ordered);
+        self.executor.resume(last, slot, start.state, start.ordered);
+        Ok(())
     }
 
     /// Lets go of the store (its parking and archive share it), so that it can close: the core

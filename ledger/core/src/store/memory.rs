@@ -133,6 +133,15 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn commit_at(&self, height: u64) -> Result<Option<Commit>, StoreError> {
+        let stored = self.stored();
+        let Some(record) = (height.checked_sub(1)).and_then(|i| stored.commits.get(i as usize))
+        else {
+            return Ok(None);
+        };
+        Ok(Some(crate::codec::decode(record)?))
+    }
+
     fn transaction(&self, id: &Cid) -> Result<Option<Committed>, StoreError> {
         Ok(self.stored().transactions.get(id).copied())
     }

@@ -20,8 +20,10 @@ pub use memory::MemoryStore;
 pub use park::{MemoryParking, Parking};
 
 use crate::{
+    consensus::GC_DEPTH,
     tree::{TreeBlock, TreeError},
-    Account, Error, Outcome, PublicKey,
+    types::SignedBlock,
+    Account, Error, Outcome, PublicKey, State,
 };
 
 #[cfg(doc)]
@@ -126,6 +128,9 @@ pub trait Store: Send + Sync {
     /// The stored bytes of a state-tree block, if any.
     fn state_block(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError>;
 
+    /// The stored commit at `height` (from 1), if any.
+    fn commit_at(&self, height: u64) -> Result<Option<Commit>, StoreError>;
+
     /// Where and how transaction `id` committed, if it did.
     fn transaction(&self, id: &Cid) -> Result<Option<Committed>, StoreError>;
 
@@ -137,6 +142,64 @@ pub trait Store: Send + Sync {
 
     /// The core's view of blocks that left memory.
     fn archive(&self) -> Box<dyn Archive>;
+}
+
+/// What a node whose store holds commits starts from, instead of replaying its whole history:
+/// the last commit, the state it left (read from the store's tree blocks, each checked against
+/// its CID), and the commits' record of what they ordered above the memory floor.
+pub struct Start {
+    /// The last stored commit.
+    pub last: Commit,
+    /// The author of its leader block.
+    pub leader_author: u32,
+    /// The state after it, whose root is its `state_root`.
+    pub state: State,
+    /// The blocks that commits up to it ordered from round `last.round - GC_DEPTH` up, each with
+    /// its commit's leader round.
+    pub ordered: Vec<(Cid, u64)>,
+}
+
+impl Start {
+    /// Reads where a node with `store` starts: `None` when nothing was committed (it replays every
+    /// stored block from genesis). Reads the last commit's whole state, and the commits of the
+    /// last [`GC_DEPTH`] rounds: what it reads grows with the state and the committee, not with
+    /// the length of the history.
+    pub fn read(store: &dyn Store) -> Result<Option<Start>, StoreError> {
+        let height = store.height()?;
+        if height == 0 {
+            return Ok(None);
+        }
+        let missing = |what: String| StoreError::Corrupt {
+            reason: format!("{what} is missing"),
+        };
+        let last = (store.commit_at(height)?).ok_or_else(|| missing(format!("commit {height}")))?;
+        let leader = (store.block(&last.leader)?)
+            .ok_or_else(|| missing(format!("commit {height}'s leader block")))?;
+        let leader_author = SignedBlock::decode(&leader)?.block.author;
+        let state = State::load(&last.state_root, &mut |cid: &Cid| store.state_block(cid))?;
+        let mut ordered = Vec::new();
+        for below in (1..=height).rev() {
+            let commit = match below {
+                _ if below == height => last.clone(),
+                _ => (store.commit_at(below)?).ok_or_else(|| missing(format!("commit {below}")))?,
+            };
+            if commit.round + GC_DEPTH < last.round {
+                break;
+            }
+            ordered.extend(commit.blocks.iter().map(|cid| (*cid, commit.round)));
+        }
+        Ok(Some(Start {
+            last,
+            leader_author,
+            state,
+            ordered,
+        }))
+    }
+
+    /// The replay index key of the first block to restore: the first of the memory floor's round.
+    pub fn replay_from(&self) -> Vec<u8> {
+        index_key(self.last.round.saturating_sub(GC_DEPTH), 0, &[])
+    }
 }
 
 /// The key that orders stored blocks for replay: round and author big-endian, then the CID.
