@@ -74,6 +74,7 @@ impl Fixture {
             parents: Vec::new(),
             payload: Payload::Inline(self.transfers[..count].to_vec()),
             timestamp_ms: 1_700_000_000_000,
+            checkpoint: None,
         };
         SignedBlock::sign(block, &devnet::key(SEED, Role::Validator, 0))
     }
@@ -365,6 +366,7 @@ fn full_dag(genesis: &Genesis, validators: usize, rounds: u64) -> (Dag, Vec<Vec<
                 parents: parents.clone(),
                 payload: Payload::Inline(Vec::new()),
                 timestamp_ms: round,
+                checkpoint: None,
             };
             let block = SignedBlock::sign(block, key);
             let (bytes, cid) = block.encode();

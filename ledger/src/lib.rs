@@ -9,4 +9,6 @@ pub use ledger_core::*;
 
 pub mod node;
 
-pub use node::{spawn, Exit, NodeConfig, NodeError, NodeHandle, Status, TxStatus, REPLAY_SLICE};
+pub use node::{
+    spawn, Exit, NodeConfig, NodeError, NodeHandle, ProvenAccount, Status, TxStatus, REPLAY_SLICE,
+};

@@ -30,7 +30,7 @@ use crate::{
     stream::Streams,
     wire::{
         AccountReply, BlockReply, CommitView, CommitsReply, ErrorReply, Health, Liveness,
-        PeersReply, StatusReply, SubmitRequest, TransactionReply,
+        PeersReply, ProofView, StatusReply, SubmitRequest, TransactionReply,
     },
 };
 
@@ -366,15 +366,42 @@ async fn transaction(
     Ok(Json(TransactionReply { id, status }))
 }
 
-async fn account(State(api): State<Arc<Api>>, Path(key): Path<String>) -> Reply<AccountReply> {
+#[derive(Deserialize)]
+struct AccountQuery {
+    /// Whether to add the proof of the account at the latest certified checkpoint.
+    proof: Option<bool>,
+}
+
+/// `GET /v1/accounts/{key}[?proof=true]`: the account in the latest state, and with `proof`, the
+/// account at the latest certified checkpoint with what proves it (see [`ProofView`]).
+async fn account(
+    State(api): State<Arc<Api>>,
+    Path(key): Path<String>,
+    query: Result<Query<AccountQuery>, axum::extract::rejection::QueryRejection>,
+) -> Reply<AccountReply> {
+    let Query(query) =
+        query.map_err(|rejection| ApiError::bad_request("bad_query", rejection.body_text()))?;
     let key: PublicKey = key
         .parse()
         .map_err(|error| ApiError::bad_request("bad_key", format!("{error}")))?;
     let account = api.node.account(key).await?;
+    let proof =
+        match query.proof {
+            Some(true) => match api.node.proven_account(key).await? {
+                Some(proven) => Some(ProofView::from(&proven)),
+                None => return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no_certified_state",
+                    "no checkpoint is certified yet whose state this node holds: try again shortly",
+                )),
+            },
+            _ => None,
+        };
     Ok(Json(AccountReply {
         account: key,
         balance: account.balance,
         nonce: account.nonce,
+        proof,
     }))
 }
 

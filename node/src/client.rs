@@ -72,8 +72,18 @@ pub struct QueryArgs {
 
 #[derive(clap::Subcommand)]
 enum Query {
-    /// An account's balance and nonce.
-    Balance { account: PublicKey },
+    /// An account's balance and nonce. With `--verify`: the account at the latest certified
+    /// checkpoint, checked against the genesis alone (the certificate's signatures and stake,
+    /// and the state blocks from its root to the account).
+    Balance {
+        account: PublicKey,
+        /// Ask for the proof and check it; prints what it shows.
+        #[arg(long, requires = "genesis")]
+        verify: bool,
+        /// The chain's genesis file, the only thing `--verify` trusts.
+        #[arg(long)]
+        genesis: Option<std::path::PathBuf>,
+    },
     /// A block by CID.
     Block { cid: Cid },
     /// A transaction's status by ID.
@@ -202,10 +212,25 @@ pub fn query(args: QueryArgs) -> anyhow::Result<()> {
     runtime.block_on(async {
         match &args.what {
             Query::Agreement { nodes } => agreement(nodes).await,
-            Query::Balance { account } => {
+            Query::Balance {
+                account,
+                verify: false,
+                ..
+            } => {
                 let path = format!("/v1/accounts/{}", account.to_hex());
                 print(&client.get::<AccountReply>(&path).await?)
             }
+            Query::Balance {
+                account,
+                genesis: Some(genesis),
+                ..
+            } => {
+                let genesis = keys::read_genesis(genesis)?;
+                let path = format!("/v1/accounts/{}?proof=true", account.to_hex());
+                let reply = client.get::<AccountReply>(&path).await?;
+                print(&crate::proof::verify(&reply, &genesis)?)
+            }
+            Query::Balance { genesis: None, .. } => bail!("--verify needs --genesis"),
             Query::Block { cid } => print(
                 &client
                     .get::<BlockReply>(&format!("/v1/blocks/{cid}"))

@@ -8,6 +8,7 @@ mod health;
 mod keys;
 mod load;
 mod metered;
+mod proof;
 mod run;
 mod scrape;
 mod stream;

@@ -4,8 +4,8 @@
 
 use comms::Cid;
 use ledger::{
-    dag::AcceptedBlock, Commit, Outcome, Payload, PublicKey, SignedTransaction, Status,
-    Transaction, TxStatus,
+    dag::AcceptedBlock, Account, Commit, Outcome, Payload, ProvenAccount, PublicKey,
+    SignedTransaction, Status, Transaction, TxStatus,
 };
 use serde::{Deserialize, Serialize};
 
@@ -88,6 +88,40 @@ pub struct AccountReply {
     pub balance: u64,
     /// Its committed transactions so far: the nonce of its next one.
     pub nonce: u64,
+    /// With `?proof=true`: the account at the latest certified checkpoint, and its proof.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<ProofView>,
+}
+
+/// An account at a certified checkpoint, and what proves it to a client that trusts the genesis
+/// alone (`ledger-node query balance --verify` checks it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProofView {
+    /// The checkpoint: a commit height and the CID of the state's root block there.
+    pub checkpoint: CheckpointView,
+    /// The account there; `null` when the state has none, which the blocks prove.
+    pub account: Option<Account>,
+    /// The state blocks from the root block to the account's bucket, or to where it would be:
+    /// DAG-CBOR, hex.
+    pub blocks: Vec<String>,
+    /// The certificate: signed blocks of validators holding a quorum of stake, each naming the
+    /// checkpoint. DAG-CBOR, hex.
+    pub certificate: Vec<String>,
+}
+
+impl From<&ProvenAccount> for ProofView {
+    fn from(proven: &ProvenAccount) -> ProofView {
+        let hex = |blocks: &[bytes::Bytes]| blocks.iter().map(|b| ledger::hex(b)).collect();
+        ProofView {
+            checkpoint: CheckpointView {
+                height: proven.checkpoint.height,
+                state_root: proven.checkpoint.state_root,
+            },
+            account: proven.account,
+            blocks: hex(&proven.proof),
+            certificate: hex(&proven.certificate),
+        }
+    }
 }
 
 /// `GET /v1/blocks/{cid}`: an accepted block with its transactions.
@@ -100,8 +134,19 @@ pub struct BlockReply {
     #[serde(with = "as_texts")]
     pub parents: Vec<Cid>,
     pub timestamp_ms: u64,
+    /// The latest checkpoint its author executed: height and state root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<CheckpointView>,
     pub payload: PayloadView,
     pub transactions: Vec<TransactionView>,
+}
+
+/// A checkpoint as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointView {
+    pub height: u64,
+    #[serde(with = "as_text")]
+    pub state_root: Cid,
 }
 
 /// Where a block's transactions are.
@@ -191,6 +236,10 @@ impl From<&AcceptedBlock> for BlockReply {
             round: block.round,
             parents: block.parents.clone(),
             timestamp_ms: block.timestamp_ms,
+            checkpoint: block.checkpoint.map(|c| CheckpointView {
+                height: c.height,
+                state_root: c.state_root,
+            }),
             payload: match &block.payload {
                 Payload::Inline(_) => PayloadView::Inline { inline: true },
                 Payload::Batch { cid, count, size } => PayloadView::Batch {

@@ -58,6 +58,7 @@ impl DagBuilder {
             payload: Payload::Inline(Vec::new()),
             // Tells an author's versions of a round apart.
             timestamp_ms: version,
+            checkpoint: None,
         };
         let block = SignedBlock::sign(block, &self.keys[author as usize]);
         let (bytes, cid) = block.encode();

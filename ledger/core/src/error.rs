@@ -35,6 +35,9 @@ pub enum Error {
     #[error("block too large: {size} (limit {limit})")]
     TooLarge { size: u64, limit: u64 },
     /// A batch whose count or size differs from what its block says.
+    /// A block whose checkpoint is not at a checkpoint height.
+    #[error("a checkpoint at height {height}, which is not a positive multiple of {interval}")]
+    BadCheckpoint { height: u64, interval: u64 },
     #[error("batch {cid} does not match its block")]
     BatchMismatch { cid: Box<Cid> },
     /// A block whose missing ancestors would queue more fetches for its author than allowed
@@ -84,6 +87,7 @@ impl Error {
             Error::BadParents(_) => "bad_parents",
             Error::TooLarge { .. } => "too_large",
             Error::BatchMismatch { .. } => "batch_mismatch",
+            Error::BadCheckpoint { .. } => "bad_checkpoint",
             Error::FetchQueueFull { .. } => "fetch_queue_full",
             Error::ParkingFull { .. } => "parking_full",
         }

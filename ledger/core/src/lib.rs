@@ -15,6 +15,7 @@
 //! [`MemoryStore`]). `ledger/DESIGN.md` has the data model and
 //! the ordering rule's argument.
 
+pub mod checkpoint;
 pub mod codec;
 pub mod committee;
 pub mod consensus;
@@ -36,10 +37,14 @@ pub use crate::core::{ConfigError, Core, CoreConfig, CoreStats, Output, Standing
 pub use committee::Committee;
 pub use crypto::{from_hex, hex, HexError, Keypair, PublicKey, Signature};
 pub use error::{Error, ParentsError};
-pub use state::{verify_account, Account, AccountProof, Executed, Outcome, State, StateRoot};
+pub use state::{
+    prove_stored_account, verify_account, Account, AccountProof, Executed, Outcome, State,
+    StateRoot,
+};
 pub use store::{
     Archive, Commit, Committed, MemoryParking, MemoryStore, Parking, Start, Store, StoreError,
 };
 pub use types::{
-    Allocation, Block, Genesis, Payload, SignedBlock, SignedTransaction, Transaction, Validator,
+    Allocation, Block, Checkpoint, Genesis, Payload, SignedBlock, SignedTransaction, Transaction,
+    Validator,
 };

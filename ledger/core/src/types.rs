@@ -180,6 +180,17 @@ pub enum Payload {
     Batch { cid: Cid, count: u64, size: u64 },
 }
 
+/// A validator's word on the state: the root it computed after commit `height`, a checkpoint
+/// (a positive multiple of [`CHECKPOINT_INTERVAL`](crate::checkpoint::CHECKPOINT_INTERVAL)).
+/// Blocks of a quorum of stake saying the same certify that state (see [`crate::checkpoint`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The commit height.
+    pub height: u64,
+    /// The CID of the state's root block after that commit.
+    pub state_root: Cid,
+}
+
 /// A DAG vertex: what a validator proposes for a round.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Block {
@@ -197,6 +208,9 @@ pub struct Block {
     pub payload: Payload,
     /// The author's clock when proposing, in milliseconds since the Unix epoch (informational).
     pub timestamp_ms: u64,
+    /// The latest checkpoint the author executed, once it executed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<Checkpoint>,
 }
 
 /// A block with its author's signature. Its CID is the CID of this, encoded.

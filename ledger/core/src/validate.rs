@@ -58,6 +58,15 @@ pub fn check_block(
     {
         return Err(ParentsError::Unsorted.into());
     }
+    if let Some(checkpoint) = &b.checkpoint {
+        let interval = crate::checkpoint::CHECKPOINT_INTERVAL;
+        if checkpoint.height == 0 || checkpoint.height % interval != 0 {
+            return Err(Error::BadCheckpoint {
+                height: checkpoint.height,
+                interval,
+            });
+        }
+    }
     block.verify(key)?;
     match &b.payload {
         Payload::Inline(txs) => check_transactions(txs, chain, limits),

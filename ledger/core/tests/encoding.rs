@@ -2,9 +2,11 @@
 
 use comms::Cid;
 use ledger_core::{
+    checkpoint::CHECKPOINT_INTERVAL,
     codec::{cid_of, decode, encode},
     validate::{check_block, BlockLimits},
-    Block, Committee, Error, Genesis, Payload, SignedBlock, SignedTransaction, Transaction,
+    Block, Checkpoint, Committee, Error, Genesis, Payload, SignedBlock, SignedTransaction,
+    Transaction,
 };
 use proptest::prelude::*;
 
@@ -32,13 +34,14 @@ prop_compose! {
 }
 
 prop_compose! {
-    fn signed_block()(author in 0..4u32, round in 1..1000u64, parents in 1..4usize, txs in proptest::collection::vec(transaction(), 0..5), timestamp_ms in any::<u64>()) -> SignedBlock {
+    fn signed_block()(author in 0..4u32, round in 1..1000u64, parents in 1..4usize, txs in proptest::collection::vec(transaction(), 0..5), timestamp_ms in any::<u64>(), checkpoint in proptest::option::of(1..100u64)) -> SignedBlock {
         let genesis = support::genesis(4, 4);
         let chain = chain(&genesis);
         let txs = txs.into_iter().map(|(signer, tx)| SignedTransaction::sign(&chain, tx, &support::account_key(signer))).collect();
         let mut parents: Vec<Cid> = (0..parents).map(|i| comms::cid_for(comms::Codec::DagCbor, &[i as u8, round as u8])).collect();
         parents.sort_by_key(|c| c.to_bytes());
-        let block = Block { chain, author, round, parents, payload: Payload::Inline(txs), timestamp_ms };
+        let checkpoint = checkpoint.map(|n| Checkpoint { height: n * CHECKPOINT_INTERVAL, state_root: comms::cid_for(comms::Codec::DagCbor, &n.to_be_bytes()) });
+        let block = Block { chain, author, round, parents, payload: Payload::Inline(txs), timestamp_ms, checkpoint };
         SignedBlock::sign(block, &support::validator_key(author as usize))
     }
 }
@@ -133,6 +136,7 @@ fn parents_links_are_ipld_links() {
         parents: vec![parent],
         payload: Payload::Inline(vec![]),
         timestamp_ms: 0,
+        checkpoint: None,
     };
     let bytes = encode(&block);
     // A CID link is CBOR tag 42 (0xd8 0x2a) over the CID bytes with a leading zero.
@@ -146,4 +150,38 @@ fn parents_links_are_ipld_links() {
         bytes.windows(link.len()).any(|w| w == link),
         "parent is not a tag-42 link"
     );
+}
+
+#[test]
+fn a_checkpoint_is_at_a_checkpoint_height_and_absent_until_there_is_one() {
+    let genesis = support::genesis(4, 0);
+    let committee = Committee::new(&genesis);
+    let state_root = comms::cid_for(comms::Codec::DagCbor, b"state");
+    let signed = |height: Option<u64>| {
+        let block = Block {
+            chain: chain(&genesis),
+            author: 0,
+            round: 0,
+            parents: vec![],
+            payload: Payload::Inline(vec![]),
+            timestamp_ms: 0,
+            checkpoint: height.map(|height| Checkpoint { height, state_root }),
+        };
+        SignedBlock::sign(block, &support::validator_key(0))
+    };
+    let check = |block: &SignedBlock| {
+        let size = encode(block).len();
+        check_block(block, size, &chain(&genesis), &committee, &limits())
+    };
+    assert!(check(&signed(Some(2 * CHECKPOINT_INTERVAL))).is_ok());
+    assert!(check(&signed(None)).is_ok());
+    for height in [0, CHECKPOINT_INTERVAL + 1] {
+        assert!(matches!(
+            check(&signed(Some(height))),
+            Err(Error::BadCheckpoint { .. })
+        ));
+    }
+    // No checkpoint: no `checkpoint` key at all (a `null` would be a second encoding).
+    let bytes = encode(&signed(None));
+    assert!(!bytes.windows(10).any(|w| w == b"checkpoint"));
 }

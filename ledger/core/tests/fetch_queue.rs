@@ -32,6 +32,7 @@ fn equivocation(chain: &Cid, author: usize, salt: u64, timestamp: u64) -> Bytes 
         parents: missing_parents(salt),
         payload: Payload::Inline(Vec::new()),
         timestamp_ms: timestamp,
+        checkpoint: None,
     };
     Bytes::from(
         SignedBlock::sign(block, &support::validator_key(author))

@@ -4,7 +4,8 @@ use std::collections::HashMap;
 
 use comms::Cid;
 use ledger_core::{
-    tree::TreeError, verify_account, Outcome, SignedTransaction, State, Transaction,
+    prove_stored_account, tree::TreeError, verify_account, Outcome, SignedTransaction, State,
+    Transaction,
 };
 use proptest::prelude::*;
 
@@ -100,6 +101,9 @@ proptest! {
         for i in 0..7 {
             let key = support::account(i);
             let proof = state.prove(&key).expect("flushed");
+            let read = &mut |cid: &Cid| Ok::<_, TreeError>(stored.get(cid).cloned());
+            let from_store = prove_stored_account(&state.root(), &key, read).expect("stored");
+            prop_assert_eq!(&from_store, &proof, "the same proof, read from the store");
             let proven = verify_account(&state.root(), &key, &proof).expect("verifies");
             prop_assert_eq!(proven.unwrap_or_default(), state.account(&key));
             prop_assert!(i < 6 || proven.is_none(), "account 6 never appears, and is proven absent");

@@ -139,6 +139,7 @@ pub async fn send_invalid_blocks<C: Communication>(
             parents: parents.clone(),
             payload: Payload::Inline(vec![]),
             timestamp_ms: round,
+            checkpoint: None,
         };
         let other_chain = comms::cid_for(Codec::DagCbor, b"another chain");
         let mut non_canonical = encode(&SignedBlock::sign(block(chain), &own_key));

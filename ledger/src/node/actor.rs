@@ -18,15 +18,17 @@ use super::{
     fetch::{back_off, fetch_with_retry},
     handle::Command,
     keeper::ToKeep,
-    NodeConfig, NodeError, Status, TxStatus,
+    NodeConfig, NodeError, ProvenAccount, Status, TxStatus,
 };
 use crate::{
     codec::decode,
     core::{Core, Output, Standing},
     dag::AcceptedBlock,
     log_limit::LogLimit,
+    state::{prove_stored_account, verify_account},
     store::{Commit, Store, StoreError},
     types::{Payload, SignedBlock},
+    PublicKey,
 };
 
 pub(super) type Fetched = (Cid, Result<Bytes, comms::Error>);
@@ -226,6 +228,10 @@ impl<C: Communication + Clone> Node<C> {
             Command::Account(key, reply) => {
                 let _ = reply.send(self.core.state().account(&key));
             }
+            Command::Proven(key, reply) => {
+                let proven = self.proven(&key).map_err(failed("reading a proof"))?;
+                let _ = reply.send(proven);
+            }
             Command::Commits(reply) => {
                 let _ = reply.send(self.commits.subscribe());
             }
@@ -234,11 +240,43 @@ impl<C: Communication + Clone> Node<C> {
         Ok(())
     }
 
+    /// Account `key` as of the latest certified checkpoint, if this node executed that
+    /// checkpoint to the same root and holds its state: the one in memory, or a stored one.
+    fn proven(&self, key: &PublicKey) -> Result<Option<ProvenAccount>, StoreError> {
+        let Some(certificate) = self.core.certified() else {
+            return Ok(None);
+        };
+        let checkpoint = certificate.checkpoint;
+        let root = checkpoint.state_root;
+        let proof = match (self.core.state().prove(key), &self.storage) {
+            (Some(proof), _) if self.core.state().root() == root => proof,
+            (_, Some(storage)) => {
+                let ours = storage.commit_at(checkpoint.height)?.map(|c| c.state_root);
+                if ours != Some(root) {
+                    // Not executed here yet, or executed to another root (counted and logged).
+                    return Ok(None);
+                }
+                prove_stored_account(&root, key, &mut |cid: &Cid| storage.state_block(cid))?
+            }
+            (_, None) => return Ok(None),
+        };
+        let account = verify_account(&root, key, &proof)?;
+        Ok(Some(ProvenAccount {
+            account,
+            checkpoint,
+            proof,
+            certificate: certificate.blocks.clone(),
+        }))
+    }
+
     fn status(&self) -> Status {
         let core = &self.core;
+        let certified = core.certified().map(|c| c.checkpoint);
         Status {
             height: core.height(),
             state_root: core.state().root().to_string(),
+            certified_height: certified.map(|c| c.height),
+            certified_state_root: certified.map(|c| c.state_root.to_string()),
             dag_blocks: core.dag().len(),
             dag_floor: core.floor(),
             pruned_in_memory: core.pruned_in_memory(),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use comms::Cid;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use super::{NodeError, Status, TxStatus};
+use super::{NodeError, ProvenAccount, Status, TxStatus};
 use crate::{core::SubmitError, dag::AcceptedBlock, Account, Commit, PublicKey, SignedTransaction};
 
 pub(super) enum Command {
@@ -14,6 +14,7 @@ pub(super) enum Command {
     Block(Cid, oneshot::Sender<Option<Arc<AcceptedBlock>>>),
     Status(oneshot::Sender<Status>),
     Account(PublicKey, oneshot::Sender<Account>),
+    Proven(PublicKey, oneshot::Sender<Option<ProvenAccount>>),
     Commits(oneshot::Sender<broadcast::Receiver<Arc<Commit>>>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -72,6 +73,12 @@ impl NodeHandle {
     /// An account in the committed state.
     pub async fn account(&self, key: PublicKey) -> Result<Account, NodeError> {
         self.ask(|reply| Command::Account(key, reply)).await
+    }
+
+    /// An account as of the latest certified checkpoint, with its proof; `None` while no
+    /// checkpoint is certified that this node executed and holds the state of.
+    pub async fn proven_account(&self, key: PublicKey) -> Result<Option<ProvenAccount>, NodeError> {
+        self.ask(|reply| Command::Proven(key, reply)).await
     }
 
     /// Commits from now on; the stream ends when the node stops. A receiver that falls more than

@@ -24,6 +24,7 @@ mod replay;
 
 use std::{sync::Arc, time::Duration};
 
+use bytes::Bytes;
 use comms::{Cid, Communication, Topic};
 use serde::{Deserialize, Serialize};
 use tokio::{
@@ -38,8 +39,9 @@ pub use handle::{Exit, NodeHandle};
 
 use crate::{
     core::{within, ConfigError, Core, CoreConfig, CoreStats},
+    state::{Account, AccountProof},
     store::{Committed, Store, StoreError},
-    types::Genesis,
+    types::{Checkpoint, Genesis},
     Error, Keypair,
 };
 
@@ -112,6 +114,10 @@ pub struct Status {
     pub height: u64,
     /// The CID of the state's root block after the last commit.
     pub state_root: String,
+    /// The latest checkpoint a quorum certified, as far as this node saw: its height.
+    pub certified_height: Option<u64>,
+    /// And its state root's CID.
+    pub certified_state_root: Option<String>,
     /// Accepted blocks in memory: those from the floor up.
     pub dag_blocks: usize,
     /// The lowest round in memory ([`crate::consensus::GC_DEPTH`] rounds below the last committed
@@ -136,6 +142,21 @@ pub struct Status {
     pub recent_authors: Vec<(u64, Vec<u32>)>,
     /// Counters of the core.
     pub stats: CoreStats,
+}
+
+/// An account as of the latest certified checkpoint, with what proves it to a client that trusts
+/// the genesis alone: the certificate (blocks of a quorum naming the checkpoint) and the state
+/// blocks from its root to the account.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProvenAccount {
+    /// The account there; `None` when the state has none (proven absent).
+    pub account: Option<Account>,
+    /// The certified checkpoint.
+    pub checkpoint: Checkpoint,
+    /// The state blocks from the checkpoint's root to the account (see [`verify_account`](crate::state::verify_account)).
+    pub proof: AccountProof,
+    /// The certificate's signed blocks (see [`verify_certificate`](crate::checkpoint::verify_certificate)).
+    pub certificate: Vec<Bytes>,
 }
 
 /// Where a transaction stands, as one node sees it.

@@ -22,7 +22,7 @@ use crate::{
     consensus::GC_DEPTH,
     dag::{AcceptedBlock, Dag},
     store::{Archive, MemoryParking, Parking, Store, StoreError},
-    types::{Payload, SignedBlock, SignedTransaction},
+    types::{Checkpoint, Payload, SignedBlock, SignedTransaction},
     validate::{check_block, check_parents, check_transactions, BlockLimits},
     Error,
 };
@@ -95,6 +95,9 @@ pub(crate) struct Blocks {
     own: Option<OwnBlock>,
     /// The highest round of a valid block received (accepted or parked) from each author.
     seen: Vec<u64>,
+    /// The checkpoints that blocks accepted since the last [`Blocks::take_named`] name, with
+    /// their authors and bytes.
+    named: Vec<(u32, Checkpoint, Bytes)>,
     stats: BlockStats,
 }
 
@@ -131,6 +134,7 @@ impl Blocks {
             refused: HashSet::new(),
             own: None,
             seen: vec![0; size],
+            named: Vec::new(),
             stats: BlockStats::default(),
             committee,
         }
@@ -208,6 +212,11 @@ impl Blocks {
     /// While `restoring`, blocks come from our own store and are not stored again.
     pub(crate) fn set_restoring(&mut self, restoring: bool) {
         self.restoring = restoring;
+    }
+
+    /// The checkpoints named by the blocks accepted since the last call, with authors and bytes.
+    pub(crate) fn take_named(&mut self) -> Vec<(u32, Checkpoint, Bytes)> {
+        std::mem::take(&mut self.named)
     }
 
     /// Our latest block accepted from elsewhere than our proposer (our store, a fetch), once.
@@ -571,6 +580,9 @@ impl Blocks {
             },
         };
         let (author, round) = (block.block.author, block.block.round);
+        if let Some(checkpoint) = block.block.checkpoint {
+            self.named.push((author, checkpoint, bytes.clone()));
+        }
         if round < self.floor {
             // Valid, but no leader can order it any more (it arrived late, or is replayed from
             // disk): only its slot is kept, for the blocks that link it.

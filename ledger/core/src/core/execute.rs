@@ -1,15 +1,18 @@
 //! The core's executor: decides leader slots ([`Committer`]), orders each committed leader's
 //! history ([`Linearizer`]) and applies its transactions to the [`State`], one height at a time.
 
+use std::collections::VecDeque;
+
 use comms::Cid;
 
 use crate::{
+    checkpoint::CHECKPOINT_INTERVAL,
     committee::Committee,
     consensus::{Committer, Linearizer},
     dag::Dag,
     state::State,
     tree::TreeBlock,
-    types::Genesis,
+    types::{Checkpoint, Genesis},
 };
 
 use crate::store::Commit;
@@ -29,7 +32,12 @@ pub(crate) struct Executor {
     linearizer: Linearizer,
     state: State,
     height: u64,
+    /// The last checkpoints executed, newest last.
+    checkpoints: VecDeque<Checkpoint>,
 }
+
+/// The checkpoints executed that are kept to compare with the certified ones.
+const CHECKPOINTS_KEPT: usize = 8;
 
 impl Executor {
     /// Nothing committed: the genesis state.
@@ -39,23 +47,47 @@ impl Executor {
             linearizer: Linearizer::default(),
             state: State::genesis(genesis),
             height: 0,
+            checkpoints: VecDeque::new(),
         }
+    }
+
+    /// The latest checkpoint executed, if any: what our blocks name.
+    pub(crate) fn checkpoint(&self) -> Option<Checkpoint> {
+        self.checkpoints.back().copied()
+    }
+
+    /// The checkpoint we executed at `height`, if it is one of the last few.
+    pub(crate) fn executed_checkpoint(&self, height: u64) -> Option<Checkpoint> {
+        self.checkpoints
+            .iter()
+            .find(|c| c.height == height)
+            .copied()
+    }
+
+    fn executed(&mut self, checkpoint: Checkpoint) {
+        if self.checkpoints.len() == CHECKPOINTS_KEPT {
+            self.checkpoints.pop_front();
+        }
+        self.checkpoints.push_back(checkpoint);
     }
 
     /// Resumes after stored commit `last`, which committed slot `slot` and left `state`; the
     /// `ordered` blocks are those that commits up to it ordered from the memory floor up, each with
-    /// its commit's leader round.
+    /// its commit's leader round; `checkpoint` is the last checkpoint at or below it.
     pub(crate) fn resume(
         &mut self,
         last: &Commit,
         slot: u64,
         state: State,
         ordered: Vec<(Cid, u64)>,
+        checkpoint: Option<Checkpoint>,
     ) {
         self.committer = Committer::resume(slot + 1);
         self.linearizer = Linearizer::resume(ordered);
         self.state = state;
         self.height = last.height;
+        self.checkpoints.clear();
+        self.checkpoints.extend(checkpoint);
     }
 
     /// The committed state.
@@ -97,6 +129,12 @@ impl Executor {
             changed,
             state_root: self.state.flush(&mut tree),
         };
+        if self.height % CHECKPOINT_INTERVAL == 0 {
+            self.executed(Checkpoint {
+                height: self.height,
+                state_root: commit.state_root,
+            });
+        }
         Executed {
             commit,
             tree,

@@ -24,6 +24,7 @@ use proposer::Proposer;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    checkpoint::{Certificate, Checkpoints},
     dag::Dag,
     state::State,
     store::{Commit, Start, Store, StoreError},
@@ -266,6 +267,9 @@ pub struct CoreStats {
     /// Valid blocks new to this node that had to be fetched (their broadcast was lost, late, or
     /// sent before this node listened). With the line above: the broadcast delivery ratio.
     pub new_blocks_by_fetch: u64,
+    /// Checkpoints a quorum certified with another state root than this node computed: a fault
+    /// of this node, or more than `f` faulty validators.
+    pub checkpoint_mismatches: u64,
 }
 
 impl CoreStats {
@@ -307,6 +311,9 @@ pub struct Core {
     now_ms: u64,
     skipped_slots: u64,
     committed_transactions: u64,
+    /// The checkpoints blocks name, and the latest certified.
+    checkpoints: Checkpoints,
+    checkpoint_mismatches: u64,
 }
 
 impl Core {
@@ -330,6 +337,8 @@ impl Core {
             now_ms: 0,
             skipped_slots: 0,
             committed_transactions: 0,
+            checkpoints: Checkpoints::new(committee.size()),
+            checkpoint_mismatches: 0,
             config,
             committee,
         }
@@ -375,7 +384,8 @@ impl Core {
             })?;
         let ordered = start.ordered.iter().map(|(cid, _)| *cid);
         self.blocks.start_after(last.round, ordered);
-        self.executor.resume(last, slot, start.state, start.ordered);
+        let (state, ordered) = (start.state, start.ordered);
+        (self.executor).resume(last, slot, state, ordered, start.checkpoint);
         Ok(())
     }
 
@@ -403,6 +413,11 @@ impl Core {
     /// The number of commits so far.
     pub fn height(&self) -> u64 {
         self.executor.height()
+    }
+
+    /// The latest certified checkpoint and its certificate, if one formed since start.
+    pub fn certified(&self) -> Option<&Certificate> {
+        self.checkpoints.certified()
     }
 
     /// The DAG of accepted blocks, from the memory floor up (see [`Core::floor`]).
@@ -445,6 +460,7 @@ impl Core {
             committed_transactions: self.committed_transactions,
             new_blocks_by_broadcast: blocks.by_broadcast,
             new_blocks_by_fetch: blocks.by_fetch,
+            checkpoint_mismatches: self.checkpoint_mismatches,
         }
     }
 

@@ -185,7 +185,9 @@ impl Core {
         let Some(proposer) = &mut self.proposer else {
             return Ok(false);
         };
-        let (cid, signed, bytes) = proposer.sign(self.blocks.dag(), round, payload, now_ms);
+        let checkpoint = self.executor.checkpoint();
+        let (cid, signed, bytes) =
+            proposer.sign(self.blocks.dag(), round, payload, checkpoint, now_ms);
         // Accepted (and so output to be stored) before it is output to be broadcast: the node
         // writes it durably before anything else sees it.
         self.blocks.admit(cid, signed, bytes.clone(), false, out)?;
@@ -232,8 +234,34 @@ impl Core {
         Ok(payload)
     }
 
+    /// Takes in the checkpoints that newly accepted blocks name; a certificate they complete for a
+    /// checkpoint we executed must name the root we computed.
+    fn take_checkpoints(&mut self) {
+        for (author, checkpoint, bytes) in self.blocks.take_named() {
+            let committee = &self.committee;
+            let Some(certificate) = self
+                .checkpoints
+                .named(author, checkpoint, &bytes, committee)
+            else {
+                continue;
+            };
+            let height = certificate.checkpoint.height;
+            let ours = self.executor.executed_checkpoint(height);
+            if ours.is_some_and(|ours| ours != certificate.checkpoint) {
+                self.checkpoint_mismatches += 1;
+                tracing::error!(
+                    height,
+                    certified = %certificate.checkpoint.state_root,
+                    ours = ?ours.map(|c| c.state_root.to_string()),
+                    "a quorum certified another state than the one this node computed"
+                );
+            }
+        }
+    }
+
     /// Commits every newly decided leader: orders its history and applies its transactions.
     fn commit(&mut self, out: &mut Vec<Output>) -> Result<(), StoreError> {
+        self.take_checkpoints();
         for (round, leader) in self.executor.decide(self.blocks.dag(), &self.committee) {
             let Some(leader) = leader else {
                 self.skipped_slots += 1;

@@ -13,7 +13,7 @@ use crate::{
     committee::Committee,
     consensus::stake_where,
     dag::Dag,
-    types::{Block, Payload, SignedBlock},
+    types::{Block, Checkpoint, Payload, SignedBlock},
     Keypair,
 };
 
@@ -184,6 +184,7 @@ impl Proposer {
         dag: &Dag,
         round: u64,
         payload: Payload,
+        checkpoint: Option<Checkpoint>,
         now_ms: u64,
     ) -> (Cid, SignedBlock, Bytes) {
         let mut parents = Vec::new();
@@ -209,6 +210,7 @@ impl Proposer {
             parents,
             payload,
             timestamp_ms: now_ms,
+            checkpoint,
         };
         let signed = SignedBlock::sign(block, &self.key);
         let bytes = Bytes::from(encode(&signed));
@@ -303,7 +305,7 @@ mod tests {
     fn started(dag: &DagBuilder, author: u32) -> Proposer {
         let mut proposer = proposer(dag, author);
         assert_eq!(due(&mut proposer, dag, 0), Some(0), "round 0 needs nothing");
-        proposer.sign(&dag.dag, 0, empty(), 0);
+        proposer.sign(&dag.dag, 0, empty(), None, 0);
         assert_eq!(proposer.round(), 1);
         proposer
     }
@@ -321,7 +323,7 @@ mod tests {
         );
         dag.round(0, &[2], &[]);
         assert_eq!(due(&mut proposer, &dag, 10), Some(1));
-        let (_, signed, _) = proposer.sign(&dag.dag, 1, empty(), 10);
+        let (_, signed, _) = proposer.sign(&dag.dag, 1, empty(), None, 10);
         assert_eq!(signed.block.parents.len(), 3, "one block of each author");
         assert_eq!((proposer.round(), proposer.leader_timeouts()), (2, 0));
     }
@@ -356,7 +358,7 @@ mod tests {
         dag.full(0..=0);
         let mut proposer = started(&dag, 0);
         assert_eq!(due(&mut proposer, &dag, MIN), Some(1));
-        proposer.sign(&dag.dag, 1, empty(), MIN);
+        proposer.sign(&dag.dag, 1, empty(), None, MIN);
         // Round 1's leaders are 1 and 2; 2 had a block in round 0 but has none in round 1 yet.
         dag.round(1, &[0, 1, 3], &[0, 1, 2, 3]);
         let quorum_at = MIN + 20;
@@ -371,11 +373,11 @@ mod tests {
         let mut dag = DagBuilder::new(4);
         dag.full(0..=5);
         let mut proposer = proposer(&dag, 3);
-        proposer.sign(&dag.dag, 0, empty(), 0);
+        proposer.sign(&dag.dag, 0, empty(), None, 0);
         let own = proposer.last_own.as_ref().unwrap().cid;
         // Validator 3 leads rounds 2 and 3, but rounds 3 and 4 completed without it.
         assert_eq!(due(&mut proposer, &dag, 10), Some(6));
-        let (_, signed, _) = proposer.sign(&dag.dag, 6, empty(), 10);
+        let (_, signed, _) = proposer.sign(&dag.dag, 6, empty(), None, 10);
         let mut parents = dag.cids(5, &[0, 1, 2, 3]);
         parents.push(own);
         parents.sort_by_key(|c| c.to_bytes());
@@ -446,7 +448,7 @@ mod tests {
         let later = 10 * (TIMEOUT + IDLE);
         let next = due(&mut proposer, &dag, 10).or_else(|| due(&mut proposer, &dag, later));
         assert_eq!(next, Some(10), "the round after the record");
-        let (_, block, _) = proposer.sign(&dag.dag, 10, empty(), later);
+        let (_, block, _) = proposer.sign(&dag.dag, 10, empty(), None, later);
         assert!(
             block.block.parents.contains(&dag.cid(5, 1)),
             "still links its latest block it has"
@@ -462,7 +464,7 @@ mod tests {
             None,
             "nothing proposed yet"
         );
-        let (_, _, bytes) = proposer.sign(&dag.dag, 0, empty(), 0);
+        let (_, _, bytes) = proposer.sign(&dag.dag, 0, empty(), None, 0);
         assert_eq!(proposer.rebroadcast(REBROADCAST - 1), None);
         assert_eq!(proposer.rebroadcast(REBROADCAST), Some(bytes));
         assert_eq!(proposer.rebroadcast(REBROADCAST + 1), None);

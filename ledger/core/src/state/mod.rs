@@ -26,7 +26,7 @@ use crate::{
     types::{Genesis, SignedTransaction, Transaction},
 };
 
-pub use stored::{verify_account, AccountProof, StateRoot, WaitKey};
+pub use stored::{prove_stored_account, verify_account, AccountProof, StateRoot, WaitKey};
 
 /// How far ahead of its signer's next nonce an ordered transaction may be and wait, rather than fail.
 pub const WAIT_WINDOW: u64 = 4096;

@@ -163,6 +163,26 @@ impl State {
     }
 }
 
+/// The proof of account `key` in the stored state of root block `root`, read through `read`
+/// (each block checked against its CID).
+pub fn prove_stored_account<E: From<TreeError>>(
+    root: &Cid,
+    key: &PublicKey,
+    read: &mut ReadBlock<E>,
+) -> Result<AccountProof, E> {
+    let bytes = read(root)?.ok_or(TreeError::Missing {
+        cid: Box::new(*root),
+    })?;
+    let top = root_block(root, &bytes)?;
+    let mut proof = vec![Bytes::from(bytes)];
+    proof.extend(tree::prove_stored::<_, Account, _>(
+        &top.accounts,
+        key,
+        read,
+    )?);
+    Ok(proof)
+}
+
 /// Reads and checks root block `root`.
 fn read_root<E: From<TreeError>>(root: &Cid, read: &mut ReadBlock<E>) -> Result<StateRoot, E> {
     let bytes = read(root)?.ok_or(TreeError::Missing {

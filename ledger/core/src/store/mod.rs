@@ -20,9 +20,10 @@ pub use memory::MemoryStore;
 pub use park::{MemoryParking, Parking};
 
 use crate::{
+    checkpoint::CHECKPOINT_INTERVAL,
     consensus::GC_DEPTH,
     tree::{TreeBlock, TreeError},
-    types::SignedBlock,
+    types::{Checkpoint, SignedBlock},
     Account, Error, Outcome, PublicKey, State,
 };
 
@@ -157,6 +158,8 @@ pub struct Start {
     /// The blocks that commits up to it ordered from round `last.round - GC_DEPTH` up, each with
     /// its commit's leader round.
     pub ordered: Vec<(Cid, u64)>,
+    /// The last checkpoint at or below it, which our next blocks name.
+    pub checkpoint: Option<Checkpoint>,
 }
 
 impl Start {
@@ -188,11 +191,21 @@ impl Start {
             }
             ordered.extend(commit.blocks.iter().map(|cid| (*cid, commit.round)));
         }
+        let checkpoint = match height - height % CHECKPOINT_INTERVAL {
+            0 => None,
+            at => Some(Checkpoint {
+                height: at,
+                state_root: (store.commit_at(at)?)
+                    .ok_or_else(|| missing(format!("commit {at}")))?
+                    .state_root,
+            }),
+        };
         Ok(Some(Start {
             last,
             leader_author,
             state,
             ordered,
+            checkpoint,
         }))
     }
 

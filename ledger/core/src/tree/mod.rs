@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 use smallvec::{smallvec, SmallVec};
 
 pub use codec::{array, unsigned};
-pub use proof::{verify, Proof};
+pub use proof::{prove_stored, verify, Proof};
 
 /// Digest bits per level: 32 slots a node.
 pub const BIT_WIDTH: usize = 5;

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use comms::Cid;
 
-use super::{codec, digest, index, Slot, Tree, TreeError, TreeKey, TreeValue};
+use super::{codec, digest, index, ReadBlock, Slot, Tree, TreeError, TreeKey, TreeValue};
 use crate::codec::cid_of;
 
 /// The blocks from a tree's root to a key's bucket, or to the empty slot where it would be.
@@ -29,6 +29,39 @@ impl<K: TreeKey, V: TreeValue> Tree<K, V> {
         }
         Some(proof)
     }
+}
+
+/// The proof for `key` in the stored tree of root `root`, read a block at a time through `read`
+/// (each checked against its CID): for a tree that is not the one in memory, such as an older
+/// state's.
+pub fn prove_stored<K: TreeKey, V: TreeValue, E: From<TreeError>>(
+    root: &Cid,
+    key: &K,
+    read: &mut ReadBlock<E>,
+) -> Result<Proof, E> {
+    let digest = digest(key.bytes());
+    let (mut cid, mut proof) = (*root, Vec::new());
+    for depth in 0.. {
+        let bytes = read(&cid)?.ok_or(TreeError::Missing { cid: Box::new(cid) })?;
+        let actual = cid_of(&bytes);
+        if actual != cid {
+            return Err(TreeError::CidMismatch {
+                expected: Box::new(cid),
+                actual: Box::new(actual),
+            }
+            .into());
+        }
+        let node = codec::decode::<K, V>(&cid, &bytes, depth)?.node;
+        proof.push(Bytes::from(bytes));
+        let (at, used) = node.position(index(&digest, depth));
+        match node.slots.get(at) {
+            Some(Slot::Child {
+                cid: Some(link), ..
+            }) if used => cid = *link,
+            _ => break,
+        }
+    }
+    Ok(proof)
 }
 
 /// Checks `proof` for `key` against the tree root `root`: the value at `key`, or `None` if the
