@@ -1,7 +1,7 @@
 //! `scripts/devnet.sh` end to end: four IPFS daemons, four `ledger-node run` validators, transfers
 //! through the CLI, a burst of 1,000 transfers from `ledger-node load` (32 in flight, spread over
-//! the validators, so they arrive out of nonce order) that must apply in full, and every node at the
-//! same state root; the script stops what it started.
+//! the validators, so they arrive out of nonce order) that must apply in full, every node at the
+//! same state root, and an account proven to a light client; the script stops what it started.
 
 use std::{path::Path, process::Command};
 
@@ -42,6 +42,18 @@ fn the_devnet_script_runs_four_validators_over_ipfs_to_agreement() {
     assert!(
         stdout.contains("all 4 nodes agree at height"),
         "no agreement line:\n{stdout}"
+    );
+    // `query balance --verify` checked account 0 against the genesis: it holds, certified by
+    // validators of a quorum of stake.
+    let verified = stdout
+        .split("proven against the genesis alone")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no light client's check:\n{stdout}"));
+    assert!(verified.contains("\"present\": true"), "{verified}");
+    assert!(verified.contains("\"quorum\": 3"), "{verified}");
+    assert!(
+        !verified.contains("\"balance\": 1000000,"),
+        "transfers left it: {verified}"
     );
     // Nothing accepted was lost or failed, and every transfer was seen committed at every node.
     let report = std::fs::read_to_string(dir.join("load.json")).expect("read load.json");

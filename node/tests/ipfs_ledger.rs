@@ -1,6 +1,7 @@
 //! End to end over real IPFS: four validators, each on its own kubo daemon (pubsub carries the
 //! blocks, bitswap serves what a validator missed), commit transfers and agree on every state root;
-//! then kubo's own commands read, walk, pin, export and import the history they built.
+//! then kubo's own commands read, walk, pin, export and import the history they built, and walk the
+//! state tree from a commit's state root.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -171,6 +172,25 @@ async fn the_history_is_native_ipld(
         below.contains(&genesis.to_string()),
         "the genesis is not below the leader"
     );
+
+    // The state is IPLD too: the last commit's state root links the accounts tree, whose node
+    // holds every account (four, in buckets under one root node), and kubo walks all of it.
+    let root = last.state_root.to_string();
+    let state = dag_get(&daemons[0], &root).await;
+    let accounts_tree = state["accounts"]["/"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the state root links the accounts tree: {state}"))
+        .to_owned();
+    let node = dag_get(&daemons[0], &format!("{root}/accounts")).await;
+    assert!(node[0]["/"]["bytes"].is_string(), "a bitmap first: {node}");
+    let pairs: usize = (node[1].as_array().expect("slots").iter())
+        .map(|slot| slot.as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(pairs, VALIDATORS, "one pair per account: {node}");
+    let state_blocks = refs(&daemons[0], &root, false).await;
+    assert!(state_blocks.contains(&accounts_tree), "{state_blocks:?}");
+    let waiting_tree = state["waiting"]["/"].as_str().unwrap_or_default();
+    assert!(state_blocks.contains(waiting_tree), "{state_blocks:?}");
 
     // A recursive pin of the leader pins that whole history.
     ipfs(&daemons[0], &["pin", "add", "--recursive", &leader]).await;
