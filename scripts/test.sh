@@ -17,6 +17,7 @@ fi
 cargo test --workspace --bench sim_scale --locked -- --quick
 cargo test --workspace --bench sync_scale --locked -- --quick
 cargo test --workspace --bench ipld_pin --locked -- --quick
+cargo test --workspace --bench restart --locked -- --quick
 cargo test --workspace --bench micro --locked
 cargo run -p benches --bin latency --locked -- --quick
 
