@@ -8,13 +8,37 @@ use comms::conformance::eventually;
 use ledger::{
     checkpoint::{verify_certificate, CHECKPOINT_INTERVAL},
     devnet::{self, Role},
-    verify_account, Committee, ProvenAccount, PublicKey,
+    verify_account, Account, Committee, ProvenAccount, PublicKey,
 };
 use scenario::{Accounts, Network};
 
 async fn proven(network: &Network, validator: usize, key: PublicKey) -> Option<ProvenAccount> {
     let node = network.node(validator).expect("running");
     node.proven_account(key).await.expect("running")
+}
+
+/// Waits until `validator` proves `key` at a certified checkpoint; returns the proof.
+async fn certified(network: &Network, validator: usize, key: PublicKey) -> ProvenAccount {
+    eventually(
+        Duration::from_secs(120),
+        "a checkpoint is certified",
+        || async { proven(network, validator, key).await.is_some() },
+    )
+    .await;
+    proven(network, validator, key).await.expect("certified")
+}
+
+/// Checks `proven` against the network's genesis alone: the certificate's checkpoint must be the
+/// one it names, and the state blocks must show the account it names. Returns that account.
+fn check(network: &Network, key: &PublicKey, proven: &ProvenAccount) -> Option<Account> {
+    let (chain, committee) = (network.chain(), Committee::new(network.genesis()));
+    let checkpoint =
+        verify_certificate(&proven.certificate, &chain, &committee).expect("certifies");
+    assert_eq!(checkpoint, proven.checkpoint);
+    assert!(checkpoint.height >= CHECKPOINT_INTERVAL);
+    let shown = verify_account(&checkpoint.state_root, key, &proven.proof).expect("proves");
+    assert_eq!(shown, proven.account);
+    shown
 }
 
 #[tokio::test(start_paused = true)]
@@ -34,26 +58,15 @@ async fn accounts_are_proven_at_a_certified_checkpoint_against_the_genesis_alone
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let key = devnet::key(network.seed(), Role::Account, 3).public();
-    eventually(
-        Duration::from_secs(60),
-        "a checkpoint is certified",
-        || async { proven(&network, 0, key).await.is_some() },
-    )
-    .await;
-    let proven = proven(&network, 0, key).await.expect("certified");
-    let (chain, committee) = (network.chain(), Committee::new(network.genesis()));
-    let checkpoint =
-        verify_certificate(&proven.certificate, &chain, &committee).expect("certifies");
-    assert_eq!(checkpoint, proven.checkpoint);
-    assert!(checkpoint.height >= CHECKPOINT_INTERVAL);
-    let shown = verify_account(&checkpoint.state_root, &key, &proven.proof).expect("proves");
-    assert_eq!(shown, proven.account);
+    let proven = certified(&network, 0, key).await;
+    let shown = check(&network, &key, &proven);
     assert!(
         shown.is_some_and(|account| account.balance != 1_000_000),
         "transfers reached it"
     );
 
     // Every validator committed that root at that height.
+    let checkpoint = proven.checkpoint;
     let finished = network.finish().await.expect("a complete run");
     for (i, history) in finished.commits().iter().enumerate() {
         let at = history.iter().find(|c| c.height == checkpoint.height);
@@ -75,38 +88,13 @@ async fn an_absent_account_is_proven_absent_and_a_restarted_node_proves_again() 
         .await
         .expect("the network starts");
     let stranger = devnet::key(99, Role::Account, 0).public();
-    eventually(
-        Duration::from_secs(120),
-        "a checkpoint is certified",
-        || async { proven(&network, 1, stranger).await.is_some() },
-    )
-    .await;
-    let before = proven(&network, 1, stranger).await.expect("certified");
-    assert_eq!(before.account, None);
-    let checkpoint = before.checkpoint;
-    assert_eq!(
-        verify_account(&checkpoint.state_root, &stranger, &before.proof),
-        Ok(None)
-    );
+    let before = certified(&network, 1, stranger).await;
+    assert_eq!(check(&network, &stranger, &before), None);
 
     network.crash(1).await.expect("crashes");
     network.restart(1).await.expect("restarts");
-    eventually(
-        Duration::from_secs(120),
-        "certified again after the restart",
-        || async { proven(&network, 1, stranger).await.is_some() },
-    )
-    .await;
-    let after = proven(&network, 1, stranger).await.expect("certified");
-    assert!(after.checkpoint.height >= checkpoint.height);
-    let (chain, committee) = (network.chain(), Committee::new(network.genesis()));
-    assert_eq!(
-        verify_certificate(&after.certificate, &chain, &committee).ok(),
-        Some(after.checkpoint)
-    );
-    assert_eq!(
-        verify_account(&after.checkpoint.state_root, &stranger, &after.proof),
-        Ok(None)
-    );
+    let after = certified(&network, 1, stranger).await;
+    assert!(after.checkpoint.height >= before.checkpoint.height);
+    assert_eq!(check(&network, &stranger, &after), None);
     network.finish().await.expect("a complete run");
 }

@@ -55,12 +55,7 @@ impl TreeValue for Account {
     }
 
     fn decode(item: &Ipld) -> Option<Account> {
-        let Ipld::List(fields) = item else {
-            return None;
-        };
-        let [balance, nonce] = &fields[..] else {
-            return None;
-        };
+        let (balance, nonce) = tree::pair(item)?;
         Some(Account {
             balance: u64::decode(balance)?,
             nonce: u64::decode(nonce)?,

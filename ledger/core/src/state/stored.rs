@@ -74,12 +74,7 @@ impl TreeValue for Waiting {
     }
 
     fn decode(item: &Ipld) -> Option<Waiting> {
-        let Ipld::List(fields) = item else {
-            return None;
-        };
-        let [tx, expires] = &fields[..] else {
-            return None;
-        };
+        let (tx, expires) = tree::pair(item)?;
         let tx: SignedTransaction = ipld_core::serde::from_ipld(tx.clone()).ok()?;
         let id = tx.id();
         let expires = u64::decode(expires)?;

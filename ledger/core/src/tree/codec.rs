@@ -39,6 +39,17 @@ pub fn unsigned(out: &mut Vec<u8>, value: u64) {
     head(out, UNSIGNED, value);
 }
 
+/// The two items of a decoded list of two, if `item` is one.
+pub fn pair(item: &Ipld) -> Option<(&Ipld, &Ipld)> {
+    match item {
+        Ipld::List(items) => match &items[..] {
+            [first, second] => Some((first, second)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// Writes an array's head, for `len` items to follow.
 pub fn array(out: &mut Vec<u8>, len: usize) {
     head(out, ARRAY, len as u64);
@@ -158,11 +169,8 @@ fn bucket<K: TreeKey, V: TreeValue>(pairs: &[Ipld], depth: usize) -> Result<Pair
         return Err(format!("a bucket of {} pairs", pairs.len()));
     }
     let mut out = Pairs::<K, V>::new();
-    for pair in pairs {
-        let Ipld::List(pair) = pair else {
-            return Err("a pair that is not a list".into());
-        };
-        let [Ipld::Bytes(key), value] = &pair[..] else {
+    for item in pairs {
+        let Some((Ipld::Bytes(key), value)) = pair(item) else {
             return Err("a pair that is not [key, value]".into());
         };
         let key = K::from_bytes(key).ok_or("a key of the wrong form")?;

@@ -26,7 +26,7 @@ use ipld_core::ipld::Ipld;
 use sha2::{Digest, Sha256};
 use smallvec::{smallvec, SmallVec};
 
-pub use codec::{array, unsigned};
+pub use codec::{array, pair, unsigned};
 pub use proof::{prove_stored, verify, Proof};
 
 /// Digest bits per level: 32 slots a node.
