@@ -2,14 +2,12 @@
 //! agreeing; old blocks stay readable from disk; a validator restarted from its store and a node that
 //! joins with nothing both catch up on the whole history and commit the same sequence.
 
-use ledger::Store;
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use comms::conformance::eventually;
-use ledger::{consensus::GC_DEPTH, NodeHandle, SignedTransaction, Status, Transaction};
-use sim::LinkModel;
-
-mod common;
+use ledger::{consensus::GC_DEPTH, NodeHandle, Status, Store};
+use ledger_rocksdb::Storage;
+use scenario::Network;
 
 const VALIDATORS: usize = 4;
 const ROUNDS: u64 = 6 * GC_DEPTH;
@@ -39,63 +37,60 @@ fn assert_bounded(status: &Status, who: &str) {
     );
 }
 
+fn node(network: &Network, i: usize) -> NodeHandle {
+    network.node(i).expect("running").clone()
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_long_history_leaves_memory_and_a_fresh_node_syncs_all_of_it() {
-    let genesis = common::genesis(VALIDATORS, 2);
-    let chain = genesis.encode().1;
-    // Two more peers, for the nodes that join late.
-    let (_sim, peers) = common::network(VALIDATORS + 2, 21, LinkModel::default());
-    let dir = std::env::temp_dir().join(format!("ledger-history-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut nodes = Vec::new();
-    for (i, peer) in peers[..VALIDATORS].iter().enumerate() {
-        let store = (i == 0).then_some(dir.as_path());
-        nodes.push(common::start_validator(&genesis, i, peer.clone(), store).await);
-    }
-    let reference = scenario::CommitLog::open(&nodes[1]).await.expect("running");
+    // Validator 0 on RocksDB; two more peers, for the nodes that join late.
+    let open = Arc::new(|dir: &std::path::Path| Ok(Storage::open(dir)?.into_store()));
+    let mut network = Network::builder()
+        .tests(21)
+        .validators(VALIDATORS)
+        .observers(2)
+        .stores([0])
+        .open_store(open)
+        .start()
+        .await
+        .expect("the network starts");
+    let dir = network.store_dir(0).expect("a directory").to_owned();
+    let mut accounts = network.accounts(2);
     // The first commit, taken as it happens: the rounds below commit more than the stream buffers.
-    let mut early = nodes[1].commits().await.expect("running");
+    let mut early = node(&network, 1).commits().await.expect("running");
     let first = tokio::spawn(async move { early.recv().await });
-    for nonce in 0..TRANSFERS {
-        let tx = Transaction::Transfer {
-            from: common::account(0),
-            to: common::account(1),
-            amount: 1,
-            nonce,
-        };
-        nodes[1]
-            .submit(SignedTransaction::sign(&chain, tx, &common::account_key(0)))
-            .await
-            .expect("running")
-            .expect("accepted");
+    for _ in 0..TRANSFERS {
+        let tx = accounts.transfer(0, 1, 1);
+        let taken = accounts.submit(&node(&network, 1), 0, tx).await;
+        taken.expect("running").expect("accepted");
     }
     eventually(Duration::from_secs(600), "the rounds are made", || async {
-        status(&nodes[1]).await.highest_round >= ROUNDS
+        status(&node(&network, 1)).await.highest_round >= ROUNDS
     })
     .await;
-    for (i, node) in nodes.iter().enumerate() {
-        let status = status(node).await;
+    for i in 0..VALIDATORS {
+        let status = status(&node(&network, i)).await;
         assert_bounded(&status, &format!("validator {i}"));
         // Only validator 0 has a store, which answers for the blocks below the floor.
         assert_eq!(status.pruned_in_memory == 0, i == 0, "validator {i}");
     }
     let first = first.await.expect("joined").expect("the first commit");
-    let old = nodes[0]
+    let old = node(&network, 0)
         .block(first.leader)
         .await
         .expect("running")
         .expect("a block below the floor is read from disk");
     assert_eq!(old.cid, first.leader);
-    assert!(old.round() < status(&nodes[0]).await.dag_floor);
+    assert!(old.round() < status(&node(&network, 0)).await.dag_floor);
 
     // Restart validator 0 from its store; start two nodes with nothing, one with an empty store
     // (its blocks wait for their ancestors on disk) and one without, which parks at most one
     // broadcast block per validator: the others are refused, and fetched once referenced.
-    nodes[0].shutdown().await.expect("stops");
+    network.crash(0).await.expect("stops");
     // A restart reads the last commit's state and the blocks from its memory floor up, not the
     // whole store: other tasks on the runtime go on meanwhile, with one yield between slices.
     let (stored, replayed_slices) = {
-        let storage = ledger_rocksdb::Storage::open(&dir).expect("reopens");
+        let storage = Storage::open(&dir).expect("reopens");
         let slices = |from: Vec<u8>| {
             let (mut from, mut slices, mut total) = (from, 0, 0);
             loop {
@@ -132,7 +127,7 @@ async fn a_long_history_leaves_memory_and_a_fresh_node_syncs_all_of_it() {
             }
         }
     });
-    nodes[0] = common::start_validator(&genesis, 0, peers[0].clone(), Some(&dir)).await;
+    network.restart(0).await.expect("restarts");
     ticker.abort();
     let ticks = ticks.load(std::sync::atomic::Ordering::Relaxed);
     assert!(
@@ -141,31 +136,29 @@ async fn a_long_history_leaves_memory_and_a_fresh_node_syncs_all_of_it() {
     );
     // The replay commits as it reads, so the history never fills memory: it is bounded as soon as
     // the node starts, before it hears from anyone.
-    let replayed = status(&nodes[0]).await;
+    let replayed = status(&node(&network, 0)).await;
     assert!(replayed.height > 0, "the replay commits");
     assert_bounded(&replayed, "the validator just restarted");
-    let fresh_dir = dir.with_extension("fresh");
+    let fresh_dir = std::env::temp_dir().join(format!("ledger-history-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&fresh_dir);
     let mut fresh = Vec::new();
-    for (peer, store) in peers[VALIDATORS..].iter().zip([Some(&fresh_dir), None]) {
-        let storage = store.map(|d| {
-            ledger_rocksdb::Storage::open(d)
-                .expect("open storage")
-                .into_store()
-        });
-        let mut config = common::node_config();
+    for (k, store) in [Some(&fresh_dir), None].into_iter().enumerate() {
+        let storage = store.map(|d| Storage::open(d).expect("open storage").into_store());
+        let mut config = Network::test_config();
         if store.is_none() {
             config.core.parked_broadcasts_per_author = 1;
         }
-        let node = ledger::spawn(&genesis, None, config, peer.clone(), storage)
+        let peer = network.peer(VALIDATORS + k);
+        let node = ledger::spawn(network.genesis(), None, config, peer, storage)
             .await
             .expect("starts");
         let log = scenario::CommitLog::open(&node).await.expect("running");
         fresh.push((node, log));
     }
-    let target = status(&nodes[1]).await.height;
-    wait_for_height(&nodes[0], target, "the restarted validator catches up").await;
-    assert_bounded(&status(&nodes[0]).await, "the restarted validator");
+    let target = status(&node(&network, 1)).await.height;
+    let restarted = node(&network, 0);
+    wait_for_height(&restarted, target, "the restarted validator catches up").await;
+    assert_bounded(&status(&restarted).await, "the restarted validator");
     // While they sync, memory holds the DAG above the floor only; the blocks waiting for their
     // ancestors are many at times (on disk, for the node with a store).
     let most_parked = [std::cell::Cell::new(0), std::cell::Cell::new(0)];
@@ -188,7 +181,7 @@ async fn a_long_history_leaves_memory_and_a_fresh_node_syncs_all_of_it() {
         assert_bounded(&status, &who);
         let refused = status.stats.rejected.get("parking_full").copied();
         assert_eq!(refused.is_some(), i == 1, "{who}: refused {refused:?}");
-        let balance = node.account(common::account(1)).await.expect("running");
+        let balance = node.account(accounts.key(1)).await.expect("running");
         assert_eq!(
             balance.balance,
             1_000_000 + TRANSFERS,
@@ -197,10 +190,8 @@ async fn a_long_history_leaves_memory_and_a_fresh_node_syncs_all_of_it() {
         node.shutdown().await.expect("stops");
         synced.push((who, log.commits().await.expect("a complete log")));
     }
-    for node in &nodes {
-        node.shutdown().await.expect("stops");
-    }
-    let reference = reference.commits().await.expect("a complete log");
+    let finished = network.finish().await.expect("a complete run");
+    let reference = &finished.commits()[1];
     for (who, commits) in synced {
         assert!(commits.len() as u64 > target, "{who}: the whole history");
         for commit in commits.iter().take(reference.len()) {
@@ -212,6 +203,5 @@ async fn a_long_history_leaves_memory_and_a_fresh_node_syncs_all_of_it() {
             );
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&fresh_dir);
 }

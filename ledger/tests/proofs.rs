@@ -10,7 +10,7 @@ use ledger::{
     devnet::{self, Role},
     verify_account, Account, Committee, ProvenAccount, PublicKey,
 };
-use scenario::{Accounts, Network};
+use scenario::Network;
 
 async fn proven(network: &Network, validator: usize, key: PublicKey) -> Option<ProvenAccount> {
     let node = network.node(validator).expect("running");
@@ -50,7 +50,7 @@ async fn accounts_are_proven_at_a_certified_checkpoint_against_the_genesis_alone
         .start()
         .await
         .expect("the network starts");
-    let mut accounts = Accounts::new(network.chain(), network.seed(), 8);
+    let mut accounts = network.accounts(8);
     for k in 0..(4 * CHECKPOINT_INTERVAL as usize) {
         let (from, node) = (k % 8, network.node(k % 4).expect("running").clone());
         let tx = accounts.transfer(from, (from + 3) % 8, 1 + k as u64);

@@ -5,50 +5,50 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use comms::Cid;
+use std::sync::Arc;
+
 use ledger::{
-    Commit, Committed, NodeHandle, Outcome, SignedTransaction, SubmitError, Transaction, TxStatus,
+    Commit, Committed, NodeHandle, Outcome, SignedTransaction, Store, SubmitError, TxStatus,
 };
-use sim::LinkModel;
-
-use ledger::Store;
 use ledger_rocksdb::Storage;
+use scenario::{Accounts, Network};
 
-mod common;
+/// Four validators, validator 0 on a RocksDB store in a directory of the network's, on the
+/// simulator's seed `seed`; the accounts (two of 1,000,000) to sign with.
+async fn network(seed: u64) -> (Network, Accounts) {
+    let open = Arc::new(|dir: &std::path::Path| Ok(Storage::open(dir)?.into_store()));
+    let network = Network::builder()
+        .tests(seed)
+        .stores([0])
+        .open_store(open)
+        .start()
+        .await
+        .expect("the network starts");
+    let accounts = network.accounts(2);
+    (network, accounts)
+}
+
+fn node(network: &Network, i: usize) -> NodeHandle {
+    network.node(i).expect("running").clone()
+}
 
 #[tokio::test(start_paused = true)]
 async fn a_restarted_validator_resumes_its_committed_prefix() {
-    let genesis = common::genesis(4, 2);
-    let chain = genesis.encode().1;
-    let (sim, peers) = common::network(4, 9, LinkModel::default());
-    let dir = std::env::temp_dir().join(format!("ledger-recovery-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut nodes = Vec::new();
-    for (i, peer) in peers.iter().enumerate() {
-        nodes.push(
-            common::start_validator(&genesis, i, peer.clone(), (i == 0).then_some(dir.as_path()))
-                .await,
-        );
-    }
-    let first_life = scenario::CommitLog::open(&nodes[0]).await.expect("running");
-    let tx = Transaction::Transfer {
-        from: common::account(0),
-        to: common::account(1),
-        amount: 7,
-        nonce: 0,
-    };
-    nodes[1]
-        .submit(SignedTransaction::sign(&chain, tx, &common::account_key(0)))
+    let (mut network, mut accounts) = network(9).await;
+    let first_life = scenario::CommitLog::open(&node(&network, 0))
         .await
-        .expect("running")
-        .expect("accepted");
+        .expect("running");
+    let tx = accounts.transfer(0, 1, 7);
+    let taken = accounts.submit(&node(&network, 1), 0, tx).await;
+    taken.expect("running").expect("accepted");
     // Idle rounds are `idle_block_interval` (1 s) apart: long enough for a history of some length.
     tokio::time::sleep(Duration::from_secs(15)).await;
 
-    nodes[0].shutdown().await.expect("stops");
-    sim.crash(0).await.expect("peer 0");
+    network.crash(0).await.expect("crashes");
     let before = first_life.commits().await.expect("a complete commit log");
     let last = before.last().expect("commits before the crash").clone();
     assert!(last.height >= 10, "only {} commits", last.height);
+    let dir = network.store_dir(0).expect("a directory").to_owned();
     let storage = Storage::open(&dir).expect("reopen");
     assert_eq!(
         storage.height().expect("readable"),
@@ -59,18 +59,25 @@ async fn a_restarted_validator_resumes_its_committed_prefix() {
     drop(storage);
 
     tokio::time::sleep(Duration::from_secs(2)).await;
-    sim.restart(0).await.expect("peer 0");
-    let fetched_before = sim.stats().await.expect("running").counters.fetches;
-    nodes[0] = common::start_validator(&genesis, 0, peers[0].clone(), Some(&dir)).await;
-    // The replay re-derived every stored commit, each checked against the stored record, before
-    // the node started.
-    let replayed = nodes[0].status().await.expect("running");
-    assert_eq!(replayed.height, last.height, "the replayed height");
-    assert_eq!(replayed.state_root, last.state_root.to_string());
-    let second_life = scenario::CommitLog::open(&nodes[0]).await.expect("running");
+    let fetched_before = network
+        .sim()
+        .stats()
+        .await
+        .expect("running")
+        .counters
+        .fetches;
+    network.restart(0).await.expect("restarts");
+    // The node started from the last stored commit's state (every tree block checked against its
+    // CID) and the blocks above its floor, before it answered.
+    let restarted = node(&network, 0).status().await.expect("running");
+    assert_eq!(restarted.height, last.height, "the stored height");
+    assert_eq!(restarted.state_root, last.state_root.to_string());
+    let second_life = scenario::CommitLog::open(&node(&network, 0))
+        .await
+        .expect("running");
     tokio::time::sleep(Duration::from_secs(15)).await;
-    let status = nodes[0].status().await.expect("running");
-    nodes[0].shutdown().await.expect("stops");
+    let status = node(&network, 0).status().await.expect("running");
+    network.crash(0).await.expect("stops");
     let after = second_life.commits().await.expect("a complete commit log");
     assert_eq!(
         after.first().map(|c| c.height),
@@ -83,23 +90,26 @@ async fn a_restarted_validator_resumes_its_committed_prefix() {
         last.height,
         status.height
     );
-    assert_eq!(nodes[0].status().await.ok(), None, "stopped");
     // Refetching the stored history would take at least one fetch per stored block; the network's
     // fetches since the restart (for blocks made while it was down) stay below that.
-    let fetched = sim.stats().await.expect("running").counters.fetches - fetched_before;
+    let fetched = network
+        .sim()
+        .stats()
+        .await
+        .expect("running")
+        .counters
+        .fetches
+        - fetched_before;
     assert!(
         fetched < stored,
         "{fetched} fetches after restarting with {stored} stored blocks"
     );
-    assert_eq!(
-        nodes[1]
-            .account(common::account(1))
-            .await
-            .expect("running")
-            .balance,
-        1_000_007
-    );
-    let _ = std::fs::remove_dir_all(&dir);
+    let balance = node(&network, 1)
+        .account(accounts.key(1))
+        .await
+        .expect("running");
+    assert_eq!(balance.balance, 1_000_007);
+    network.finish().await.expect("a complete run");
 }
 
 /// A transaction's status: pending once submitted (a second submission changes nothing, another
@@ -107,79 +117,56 @@ async fn a_restarted_validator_resumes_its_committed_prefix() {
 /// committed with its outcome, read from the store, so it survives a restart.
 #[tokio::test(start_paused = true)]
 async fn transaction_status_is_pending_then_committed_and_survives_a_restart() {
-    let genesis = common::genesis(4, 2);
-    let chain = genesis.encode().1;
-    let (_sim, peers) = common::network(4, 11, LinkModel::default());
-    let dir = std::env::temp_dir().join(format!("ledger-tx-status-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut nodes = Vec::new();
-    for (i, peer) in peers.iter().enumerate() {
-        nodes.push(
-            common::start_validator(&genesis, i, peer.clone(), (i == 0).then_some(dir.as_path()))
-                .await,
-        );
-    }
-    let transfer = |amount| {
-        let tx = Transaction::Transfer {
-            from: common::account(0),
-            to: common::account(1),
-            amount,
-            nonce: 0,
-        };
-        SignedTransaction::sign(&chain, tx, &common::account_key(0))
-    };
-    let (good, replay) = (transfer(5), transfer(6));
-    let submit = |tx: SignedTransaction| async {
-        nodes[0]
-            .submit(tx)
-            .await
-            .expect("running")
-            .expect("accepted")
+    let (mut network, accounts) = network(11).await;
+    let (good, replay) = (accounts.transfer(0, 1, 5), accounts.transfer(0, 1, 6));
+    let submit = |tx: SignedTransaction| {
+        let node = node(&network, 0);
+        async move { node.submit(tx).await.expect("running").expect("accepted") }
     };
     let id = submit(good.clone()).await;
     assert_eq!(id, good.id());
     assert_eq!(submit(good.clone()).await, id, "resubmission is idempotent");
+    let validator = node(&network, 0);
     assert_eq!(
-        nodes[0].transaction(id).await.expect("running"),
+        validator.transaction(id).await.expect("running"),
         TxStatus::Pending
     );
-    assert_eq!(nodes[0].status().await.expect("running").mempool, 1);
+    assert_eq!(validator.status().await.expect("running").mempool, 1);
     assert!(
         matches!(
-            nodes[0].submit(replay).await.expect("running"),
+            validator.submit(replay).await.expect("running"),
             Err(SubmitError::NonceTaken(0))
         ),
         "a second transaction for a queued nonce is refused"
     );
 
     comms::conformance::eventually(Duration::from_secs(10), "committed", || async {
-        committed(&nodes[0], id).await.is_some()
+        committed(&validator, id).await.is_some()
     })
     .await;
-    let first = committed(&nodes[0], id).await.expect("committed");
+    let first = committed(&validator, id).await.expect("committed");
     assert_eq!(first.outcome, Outcome::Applied);
     assert!(
         matches!(
-            nodes[0].submit(good.clone()).await.expect("running"),
+            validator.submit(good.clone()).await.expect("running"),
             Err(SubmitError::StaleNonce { next: 1, got: 0 })
         ),
         "a committed transaction is not queued again"
     );
-    let unknown = transfer(7).id();
+    let unknown = accounts.transfer(0, 1, 7).id();
     assert_eq!(
-        nodes[0].transaction(unknown).await.expect("running"),
+        validator.transaction(unknown).await.expect("running"),
         TxStatus::Unknown
     );
 
-    nodes[0].shutdown().await.expect("stops");
-    nodes[0] = common::start_validator(&genesis, 0, peers[0].clone(), Some(&dir)).await;
+    network.crash(0).await.expect("stops");
+    network.restart(0).await.expect("restarts");
     assert_eq!(
-        committed(&nodes[0], id).await,
+        committed(&node(&network, 0), id).await,
         Some(first),
         "read back from disk"
     );
-    nodes[0].shutdown().await.expect("stops");
-    let _ = std::fs::remove_dir_all(&dir);
+    network.finish().await.expect("a complete run");
 }
 
 /// The store keeps the first record of a transaction ordered more than once, within one commit or

@@ -1,35 +1,51 @@
-//! Four honest validators on a clean network commit, agree, and apply a transfer.
+//! Four honest validators on a clean network commit, agree, and apply transfers: inline and in
+//! batch blocks, with a validator lagging behind, and at the pace the work sets.
 
 use std::time::Duration;
 
-use ledger::{SignedTransaction, Transaction};
+use ledger::{NodeConfig, NodeHandle};
+use scenario::{Accounts, Network};
 use sim::LinkModel;
 
-mod common;
+/// Four validators and two accounts of 1,000,000, with `config`, on the simulator's seed `seed`
+/// (overridable by the environment); the accounts to sign with.
+async fn network(seed: u64, config: NodeConfig) -> (Network, Accounts) {
+    let network = Network::builder()
+        .tests(seed)
+        .node_config(config)
+        .start()
+        .await
+        .expect("the network starts");
+    let accounts = network.accounts(2);
+    (network, accounts)
+}
+
+fn node(network: &Network, i: usize) -> NodeHandle {
+    network.node(i).expect("running").clone()
+}
+
+/// Submits `count` transfers of `amount` from account 0 to account 1 through validator `via`
+/// (one validator for one account's transactions: several would commit them in any order).
+async fn send(network: &Network, accounts: &mut Accounts, via: usize, count: u64, amount: u64) {
+    for _ in 0..count {
+        let tx = accounts.transfer(0, 1, amount);
+        let taken = accounts.submit(&node(network, via), 0, tx).await;
+        taken.expect("running").expect("accepted");
+    }
+}
+
+async fn balance(node: &NodeHandle, key: ledger::PublicKey) -> ledger::Account {
+    node.account(key).await.expect("running")
+}
 
 #[tokio::test(start_paused = true)]
 async fn four_honest_validators_commit_a_transfer() {
-    let genesis = common::genesis(4, 2);
-    let chain = genesis.encode().1;
-    let (_sim, peers) = common::network(4, 1, LinkModel::default());
-    let mut nodes = Vec::new();
-    for (i, peer) in peers.into_iter().enumerate() {
-        nodes.push(common::start_validator(&genesis, i, peer, None).await);
-    }
-    let tx = Transaction::Transfer {
-        from: common::account(0),
-        to: common::account(1),
-        amount: 250,
-        nonce: 0,
-    };
-    nodes[2]
-        .submit(SignedTransaction::sign(&chain, tx, &common::account_key(0)))
-        .await
-        .expect("running")
-        .expect("accepted");
+    let (network, mut accounts) = network(1, Network::test_config()).await;
+    send(&network, &mut accounts, 2, 1, 250).await;
     let wall = std::time::Instant::now();
     tokio::time::sleep(Duration::from_secs(5)).await;
-    for node in &nodes {
+    for i in 0..4 {
+        let node = node(&network, i);
         let status = node.status().await.expect("running");
         // Idle, rounds are a second apart (`idle_block_interval`): still a commit about each.
         assert!(
@@ -37,20 +53,8 @@ async fn four_honest_validators_commit_a_transfer() {
             "only {} commits in 5 simulated seconds",
             status.height
         );
-        assert_eq!(
-            node.account(common::account(1))
-                .await
-                .expect("running")
-                .balance,
-            1_000_250
-        );
-        assert_eq!(
-            node.account(common::account(0))
-                .await
-                .expect("running")
-                .nonce,
-            1
-        );
+        assert_eq!(balance(&node, accounts.key(1)).await.balance, 1_000_250);
+        assert_eq!(balance(&node, accounts.key(0)).await.nonce, 1);
     }
     eprintln!(
         "5 simulated seconds of 4 validators in {:?} of wall time",
@@ -60,51 +64,21 @@ async fn four_honest_validators_commit_a_transfer() {
 
 #[tokio::test(start_paused = true)]
 async fn transactions_in_separate_batch_blocks_commit() {
-    let genesis = common::genesis(4, 2);
-    let chain = genesis.encode().1;
-    let (_sim, peers) = common::network(4, 2, LinkModel::default());
-    let mut config = common::node_config();
+    let mut config = Network::test_config();
     // Every non-empty payload goes into a separate batch block, fetched by the other validators.
     config.core.inline_bytes = 0;
-    let mut nodes = Vec::new();
-    for (i, peer) in peers.into_iter().enumerate() {
-        let key = Some(common::validator_key(i));
-        nodes.push(
-            ledger::spawn(&genesis, key, config.clone(), peer, None)
-                .await
-                .expect("starts"),
-        );
-    }
-    for nonce in 0..3 {
-        let tx = Transaction::Transfer {
-            from: common::account(0),
-            to: common::account(1),
-            amount: 100,
-            nonce,
-        };
-        let signed = SignedTransaction::sign(&chain, tx, &common::account_key(0));
-        // One validator for one account's transactions: several would commit them in any order.
-        nodes[1]
-            .submit(signed)
-            .await
-            .expect("running")
-            .expect("accepted");
-    }
+    let (network, mut accounts) = network(2, config).await;
+    send(&network, &mut accounts, 1, 3, 100).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    for node in &nodes {
+    for i in 0..4 {
+        let node = node(&network, i);
         let status = node.status().await.expect("running");
         assert!(
             status.stats.rejected.is_empty(),
             "{:?}",
             status.stats.rejected
         );
-        assert_eq!(
-            node.account(common::account(1))
-                .await
-                .expect("running")
-                .balance,
-            1_000_300
-        );
+        assert_eq!(balance(&node, accounts.key(1)).await.balance, 1_000_300);
     }
 }
 
@@ -113,13 +87,7 @@ async fn transactions_in_separate_batch_blocks_commit() {
 /// block links its own previous one, so the blocks nobody else referenced commit first.
 #[tokio::test(start_paused = true)]
 async fn a_lagging_validator_keeps_its_transactions_in_order() {
-    let genesis = common::genesis(4, 2);
-    let chain = genesis.encode().1;
-    let (sim, peers) = common::network(4, 3, LinkModel::default());
-    let mut nodes = Vec::new();
-    for (i, peer) in peers.into_iter().enumerate() {
-        nodes.push(common::start_validator(&genesis, i, peer, None).await);
-    }
+    let (network, mut accounts) = network(3, Network::test_config()).await;
     let slow = LinkModel {
         latency: sim::Latency::Constant {
             value: Duration::from_millis(1500),
@@ -127,7 +95,7 @@ async fn a_lagging_validator_keeps_its_transactions_in_order() {
         ..LinkModel::default()
     };
     let set_links = |link: LinkModel| {
-        let sim = &sim;
+        let sim = network.sim();
         async move {
             for other in 1..4 {
                 sim.set_link(0, other, link).await.expect("sim");
@@ -135,46 +103,24 @@ async fn a_lagging_validator_keeps_its_transactions_in_order() {
             }
         }
     };
-    let submit = |nonce: u64| {
-        let tx = Transaction::Transfer {
-            from: common::account(0),
-            to: common::account(1),
-            amount: 100,
-            nonce,
-        };
-        let signed = SignedTransaction::sign(&chain, tx, &common::account_key(0));
-        let node = &nodes[0];
-        async move {
-            node.submit(signed)
-                .await
-                .expect("running")
-                .expect("accepted");
-        }
-    };
     tokio::time::sleep(Duration::from_secs(1)).await;
     set_links(slow).await;
     // Two transactions in two of validator 0's blocks while the others move on without them.
-    submit(0).await;
+    send(&network, &mut accounts, 0, 1, 100).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    submit(1).await;
+    send(&network, &mut accounts, 0, 1, 100).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     set_links(LinkModel::default()).await;
     // The third rides in a block that the others reference at once.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    submit(2).await;
+    send(&network, &mut accounts, 0, 1, 100).await;
 
     comms::conformance::eventually(
         Duration::from_secs(30),
         "validator 0's three transfers applied everywhere",
         || async {
-            for node in &nodes {
-                if node
-                    .account(common::account(0))
-                    .await
-                    .expect("running")
-                    .nonce
-                    < 3
-                {
+            for i in 0..4 {
+                if balance(&node(&network, i), accounts.key(0)).await.nonce < 3 {
                     return false;
                 }
             }
@@ -182,9 +128,10 @@ async fn a_lagging_validator_keeps_its_transactions_in_order() {
         },
     )
     .await;
-    for node in &nodes {
+    for i in 0..4 {
+        let node = node(&network, i);
         let status = node.status().await.expect("running");
-        let account = node.account(common::account(1)).await.expect("running");
+        let account = balance(&node, accounts.key(1)).await;
         assert_eq!(account.balance, 1_000_300, "{status:?}");
     }
 }
@@ -194,35 +141,22 @@ async fn a_lagging_validator_keeps_its_transactions_in_order() {
 /// down again afterwards.
 #[tokio::test(start_paused = true)]
 async fn rounds_are_fast_with_work_and_slow_when_idle() {
-    let genesis = common::genesis(4, 2);
-    let chain = genesis.encode().1;
-    let (_sim, peers) = common::network(4, 4, LinkModel::default());
-    let mut nodes = Vec::new();
-    for (i, peer) in peers.into_iter().enumerate() {
-        nodes.push(common::start_validator(&genesis, i, peer, None).await);
-    }
-    let idle = common::node_config().core.idle_block_interval;
-    let round = |node: &ledger::NodeHandle| {
-        let node = node.clone();
+    let (network, mut accounts) = network(4, Network::test_config()).await;
+    let idle = Network::test_config().core.idle_block_interval;
+    let round = |i: usize| {
+        let node = node(&network, i);
         async move { node.status().await.expect("running").highest_round }
     };
     tokio::time::sleep(idle * 10).await;
-    let idle_rounds = round(&nodes[0]).await;
+    let idle_rounds = round(0).await;
     assert!(
         (8..=12).contains(&idle_rounds),
         "{idle_rounds} rounds in 10 idle intervals"
     );
 
-    let mut commits = nodes[3].commits().await.expect("running");
-    let tx = Transaction::Transfer {
-        from: common::account(0),
-        to: common::account(1),
-        amount: 1,
-        nonce: 0,
-    };
-    let id = nodes[1]
-        .submit(SignedTransaction::sign(&chain, tx, &common::account_key(0)))
-        .await
+    let mut commits = node(&network, 3).commits().await.expect("running");
+    let tx = accounts.transfer(0, 1, 1);
+    let id = (accounts.submit(&node(&network, 1), 0, tx).await)
         .expect("running")
         .expect("accepted");
     let submitted = tokio::time::Instant::now();
@@ -242,9 +176,9 @@ async fn rounds_are_fast_with_work_and_slow_when_idle() {
         submitted.elapsed()
     );
 
-    let before = round(&nodes[0]).await;
+    let before = round(0).await;
     tokio::time::sleep(idle * 10).await;
-    let after = round(&nodes[0]).await;
+    let after = round(0).await;
     assert!(
         after - before <= 12,
         "{} rounds in 10 idle intervals after the commit",

@@ -3,7 +3,7 @@
 use comms::Cid;
 use ledger::{
     devnet::{self, Role},
-    Keypair, NodeError, NodeHandle, SignedTransaction, SubmitError, Transaction,
+    Keypair, NodeError, NodeHandle, PublicKey, SignedTransaction, SubmitError, Transaction,
 };
 
 /// The devnet accounts of a network's genesis, each with its next nonce.
@@ -33,6 +33,11 @@ impl Accounts {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+
+    /// Account `i`'s public key.
+    pub fn key(&self, i: usize) -> PublicKey {
+        self.keys[i].public()
     }
 
     /// A transfer of `amount` from account `from` to account `to`, with `from`'s next nonce.

@@ -115,6 +115,14 @@ impl NetworkBuilder {
         self
     }
 
+    /// The network of the ledger's tests: the seed `seed` unless the environment overrides it
+    /// ([`sim::seed_from_env`]), two accounts of 1,000,000, and [`Network::test_config`].
+    pub fn tests(self, seed: u64) -> NetworkBuilder {
+        self.seed(sim::seed_from_env(seed))
+            .accounts(2, 1_000_000)
+            .node_config(Network::test_config())
+    }
+
     /// The seed of every random choice and of every key.
     pub fn seed(mut self, seed: u64) -> NetworkBuilder {
         self.sim.seed = seed;
@@ -272,6 +280,16 @@ impl Finished {
 }
 
 impl Network {
+    /// The node config of the ledger's simulated tests: fixed timestamps from epoch 0, and a
+    /// fetch given up after 2 s rather than 5, so that a lost block is asked again sooner.
+    pub fn test_config() -> NodeConfig {
+        NodeConfig {
+            epoch_ms: Some(0),
+            fetch_timeout: std::time::Duration::from_secs(2),
+            ..NodeConfig::default()
+        }
+    }
+
     /// A network to build: 4 honest validators over the default link, seed 0.
     pub fn builder() -> NetworkBuilder {
         NetworkBuilder::default()
@@ -280,6 +298,11 @@ impl Network {
     /// The simulator, for its clock, its faults and its statistics.
     pub fn sim(&self) -> &Sim {
         &self.sim
+    }
+
+    /// The first `count` funded accounts of the genesis, to sign transfers with.
+    pub fn accounts(&self, count: usize) -> crate::Accounts {
+        crate::Accounts::new(self.chain, self.seed, count)
     }
 
     /// The chain's genesis.
@@ -335,6 +358,15 @@ impl Network {
     /// How honest validator `i`'s node ended, if it is up and ended on its own (a failed store).
     pub fn exit(&self, i: usize) -> Option<Exit> {
         self.node(i).and_then(NodeHandle::exit)
+    }
+
+    /// The directory of honest validator `i`'s store, when [`NetworkBuilder::open_store`] gave
+    /// it one: to read the store while the validator is down.
+    pub fn store_dir(&self, i: usize) -> Option<&Path> {
+        match self.validators.get(i)?.store.as_ref()? {
+            Kept::Dir(dir, _) => Some(dir),
+            Kept::Memory(_) => None,
+        }
     }
 
     /// Stops honest validator `i` (it must have a store) and crashes its peer. A node that
