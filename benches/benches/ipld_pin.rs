@@ -169,11 +169,16 @@ async fn on_kubo(history: Vec<Bytes>, leader: &str, dir: &Path) {
     let _ = std::fs::remove_file(&car);
 }
 
+/// How long one command may take: kubo's own bound, so that a walk that waits for a block no one
+/// has fails rather than hangs.
+const COMMAND_TIMEOUT: &str = "--timeout=300s";
+
 /// Runs the daemon's command line; how long it took and its standard output. Panics if it fails.
 fn timed(daemon: &Daemon, args: &[&str]) -> (Duration, Vec<u8>) {
     let started = Instant::now();
     let output = daemon
         .command()
+        .arg(COMMAND_TIMEOUT)
         .args(args)
         .output()
         .expect("run the ipfs command line");

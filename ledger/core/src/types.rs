@@ -183,12 +183,33 @@ pub enum Payload {
 /// A validator's word on the state: the root it computed after commit `height`, a checkpoint
 /// (a positive multiple of [`CHECKPOINT_INTERVAL`](crate::checkpoint::CHECKPOINT_INTERVAL)).
 /// Blocks of a quorum of stake saying the same certify that state (see [`crate::checkpoint`]).
+///
+/// The root's CID is encoded as a byte string, not as an IPLD link: a pin of a block walks its
+/// links, and a faulty validator could name a root that exists nowhere, so that every pin below
+/// its block (every honest block after it) would miss a link. A block's links stay what the node
+/// checked before accepting it: its parents, its batch and the chain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// The commit height.
     pub height: u64,
-    /// The CID of the state's root block after that commit.
+    /// The CID of the state's root block after that commit (as bytes, see above).
+    #[serde(with = "cid_bytes")]
     pub state_root: Cid,
+}
+
+/// A CID as a CBOR byte string of its binary form, rather than a tag-42 link.
+mod cid_bytes {
+    use comms::Cid;
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(cid: &Cid, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&cid.to_bytes())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Cid, D::Error> {
+        let bytes = serde_bytes::ByteBuf::deserialize(deserializer)?;
+        Cid::try_from(bytes.as_slice()).map_err(|error| D::Error::custom(error.to_string()))
+    }
 }
 
 /// A DAG vertex: what a validator proposes for a round.

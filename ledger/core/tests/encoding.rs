@@ -184,4 +184,10 @@ fn a_checkpoint_is_at_a_checkpoint_height_and_absent_until_there_is_one() {
     // No checkpoint: no `checkpoint` key at all (a `null` would be a second encoding).
     let bytes = encode(&signed(None));
     assert!(!bytes.windows(10).any(|w| w == b"checkpoint"));
+    // The root is a byte string (`0x58 0x24`: 36 bytes), not a tag-42 link that pins would walk.
+    let bytes = encode(&signed(Some(CHECKPOINT_INTERVAL)));
+    let as_bytes = [&[0x58, 0x24][..], &state_root.to_bytes()].concat();
+    assert!(bytes.windows(as_bytes.len()).any(|w| w == as_bytes));
+    let as_link = [&[0xd8, 0x2a, 0x58, 0x25, 0x00][..], &state_root.to_bytes()].concat();
+    assert!(!bytes.windows(as_link.len()).any(|w| w == as_link));
 }
