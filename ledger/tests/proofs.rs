@@ -32,8 +32,9 @@ async fn certified(network: &Network, validator: usize, key: PublicKey) -> Prove
 /// one it names, and the state blocks must show the account it names. Returns that account.
 fn check(network: &Network, key: &PublicKey, proven: &ProvenAccount) -> Option<Account> {
     let (chain, committee) = (network.chain(), Committee::new(network.genesis()));
-    let checkpoint =
-        verify_certificate(&proven.certificate, &chain, &committee).expect("certifies");
+    let checkpoint = verify_certificate(&proven.certificate, &chain, &committee)
+        .expect("certifies")
+        .checkpoint;
     assert_eq!(checkpoint, proven.checkpoint);
     assert!(checkpoint.height >= CHECKPOINT_INTERVAL);
     let shown = verify_account(&checkpoint.state_root, key, &proven.proof).expect("proves");

@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use ledger::{
     checkpoint::verify_certificate, verify_account, Account, Checkpoint, Committee, Genesis,
-    PublicKey, SignedBlock,
+    PublicKey,
 };
 use serde::Serialize;
 
@@ -37,8 +37,9 @@ pub fn verify(reply: &AccountReply, genesis: &Genesis) -> anyhow::Result<Verifie
     let proof = (reply.proof.as_ref()).context("the node sent no proof (ask with ?proof=true)")?;
     let (chain, committee) = (genesis.encode().1, Committee::new(genesis));
     let certificate = blocks(&proof.certificate).context("the certificate")?;
-    let checkpoint = verify_certificate(&certificate, &chain, &committee)
+    let certified = verify_certificate(&certificate, &chain, &committee)
         .context("the certificate does not hold")?;
+    let checkpoint = certified.checkpoint;
     let claimed = Checkpoint {
         height: proof.checkpoint.height,
         state_root: proof.checkpoint.state_root,
@@ -54,7 +55,6 @@ pub fn verify(reply: &AccountReply, genesis: &Genesis) -> anyhow::Result<Verifie
     let account = verify_account(&checkpoint.state_root, &reply.account, &path)
         .context("the state blocks do not lead from the certified root to the account")?;
     check_claim(proof, account)?;
-    let validators = authors(&certificate)?;
     let Account { balance, nonce } = account.unwrap_or_default();
     Ok(Verified {
         account: reply.account,
@@ -63,9 +63,9 @@ pub fn verify(reply: &AccountReply, genesis: &Genesis) -> anyhow::Result<Verifie
         present: account.is_some(),
         height: checkpoint.height,
         state_root: checkpoint.state_root.to_string(),
-        stake: committee.stake(validators.iter().copied()),
+        stake: certified.stake,
         quorum: committee.quorum(),
-        validators,
+        validators: certified.authors,
     })
 }
 
@@ -90,18 +90,12 @@ fn blocks(hex: &[String]) -> anyhow::Result<Vec<Bytes>> {
         .collect()
 }
 
-fn authors(certificate: &[Bytes]) -> anyhow::Result<Vec<u32>> {
-    (certificate.iter())
-        .map(|bytes| Ok(SignedBlock::decode(bytes)?.block.author))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use ledger::{
         checkpoint::CHECKPOINT_INTERVAL,
         devnet::{self, Role},
-        Block, Payload, State,
+        Block, Payload, SignedBlock, State,
     };
 
     use super::*;

@@ -20,6 +20,7 @@ use comms::Cid;
 use crate::{
     committee::Committee,
     types::{Checkpoint, SignedBlock},
+    validate::author_key,
     Error,
 };
 
@@ -59,14 +60,25 @@ pub enum CertificateError {
     NoQuorum { stake: u64, quorum: u64 },
 }
 
+/// What a certificate that holds shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Certified {
+    /// The checkpoint its blocks name.
+    pub checkpoint: Checkpoint,
+    /// The validators that signed them, in the certificate's order.
+    pub authors: Vec<u32>,
+    /// Their stake, a quorum or more.
+    pub stake: u64,
+}
+
 /// Checks that `blocks` certify one checkpoint for the chain `chain` of `committee`: each decodes
 /// strictly, is of the chain, is signed by its author, and names the same checkpoint; their
-/// distinct authors hold a quorum. Returns the checkpoint.
+/// distinct authors hold a quorum. Returns the checkpoint and who certified it.
 pub fn verify_certificate(
     blocks: &[Bytes],
     chain: &Cid,
     committee: &Committee,
-) -> Result<Checkpoint, CertificateError> {
+) -> Result<Certified, CertificateError> {
     let (mut named, mut authors) = (None, Vec::with_capacity(blocks.len()));
     for (index, bytes) in blocks.iter().enumerate() {
         let block = check(bytes, chain, committee)
@@ -82,9 +94,13 @@ pub fn verify_certificate(
         }
         authors.push(author);
     }
-    let (stake, quorum) = (committee.stake(authors), committee.quorum());
+    let (stake, quorum) = (committee.stake(authors.iter().copied()), committee.quorum());
     match named {
-        Some(checkpoint) if stake >= quorum => Ok(checkpoint),
+        Some(checkpoint) if stake >= quorum => Ok(Certified {
+            checkpoint,
+            authors,
+            stake,
+        }),
         _ => Err(CertificateError::NoQuorum { stake, quorum }),
     }
 }
@@ -92,19 +108,7 @@ pub fn verify_certificate(
 /// One certificate block, decoded and checked: of the chain, by a validator, signed by it.
 fn check(bytes: &[u8], chain: &Cid, committee: &Committee) -> Result<SignedBlock, Error> {
     let block = SignedBlock::decode(bytes)?;
-    if block.block.chain != *chain {
-        return Err(Error::WrongChain {
-            expected: Box::new(*chain),
-            actual: Box::new(block.block.chain),
-        });
-    }
-    let key = committee
-        .key(block.block.author)
-        .ok_or(Error::UnknownAuthor {
-            author: block.block.author,
-            validators: committee.size(),
-        })?;
-    block.verify(key)?;
+    block.verify(author_key(&block.block, chain, committee)?)?;
     Ok(block)
 }
 
@@ -239,7 +243,9 @@ mod tests {
         assert_eq!(certificate.checkpoint, one);
         assert_eq!(certificate.blocks.len(), 3);
         assert_eq!(
-            verify_certificate(&certificate.blocks, &chain, &committee).ok(),
+            verify_certificate(&certificate.blocks, &chain, &committee)
+                .ok()
+                .map(|c| c.checkpoint),
             Some(one)
         );
         assert_eq!(

@@ -4,8 +4,8 @@ use comms::Cid;
 
 use crate::{
     committee::Committee,
-    crypto::{verify_batch, Domain},
-    types::{Payload, SignedBlock, SignedTransaction},
+    crypto::{verify_batch, Domain, PublicKey},
+    types::{Block, Payload, SignedBlock, SignedTransaction},
     Error, ParentsError,
 };
 
@@ -18,6 +18,25 @@ pub struct BlockLimits {
     pub max_bytes: u64,
 }
 
+/// The key of `block`'s author, if the block is of the chain `chain` and its author is one of
+/// `committee`'s validators: what its signature is checked against.
+pub fn author_key<'a>(
+    block: &Block,
+    chain: &Cid,
+    committee: &'a Committee,
+) -> Result<&'a PublicKey, Error> {
+    if block.chain != *chain {
+        return Err(Error::WrongChain {
+            expected: Box::new(*chain),
+            actual: Box::new(block.chain),
+        });
+    }
+    committee.key(block.author).ok_or(Error::UnknownAuthor {
+        author: block.author,
+        validators: committee.size(),
+    })
+}
+
 /// Checks everything that needs only the block: chain, author, signature, parent list shape, size,
 /// and the signatures of inline transactions (in one batch verification).
 pub fn check_block(
@@ -28,16 +47,7 @@ pub fn check_block(
     limits: &BlockLimits,
 ) -> Result<(), Error> {
     let b = &block.block;
-    if b.chain != *chain {
-        return Err(Error::WrongChain {
-            expected: Box::new(*chain),
-            actual: Box::new(b.chain),
-        });
-    }
-    let key = committee.key(b.author).ok_or(Error::UnknownAuthor {
-        author: b.author,
-        validators: committee.size(),
-    })?;
+    let key = author_key(b, chain, committee)?;
     if size as u64 > limits.max_bytes {
         return Err(Error::TooLarge {
             size: size as u64,

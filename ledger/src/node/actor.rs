@@ -248,9 +248,12 @@ impl<C: Communication + Clone> Node<C> {
         };
         let checkpoint = certificate.checkpoint;
         let root = checkpoint.state_root;
-        let proof = match (self.core.state().prove(key), &self.storage) {
-            (Some(proof), _) if self.core.state().root() == root => proof,
-            (_, Some(storage)) => {
+        let state = self.core.state();
+        // From memory when the certified state is the current one, else from the store.
+        let in_memory = (state.root() == root).then(|| state.prove(key)).flatten();
+        let proof = match (in_memory, &self.storage) {
+            (Some(proof), _) => proof,
+            (None, Some(storage)) => {
                 let ours = storage.commit_at(checkpoint.height)?.map(|c| c.state_root);
                 if ours != Some(root) {
                     // Not executed here yet, or executed to another root (counted and logged).
@@ -258,7 +261,7 @@ impl<C: Communication + Clone> Node<C> {
                 }
                 prove_stored_account(&root, key, &mut |cid: &Cid| storage.state_block(cid))?
             }
-            (_, None) => return Ok(None),
+            (None, None) => return Ok(None),
         };
         let account = verify_account(&root, key, &proof)?;
         Ok(Some(ProvenAccount {

@@ -241,34 +241,35 @@ impl State {
 
     /// Applies one transaction whose signature was verified, now (it never waits).
     pub fn apply(&mut self, tx: &Transaction) -> Outcome {
-        let signer = self.account(tx.signer());
+        let mut signer = self.account(tx.signer());
         if tx.nonce() != signer.nonce {
             return Outcome::BadNonce {
                 expected: signer.nonce,
                 got: tx.nonce(),
             };
         }
-        if let Transaction::Transfer {
-            from, to, amount, ..
-        } = tx
-        {
-            if signer.balance < *amount {
+        let transfer = match tx {
+            Transaction::Transfer { to, amount, .. } => Some((to, *amount)),
+            Transaction::Record { .. } => None,
+        };
+        if let Some((_, amount)) = transfer {
+            if signer.balance < amount {
                 return Outcome::InsufficientFunds {
                     balance: signer.balance,
-                    amount: *amount,
+                    amount,
                 };
             }
-            let mut sender = signer;
-            sender.balance -= amount;
-            self.accounts.insert(*from, sender);
+            signer.balance -= amount;
+        }
+        signer.nonce += 1;
+        self.accounts.insert(*tx.signer(), signer);
+        if let Some((to, amount)) = transfer {
+            // Read after the signer's write, so that a transfer to oneself nets out. Cannot
+            // overflow: the total of all balances is a u64 and does not change.
             let mut receiver = self.account(to);
-            // Cannot overflow: the total of all balances is a u64 and does not change.
             receiver.balance += amount;
             self.accounts.insert(*to, receiver);
         }
-        let mut signer = self.account(tx.signer());
-        signer.nonce += 1;
-        self.accounts.insert(*tx.signer(), signer);
         Outcome::Applied
     }
 

@@ -92,14 +92,7 @@ impl State {
         accounts: Tree<PublicKey, Account>,
         waiting: Tree<WaitKey, Waiting>,
     ) -> State {
-        let mut state = State {
-            accounts,
-            waiting,
-            expiry: BTreeSet::new(),
-            waiting_ids: HashMap::new(),
-            root: Cid::default(),
-            unsaved: Vec::new(),
-        };
+        let mut state = State::assemble(accounts, waiting, Cid::default());
         let mut blocks = Vec::new();
         state.root = state.flush(&mut blocks);
         state.unsaved = blocks;
@@ -128,22 +121,31 @@ impl State {
     pub fn load<E: From<TreeError>>(root: &Cid, read: &mut ReadBlock<E>) -> Result<State, E> {
         let top = read_root(root, read)?;
         let accounts = Tree::load(&top.accounts, read)?;
-        let waiting: Tree<WaitKey, Waiting> = Tree::load(&top.waiting, read)?;
-        let mut state = State {
-            accounts,
-            waiting: Tree::default(),
-            expiry: BTreeSet::new(),
-            waiting_ids: HashMap::new(),
-            root: *root,
-            unsaved: Vec::new(),
-        };
+        let waiting = Tree::load(&top.waiting, read)?;
+        Ok(State::assemble(accounts, waiting, *root))
+    }
+
+    /// A state of these trees, whose root block is `root`, with the waiting transactions'
+    /// indexes (by expiry, by ID) built from their tree.
+    fn assemble(
+        accounts: Tree<PublicKey, Account>,
+        waiting: Tree<WaitKey, Waiting>,
+        root: Cid,
+    ) -> State {
+        let (mut expiry, mut waiting_ids) = (BTreeSet::new(), HashMap::new());
         waiting.for_each(|key, entry| {
             let key = key.parts();
-            state.expiry.insert((entry.expires, key.0, key.1));
-            state.waiting_ids.insert(entry.id, key);
+            expiry.insert((entry.expires, key.0, key.1));
+            waiting_ids.insert(entry.id, key);
         });
-        state.waiting = waiting;
-        Ok(state)
+        State {
+            accounts,
+            waiting,
+            expiry,
+            waiting_ids,
+            root,
+            unsaved: Vec::new(),
+        }
     }
 
     /// The proof of account `key` as of the last flush; `None` if the state changed since.
@@ -165,10 +167,8 @@ pub fn prove_stored_account<E: From<TreeError>>(
     key: &PublicKey,
     read: &mut ReadBlock<E>,
 ) -> Result<AccountProof, E> {
-    let bytes = read(root)?.ok_or(TreeError::Missing {
-        cid: Box::new(*root),
-    })?;
-    let top = root_block(root, &bytes)?;
+    let bytes = tree::read_block(root, read)?;
+    let top = decode_root(root, &bytes)?;
     let mut proof = vec![Bytes::from(bytes)];
     proof.extend(tree::prove_stored::<_, Account, _>(
         &top.accounts,
@@ -180,21 +180,12 @@ pub fn prove_stored_account<E: From<TreeError>>(
 
 /// Reads and checks root block `root`.
 fn read_root<E: From<TreeError>>(root: &Cid, read: &mut ReadBlock<E>) -> Result<StateRoot, E> {
-    let bytes = read(root)?.ok_or(TreeError::Missing {
-        cid: Box::new(*root),
-    })?;
-    Ok(root_block(root, &bytes)?)
+    let bytes = tree::read_block(root, read)?;
+    Ok(decode_root(root, &bytes)?)
 }
 
-/// Decodes the bytes of root block `root`, checked against its CID.
-fn root_block(root: &Cid, bytes: &[u8]) -> Result<StateRoot, TreeError> {
-    let actual = cid_of(bytes);
-    if actual != *root {
-        return Err(TreeError::CidMismatch {
-            expected: Box::new(*root),
-            actual: Box::new(actual),
-        });
-    }
+/// Decodes the bytes of root block `root`, already checked against its CID.
+fn decode_root(root: &Cid, bytes: &[u8]) -> Result<StateRoot, TreeError> {
     decode(bytes).map_err(|error| TreeError::Malformed {
         cid: Box::new(*root),
         reason: error.to_string(),
@@ -209,6 +200,7 @@ pub fn verify_account(
     proof: &[Bytes],
 ) -> Result<Option<Account>, TreeError> {
     let (top, path) = proof.split_first().ok_or(TreeError::ProofTooShort)?;
-    let top = root_block(root, top)?;
+    tree::check_block(root, top)?;
+    let top = decode_root(root, top)?;
     tree::verify(&top.accounts, key, path)
 }

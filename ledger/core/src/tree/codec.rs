@@ -114,19 +114,14 @@ fn size_hint<K: TreeKey, V: TreeValue>(node: &Node<K, V>) -> usize {
     10 + slots
 }
 
-/// A decoded node whose children are links only.
-pub(super) struct Shallow<K, V> {
-    pub(super) node: Node<K, V>,
-}
-
-/// Decodes block `cid` (whose bytes were checked against it) at level `depth`: every bucket
-/// holds 1 to [`BUCKET`] pairs (more only at the deepest level), sorted, and the block is the one
-/// encoding of its node.
+/// Decodes block `cid` (whose bytes were checked against it) at level `depth`, its children as
+/// links only (empty nodes behind their CIDs): every bucket holds 1 to [`BUCKET`] pairs (more
+/// only at the deepest level), sorted, and the block is the one encoding of its node.
 pub(super) fn decode<K: TreeKey, V: TreeValue>(
     cid: &Cid,
     bytes: &[u8],
     depth: usize,
-) -> Result<Shallow<K, V>, TreeError> {
+) -> Result<Node<K, V>, TreeError> {
     let malformed = |reason: &str| TreeError::Malformed {
         cid: Box::new(*cid),
         reason: reason.to_string(),
@@ -161,7 +156,7 @@ pub(super) fn decode<K: TreeKey, V: TreeValue>(
     if encode(&node) != bytes {
         return Err(malformed("not in canonical form"));
     }
-    Ok(Shallow { node })
+    Ok(node)
 }
 
 fn bucket<K: TreeKey, V: TreeValue>(pairs: &[Ipld], depth: usize) -> Result<Pairs<K, V>, String> {

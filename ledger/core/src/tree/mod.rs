@@ -356,24 +356,36 @@ impl<K: TreeKey, V: TreeValue> Tree<K, V> {
     }
 }
 
+/// Checks that `bytes` hash to `cid`, the CID that names them.
+pub fn check_block(cid: &Cid, bytes: &[u8]) -> Result<(), TreeError> {
+    let actual = crate::codec::cid_of(bytes);
+    match actual == *cid {
+        true => Ok(()),
+        false => Err(TreeError::CidMismatch {
+            expected: Box::new(*cid),
+            actual: Box::new(actual),
+        }),
+    }
+}
+
+/// Reads block `cid` through `read`, checked against its CID: one not stored is an error.
+pub fn read_block<E: From<TreeError>>(cid: &Cid, read: &mut ReadBlock<E>) -> Result<Vec<u8>, E> {
+    let missing = || TreeError::Missing {
+        cid: Box::new(*cid),
+    };
+    let bytes = read(cid)?.ok_or_else(missing)?;
+    check_block(cid, &bytes)?;
+    Ok(bytes)
+}
+
 /// Reads node `cid` at level `depth` and everything under it; returns it and its pair count.
 fn load_node<K: TreeKey, V: TreeValue, E: From<TreeError>>(
     cid: &Cid,
     depth: usize,
     read: &mut ReadBlock<E>,
 ) -> Result<(Node<K, V>, usize), E> {
-    let bytes = read(cid)?.ok_or(TreeError::Missing {
-        cid: Box::new(*cid),
-    })?;
-    let actual = crate::codec::cid_of(&bytes);
-    if actual != *cid {
-        return Err(TreeError::CidMismatch {
-            expected: Box::new(*cid),
-            actual: Box::new(actual),
-        }
-        .into());
-    }
-    let mut node = codec::decode::<K, V>(cid, &bytes, depth)?.node;
+    let bytes = read_block(cid, read)?;
+    let mut node = codec::decode::<K, V>(cid, &bytes, depth)?;
     let mut len = 0;
     for slot in &mut node.slots {
         match slot {

@@ -4,8 +4,10 @@
 use bytes::Bytes;
 use comms::Cid;
 
-use super::{codec, digest, index, ReadBlock, Slot, Tree, TreeError, TreeKey, TreeValue};
-use crate::codec::cid_of;
+use super::{
+    check_block, codec, digest, index, read_block, ReadBlock, Slot, Tree, TreeError, TreeKey,
+    TreeValue,
+};
 
 /// The blocks from a tree's root to a key's bucket, or to the empty slot where it would be.
 pub type Proof = Vec<Bytes>;
@@ -42,16 +44,8 @@ pub fn prove_stored<K: TreeKey, V: TreeValue, E: From<TreeError>>(
     let digest = digest(key.bytes());
     let (mut cid, mut proof) = (*root, Vec::new());
     for depth in 0.. {
-        let bytes = read(&cid)?.ok_or(TreeError::Missing { cid: Box::new(cid) })?;
-        let actual = cid_of(&bytes);
-        if actual != cid {
-            return Err(TreeError::CidMismatch {
-                expected: Box::new(cid),
-                actual: Box::new(actual),
-            }
-            .into());
-        }
-        let node = codec::decode::<K, V>(&cid, &bytes, depth)?.node;
+        let bytes = read_block(&cid, read)?;
+        let node = codec::decode::<K, V>(&cid, &bytes, depth)?;
         proof.push(Bytes::from(bytes));
         let (at, used) = node.position(index(&digest, depth));
         match node.slots.get(at) {
@@ -74,16 +68,10 @@ pub fn verify<K: TreeKey, V: TreeValue>(
     let digest = digest(key.bytes());
     let mut expected = *root;
     for (depth, bytes) in proof.iter().enumerate() {
-        let actual = cid_of(bytes);
-        if actual != expected {
-            return Err(TreeError::CidMismatch {
-                expected: Box::new(expected),
-                actual: Box::new(actual),
-            });
-        }
-        let shallow = codec::decode::<K, V>(&expected, bytes, depth)?;
-        let (at, used) = shallow.node.position(index(&digest, depth));
-        let found = match shallow.node.slots.into_iter().nth(at) {
+        check_block(&expected, bytes)?;
+        let node = codec::decode::<K, V>(&expected, bytes, depth)?;
+        let (at, used) = node.position(index(&digest, depth));
+        let found = match node.slots.into_iter().nth(at) {
             Some(Slot::Child {
                 cid: Some(link), ..
             }) if used => {
