@@ -319,6 +319,7 @@ fn refusal(error: SubmitError) -> ApiError {
         SubmitError::NonceTaken(_) => (StatusCode::CONFLICT, "nonce_taken"),
         SubmitError::Full(_) => (StatusCode::SERVICE_UNAVAILABLE, "mempool_full"),
         SubmitError::SignerFull(_) => (StatusCode::TOO_MANY_REQUESTS, "signer_full"),
+        SubmitError::Joining => (StatusCode::SERVICE_UNAVAILABLE, "joining"),
         _ => (StatusCode::FORBIDDEN, "observer"),
     };
     let message = match error {

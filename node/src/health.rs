@@ -25,8 +25,8 @@ pub async fn live(node: &NodeHandle) -> Result<ledger::Status, String> {
     }
 }
 
-/// Whether a node with `status` is ready: its backend answers, and it is at most `max_lag`
-/// rounds below the highest round it has seen.
+/// Whether a node with `status` is ready: its backend answers, it is not joining by snapshot, and
+/// it is at most `max_lag` rounds below the highest round it has seen.
 pub async fn ready(status: &ledger::Status, comms: &dyn Communication, max_lag: u64) -> Health {
     let lag = status
         .highest_round_seen
@@ -36,6 +36,7 @@ pub async fn ready(status: &ledger::Status, comms: &dyn Communication, max_lag: 
             "the network backend did not answer in {PROBE_BOUND:?}"
         )),
         Ok(Err(error)) => Some(format!("the network backend fails: {error}")),
+        Ok(Ok(_)) if status.joining => Some("joining: fetching a certified snapshot".into()),
         Ok(Ok(_)) if lag > max_lag => Some(format!(
             "syncing: {lag} rounds behind the highest seen ({} > {max_lag})",
             status.highest_round_seen

@@ -7,8 +7,7 @@
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use ledger::{
-    checkpoint::verify_certificate, verify_account, Account, Checkpoint, Committee, Genesis,
-    PublicKey,
+    checkpoint::verify_certificate, verify_account, Account, Committee, Genesis, PublicKey,
 };
 use serde::Serialize;
 
@@ -40,11 +39,8 @@ pub fn verify(reply: &AccountReply, genesis: &Genesis) -> anyhow::Result<Verifie
     let certified = verify_certificate(&certificate, &chain, &committee)
         .context("the certificate does not hold")?;
     let checkpoint = certified.checkpoint;
-    let claimed = Checkpoint {
-        height: proof.checkpoint.height,
-        state_root: proof.checkpoint.state_root,
-    };
-    if checkpoint != claimed {
+    let claimed = &proof.checkpoint;
+    if (checkpoint.height, checkpoint.state_root) != (claimed.height, claimed.state_root) {
         bail!(
             "the certificate is for height {}, not the {} the node says",
             checkpoint.height,
@@ -95,7 +91,7 @@ mod tests {
     use ledger::{
         checkpoint::CHECKPOINT_INTERVAL,
         devnet::{self, Role},
-        Block, Payload, SignedBlock, State,
+        Block, Checkpoint, Payload, SignedBlock, State,
     };
 
     use super::*;
@@ -111,6 +107,8 @@ mod tests {
         let root = state.flush(&mut Vec::new());
         let checkpoint = Checkpoint {
             height: CHECKPOINT_INTERVAL,
+            round: 8,
+            leader: root,
             state_root: root,
         };
         let certificate = (signers.iter())

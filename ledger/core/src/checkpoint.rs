@@ -195,6 +195,8 @@ mod tests {
     fn checkpoint(n: u64) -> Checkpoint {
         Checkpoint {
             height: n * CHECKPOINT_INTERVAL,
+            round: n * 8,
+            leader: cid_of(&n.to_le_bytes()),
             state_root: cid_of(&n.to_be_bytes()),
         }
     }

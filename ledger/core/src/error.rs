@@ -34,12 +34,19 @@ pub enum Error {
     /// More transactions, or more bytes, than a block may carry.
     #[error("block too large: {size} (limit {limit})")]
     TooLarge { size: u64, limit: u64 },
-    /// A batch whose count or size differs from what its block says.
     /// A block whose checkpoint is not at a checkpoint height.
     #[error("a checkpoint at height {height}, which is not a positive multiple of {interval}")]
     BadCheckpoint { height: u64, interval: u64 },
+    /// A batch whose count or size differs from what its block says.
     #[error("batch {cid} does not match its block")]
     BatchMismatch { cid: Box<Cid> },
+    /// A block of a snapshot's state that does not hash to its CID, or is no state block.
+    #[error("snapshot block: {0}")]
+    BadSnapshotBlock(#[from] crate::tree::TreeError),
+    /// A certified checkpoint whose leader is not the one this node's DAG commits at its round:
+    /// more than `f` of the stake signed a false checkpoint. The node does not start from it.
+    #[error("certified checkpoint {height} names leader {leader}, which the DAG does not commit")]
+    SnapshotDiverges { height: u64, leader: Box<Cid> },
     /// A block whose missing ancestors would queue more fetches for its author than allowed
     /// (`CoreConfig::queued_fetches_per_author`). Not remembered as refused: it is taken when it
     /// comes again and the queue has room.
@@ -88,6 +95,8 @@ impl Error {
             Error::TooLarge { .. } => "too_large",
             Error::BatchMismatch { .. } => "batch_mismatch",
             Error::BadCheckpoint { .. } => "bad_checkpoint",
+            Error::BadSnapshotBlock(_) => "bad_snapshot_block",
+            Error::SnapshotDiverges { .. } => "snapshot_diverges",
             Error::FetchQueueFull { .. } => "fetch_queue_full",
             Error::ParkingFull { .. } => "parking_full",
         }

@@ -181,17 +181,24 @@ pub enum Payload {
 }
 
 /// A validator's word on the state: the root it computed after commit `height`, a checkpoint
-/// (a positive multiple of [`CHECKPOINT_INTERVAL`](crate::checkpoint::CHECKPOINT_INTERVAL)).
-/// Blocks of a quorum of stake saying the same certify that state (see [`crate::checkpoint`]).
+/// (a positive multiple of [`CHECKPOINT_INTERVAL`](crate::checkpoint::CHECKPOINT_INTERVAL)),
+/// and which leader that commit committed. Blocks of a quorum of stake saying the same certify
+/// that state and that place in the sequence (see [`crate::checkpoint`]): a node joining late
+/// starts from them.
 ///
-/// The root's CID is encoded as a byte string, not as an IPLD link: a pin of a block walks its
-/// links, and a faulty validator could name a root that exists nowhere, so that every pin below
-/// its block (every honest block after it) would miss a link. A block's links stay what the node
-/// checked before accepting it: its parents, its batch and the chain.
+/// The CIDs are encoded as byte strings, not as IPLD links: a pin of a block walks its links, and
+/// a faulty validator could name a root that exists nowhere, so that every pin below its block
+/// (every honest block after it) would miss a link. A block's links stay what the node checked
+/// before accepting it: its parents, its batch and the chain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// The commit height.
     pub height: u64,
+    /// The round of the leader it committed.
+    pub round: u64,
+    /// That leader block's CID (as bytes, see above).
+    #[serde(with = "cid_bytes")]
+    pub leader: Cid,
     /// The CID of the state's root block after that commit (as bytes, see above).
     #[serde(with = "cid_bytes")]
     pub state_root: Cid,

@@ -40,7 +40,7 @@ prop_compose! {
         let txs = txs.into_iter().map(|(signer, tx)| SignedTransaction::sign(&chain, tx, &support::account_key(signer))).collect();
         let mut parents: Vec<Cid> = (0..parents).map(|i| comms::cid_for(comms::Codec::DagCbor, &[i as u8, round as u8])).collect();
         parents.sort_by_key(|c| c.to_bytes());
-        let checkpoint = checkpoint.map(|n| Checkpoint { height: n * CHECKPOINT_INTERVAL, state_root: comms::cid_for(comms::Codec::DagCbor, &n.to_be_bytes()) });
+        let checkpoint = checkpoint.map(|n| Checkpoint { height: n * CHECKPOINT_INTERVAL, round: n * 8, leader: comms::cid_for(comms::Codec::DagCbor, &n.to_le_bytes()), state_root: comms::cid_for(comms::Codec::DagCbor, &n.to_be_bytes()) });
         let block = Block { chain, author, round, parents, payload: Payload::Inline(txs), timestamp_ms, checkpoint };
         SignedBlock::sign(block, &support::validator_key(author as usize))
     }
@@ -165,7 +165,12 @@ fn a_checkpoint_is_at_a_checkpoint_height_and_absent_until_there_is_one() {
             parents: vec![],
             payload: Payload::Inline(vec![]),
             timestamp_ms: 0,
-            checkpoint: height.map(|height| Checkpoint { height, state_root }),
+            checkpoint: height.map(|height| Checkpoint {
+                height,
+                round: 1,
+                leader: state_root,
+                state_root,
+            }),
         };
         SignedBlock::sign(block, &support::validator_key(0))
     };

@@ -18,7 +18,7 @@ use rocksdb::{
 
 use ledger_core::{
     codec::{decode, encode},
-    store::{index_key, records, replay_differs, Archive, Commit, Parking},
+    store::{index_key, records, replay_differs, Archive, Base, Commit, Parking},
     tree::TreeBlock,
     types::SignedBlock,
     Committed, Outcome, Store, StoreError,
@@ -66,6 +66,8 @@ const HEIGHT: &[u8] = b"height";
 /// a tree of blocks and commits name its root by CID.
 const FORMAT: &[u8] = b"format";
 const FORMAT_VERSION: u32 = 2;
+/// Where a node that joined by snapshot started (a [`Base`], DAG-CBOR).
+const BASE: &[u8] = b"base";
 /// The highest round we signed a block for (u64, big-endian): see [`Store::last_signed`].
 const LAST_SIGNED: &[u8] = b"last_signed";
 
@@ -328,6 +330,28 @@ impl Store for Storage {
         }
         write.put_cf(self.family(META)?, HEIGHT, height_key);
         self.db.write(write).disk()
+    }
+
+    /// Writes the base, its state's blocks and its height in one synced batch.
+    fn put_base(&self, base: &Base, tree: &[TreeBlock]) -> Result<(), StoreError> {
+        let mut write = WriteBatch::default();
+        let state = self.family(STATE)?;
+        for (cid, bytes) in tree {
+            write.put_cf(state, cid.to_bytes(), bytes);
+        }
+        let meta = self.family(META)?;
+        write.put_cf(meta, BASE, encode(base));
+        write.put_cf(meta, HEIGHT, base.checkpoint.height.to_be_bytes());
+        let mut options = rocksdb::WriteOptions::default();
+        options.set_sync(true);
+        self.db.write_opt(write, &options).disk()
+    }
+
+    fn base(&self) -> Result<Option<Base>, StoreError> {
+        match self.db.get_pinned_cf(self.family(META)?, BASE).disk()? {
+            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            None => Ok(None),
+        }
     }
 
     /// The stored commit at `height`, if any.

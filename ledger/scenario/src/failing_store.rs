@@ -8,7 +8,9 @@ use std::sync::{
 
 use bytes::Bytes;
 use comms::Cid;
-use ledger::{tree::TreeBlock, Archive, Commit, Committed, Parking, Store, StoreError};
+use ledger::{
+    store::Base, tree::TreeBlock, Archive, Commit, Committed, Parking, Store, StoreError,
+};
 
 /// The count of operations shared by a store, its parking and its archive.
 #[derive(Clone, Debug)]
@@ -110,6 +112,16 @@ impl Store for FailingStore {
     fn state_block(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
         self.countdown.tick("state_block")?;
         self.inner.state_block(cid)
+    }
+
+    fn put_base(&self, base: &Base, tree: &[TreeBlock]) -> Result<(), StoreError> {
+        self.countdown.tick("put_base")?;
+        self.inner.put_base(base, tree)
+    }
+
+    fn base(&self) -> Result<Option<Base>, StoreError> {
+        self.countdown.tick("base")?;
+        self.inner.base()
     }
 
     fn commit_at(&self, height: u64) -> Result<Option<Commit>, StoreError> {

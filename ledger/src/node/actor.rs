@@ -292,6 +292,7 @@ impl<C: Communication + Clone> Node<C> {
                 ..=core.dag().highest_round())
                 .map(|round| (round, core.dag().round(round).map(|b| b.author()).collect()))
                 .collect(),
+            joining: core.joining(),
             stats: core.stats(),
         }
     }
@@ -343,9 +344,12 @@ impl<C: Communication + Clone> Node<C> {
     /// Carries out the core's outputs: disk first (our own blocks synced), then the network. A
     /// failed write stops here, before anything of `out` leaves the process.
     pub(super) async fn dispatch(&mut self, out: Vec<Output>) -> Result<(), NodeError> {
-        let (stores, rest): (Vec<_>, Vec<_>) = out
-            .into_iter()
-            .partition(|o| matches!(o, Output::Store { .. } | Output::Committed { .. }));
+        let (stores, rest): (Vec<_>, Vec<_>) = out.into_iter().partition(|o| {
+            matches!(
+                o,
+                Output::Store { .. } | Output::Committed { .. } | Output::Joined { .. }
+            )
+        });
         for output in &stores {
             self.write(output)?;
         }
@@ -384,6 +388,9 @@ impl<C: Communication + Clone> Node<C> {
             Output::Committed { commit, tree } => {
                 fail::fail_point!("node::before-commit", |_| crash());
                 (storage.commit(commit, tree)).map_err(failed("storing a commit"))
+            }
+            Output::Joined { base, tree } => {
+                (storage.put_base(base, tree)).map_err(failed("storing the snapshot's state"))
             }
             _ => Ok(()),
         }
@@ -425,6 +432,12 @@ impl<C: Communication + Clone> Node<C> {
             Output::Committed { commit, tree } => {
                 let _ = self.commits.send(commit);
                 // The state's new blocks, so that its tree can be walked, and fetched, by CID.
+                for (_, bytes) in tree {
+                    self.keep(bytes, false).await;
+                }
+            }
+            // The snapshot's state, so that this node serves it to the next one that joins.
+            Output::Joined { tree, .. } => {
                 for (_, bytes) in tree {
                     self.keep(bytes, false).await;
                 }

@@ -71,6 +71,11 @@ pub struct NodeConfig {
     /// The most rounds the node's DAG may be below the highest round it has seen and the node
     /// still report itself ready (`GET /readyz`).
     pub ready_lag_rounds: u64,
+    /// A node that starts with nothing stored joins by snapshot: it starts from a checkpoint
+    /// that a quorum of validators certified, fetching its state by CID and only the last
+    /// [`GC_DEPTH`](crate::consensus::GC_DEPTH) rounds of the DAG, rather than every block since
+    /// genesis (see [`crate::core::join`]). Off, it fetches and executes the whole history.
+    pub snapshot_sync: bool,
 }
 
 impl NodeConfig {
@@ -103,6 +108,7 @@ impl Default for NodeConfig {
             tick: Duration::from_millis(50),
             epoch_ms: None,
             ready_lag_rounds: 10,
+            snapshot_sync: false,
         }
     }
 }
@@ -140,6 +146,8 @@ pub struct Status {
     pub mempool: usize,
     /// For the three highest rounds, the validators whose blocks this node holds.
     pub recent_authors: Vec<(u64, Vec<u32>)>,
+    /// Joining by snapshot: not yet at a certified checkpoint with its state.
+    pub joining: bool,
     /// Counters of the core.
     pub stats: CoreStats,
 }
@@ -256,6 +264,9 @@ pub async fn spawn<C: Communication + Clone>(
     // finds every link on the daemon.
     node.keep(genesis.encode().0.into(), true).await;
     node.replay().instrument(span.clone()).await?;
+    if node.config.snapshot_sync && node.core.join() {
+        tracing::info!(parent: &span, "nothing stored: joining by snapshot");
+    }
     let inputs = actor::Inputs {
         commands: receiver,
         subscription,

@@ -276,6 +276,13 @@ impl Linearizer {
         batch.into_iter().map(|(.., cid)| cid).collect()
     }
 
+    /// The blocks ordered so far that it remembers, each with its round.
+    pub fn ordered(&self) -> Vec<(Cid, u64)> {
+        let mut ordered: Vec<(Cid, u64)> = self.ordered.iter().map(|(c, r)| (*c, *r)).collect();
+        ordered.sort_unstable_by_key(|(cid, round)| (*round, cid.to_bytes()));
+        ordered
+    }
+
     /// Forgets the blocks below `round`: no later leader reaches them.
     pub fn prune_below(&mut self, round: u64) {
         self.ordered.retain(|_, r| *r >= round);

@@ -71,8 +71,9 @@ pub(crate) struct Blocks {
     /// Blocks of rounds below this left memory: a leader can no longer order them.
     floor: u64,
     /// Author and round of every accepted block below the floor, by the sha2-256 digest of its CID
-    /// (49 bytes a block in the map), when there is no archive: enough to check blocks that link
-    /// them, and to know them when they are re-broadcast or referenced again.
+    /// (49 bytes a block in the map), when there is no archive (with one, only of the blocks
+    /// accepted below the floor): enough to check blocks that link them, and to know them when
+    /// they are re-broadcast or referenced again.
     pruned: HashMap<[u8; 32], (u32, u64)>,
     archive: Option<Box<dyn Archive>>,
     parking: Box<dyn Parking>,
@@ -234,9 +235,12 @@ impl Blocks {
         if let Some(block) = self.dag.get(cid) {
             return Ok(Some((block.author(), block.round())));
         }
+        if let Some(slot) = digest(cid).and_then(|d| self.pruned.get(&d).copied()) {
+            return Ok(Some(slot));
+        }
         match &self.archive {
             Some(archive) => archive.slot(cid),
-            None => Ok(digest(cid).and_then(|d| self.pruned.get(&d).copied())),
+            None => Ok(None),
         }
     }
 
@@ -303,7 +307,7 @@ impl Blocks {
     }
 
     /// Counts and reports a refusal without remembering it.
-    fn report(&mut self, cid: Option<Cid>, error: Error, out: &mut Vec<Output>) {
+    pub(crate) fn report(&mut self, cid: Option<Cid>, error: Error, out: &mut Vec<Output>) {
         *self
             .stats
             .rejected
@@ -440,9 +444,14 @@ impl Blocks {
         out: &mut Vec<Output>,
     ) -> Result<(), StoreError> {
         let mut missing: Vec<(Cid, bool)> = Vec::new();
-        for parent in &block.block.parents {
-            if !self.knows(parent)? {
-                missing.push((*parent, false));
+        // Below the floor, no leader can order a block, and only its slot is kept: its parents
+        // are not needed (nor checked), so that a late block, or one at the bottom edge of a
+        // snapshot's window, never sets off fetches down to blocks this node does not hold.
+        if block.block.round >= self.floor {
+            for parent in &block.block.parents {
+                if !self.knows(parent)? {
+                    missing.push((*parent, false));
+                }
             }
         }
         if let Payload::Batch { cid: batch, .. } = &block.block.payload {
@@ -546,18 +555,16 @@ impl Blocks {
         bytes: Bytes,
         out: &mut Vec<Output>,
     ) -> Result<bool, StoreError> {
-        let mut parents: Vec<(u32, u64)> = Vec::with_capacity(block.block.parents.len());
-        for parent in &block.block.parents {
-            parents.extend(self.slot_of(parent)?);
-        }
-        if let Err(error) = check_parents(
-            block.block.author,
-            block.block.round,
-            &parents,
-            &self.committee,
-        ) {
-            self.reject(Some(cid), error.into(), out);
-            return Ok(false);
+        if block.block.round >= self.floor {
+            let mut parents: Vec<(u32, u64)> = Vec::with_capacity(block.block.parents.len());
+            for parent in &block.block.parents {
+                parents.extend(self.slot_of(parent)?);
+            }
+            let (author, round) = (block.block.author, block.block.round);
+            if let Err(error) = check_parents(author, round, &parents, &self.committee) {
+                self.reject(Some(cid), error.into(), out);
+                return Ok(false);
+            }
         }
         let transactions = match &block.block.payload {
             Payload::Inline(txs) => Arc::new(txs.clone()),
@@ -584,9 +591,13 @@ impl Blocks {
             self.named.push((author, checkpoint, bytes.clone()));
         }
         if round < self.floor {
-            // Valid, but no leader can order it any more (it arrived late, or is replayed from
-            // disk): only its slot is kept, for the blocks that link it.
-            self.forget(&cid, author, round);
+            // Valid, but no leader can order it any more (it arrived late, is replayed from
+            // disk, or is at the bottom edge of a snapshot's window): only its slot is kept, for
+            // the blocks that link it. In memory even with an archive: the store has it only once
+            // the node wrote it, and a child may be checked before (these are few).
+            if let Some(digest) = digest(&cid) {
+                self.pruned.insert(digest, (author, round));
+            }
         } else {
             if !transactions.is_empty() && !self.ordered_before.0.contains(&cid) {
                 self.unordered.insert(cid);

@@ -8,11 +8,12 @@ use comms::Cid;
 use crate::{
     checkpoint::CHECKPOINT_INTERVAL,
     committee::Committee,
-    consensus::{Committer, Linearizer},
+    consensus::{Committer, Linearizer, GC_DEPTH},
     dag::Dag,
     state::State,
     tree::TreeBlock,
     types::{Checkpoint, Genesis},
+    Error,
 };
 
 use crate::store::Commit;
@@ -34,6 +35,21 @@ pub(crate) struct Executor {
     height: u64,
     /// The last checkpoints executed, newest last.
     checkpoints: VecDeque<Checkpoint>,
+    /// Joining by snapshot: the certified checkpoint whose leader the decisions are replayed up
+    /// to, without executing (see [`Executor::join`]).
+    joining: Option<Checkpoint>,
+}
+
+/// A slot decided while joining, before the certified leader.
+pub(crate) enum Replayed {
+    /// Its leader's history ordered (not executed); more to replay.
+    Ordered(Vec<Cid>),
+    /// The certified leader, its history ordered: the replay is done, and what every commit up to
+    /// it ordered from the memory floor up is given, each block with its round.
+    Reached {
+        ordered: Vec<Cid>,
+        base: Vec<(Cid, u64)>,
+    },
 }
 
 /// The checkpoints executed that are kept to compare with the certified ones.
@@ -48,6 +64,7 @@ impl Executor {
             state: State::genesis(genesis),
             height: 0,
             checkpoints: VecDeque::new(),
+            joining: None,
         }
     }
 
@@ -90,6 +107,55 @@ impl Executor {
         self.checkpoints.extend(checkpoint);
     }
 
+    /// Starts after certified `checkpoint` with its `state`: the slots from its leader's memory
+    /// floor up to its leader are decided again and their leaders' histories ordered, but not
+    /// executed ([`Executor::replay`]), so that commits after it order only what those did not.
+    pub(crate) fn join(&mut self, checkpoint: Checkpoint, state: State, committee: &Committee) {
+        let floor = checkpoint.round.saturating_sub(GC_DEPTH);
+        self.committer = Committer::resume(floor * committee.leaders_per_round());
+        self.linearizer = Linearizer::default();
+        self.state = state;
+        self.height = checkpoint.height;
+        self.checkpoints.clear();
+        self.executed(checkpoint);
+        self.joining = Some(checkpoint);
+    }
+
+    /// The certified checkpoint whose history is being replayed, while joining.
+    pub(crate) fn joining(&self) -> Option<Checkpoint> {
+        self.joining
+    }
+
+    /// Replays decided slot `round` (committing `leader`, or skipped) of the history up to the
+    /// joined checkpoint. A slot past the checkpoint's round without its leader committed means
+    /// the certificate is false (more than `f` signed it): an error.
+    pub(crate) fn replay(
+        &mut self,
+        dag: &Dag,
+        round: u64,
+        leader: Option<Cid>,
+    ) -> Result<Replayed, Error> {
+        let Some(checkpoint) = self.joining else {
+            return Ok(Replayed::Ordered(Vec::new()));
+        };
+        if round > checkpoint.round {
+            return Err(Error::SnapshotDiverges {
+                height: checkpoint.height,
+                leader: Box::new(checkpoint.leader),
+            });
+        }
+        let ordered = match leader {
+            Some(leader) => self.linearizer.linearize(dag, &leader),
+            None => Vec::new(),
+        };
+        if leader != Some(checkpoint.leader) {
+            return Ok(Replayed::Ordered(ordered));
+        }
+        self.joining = None;
+        let base = self.linearizer.ordered();
+        Ok(Replayed::Reached { ordered, base })
+    }
+
     /// The committed state.
     pub(crate) fn state(&self) -> &State {
         &self.state
@@ -130,10 +196,7 @@ impl Executor {
             state_root: self.state.flush(&mut tree),
         };
         if self.height % CHECKPOINT_INTERVAL == 0 {
-            self.executed(Checkpoint {
-                height: self.height,
-                state_root: commit.state_root,
-            });
+            self.executed(commit.checkpoint());
         }
         Executed {
             commit,

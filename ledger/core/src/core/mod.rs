@@ -10,6 +10,7 @@
 mod blocks;
 mod execute;
 mod fetches;
+pub mod join;
 mod pool;
 mod propose;
 mod proposer;
@@ -27,9 +28,9 @@ use crate::{
     checkpoint::{Certificate, Checkpoints},
     dag::Dag,
     state::State,
-    store::{Commit, Start, Store, StoreError},
+    store::{Base, Commit, Start, Store, StoreError},
     tree::TreeBlock,
-    types::Genesis,
+    types::{Checkpoint, Genesis},
     Committee, Error, Keypair,
 };
 
@@ -237,6 +238,12 @@ pub enum Output {
         commit: Arc<Commit>,
         tree: Vec<TreeBlock>,
     },
+    /// The node joined by snapshot (see [`join`]): where it starts, and the state's blocks, to
+    /// be stored durably (see [`Store::put_base`]) before the commits that follow.
+    Joined {
+        base: Arc<Base>,
+        tree: Vec<TreeBlock>,
+    },
     /// Received data was refused (log it once and count it).
     Rejected { cid: Option<Cid>, error: Error },
     /// A validator signed two blocks for one round.
@@ -270,6 +277,14 @@ pub struct CoreStats {
     /// Checkpoints a quorum certified with another state root than this node computed: a fault
     /// of this node, or more than `f` faulty validators.
     pub checkpoint_mismatches: u64,
+    /// The height of the certified checkpoint this node joined at, if it joined by snapshot.
+    pub joined_at_height: Option<u64>,
+    /// State blocks fetched for a snapshot, each checked against its CID.
+    pub snapshot_blocks: u64,
+    /// Fetches of a snapshot's state blocks that failed for good (each is asked for again).
+    pub snapshot_fetches_failed: u64,
+    /// Snapshot state blocks refused: not hashing to their CID, or no state block.
+    pub snapshot_blocks_refused: u64,
 }
 
 impl CoreStats {
@@ -314,6 +329,26 @@ pub struct Core {
     /// The checkpoints blocks name, and the latest certified.
     checkpoints: Checkpoints,
     checkpoint_mismatches: u64,
+    /// Joining by snapshot, until it is done.
+    joining: Option<Joining>,
+    join_stats: join::TreeStats,
+    joined_at_height: Option<u64>,
+}
+
+/// Where a join by snapshot stands (see [`join`]).
+enum Joining {
+    Deciding(join::Deciding),
+    /// Fetching the certified checkpoint's state.
+    Fetching {
+        checkpoint: Checkpoint,
+        tree: join::TreeFetch,
+    },
+    /// The state loaded: the executor replays the decisions up to the checkpoint's leader.
+    Replaying {
+        tree: Vec<TreeBlock>,
+    },
+    /// The DAG does not commit the certified leader: the node stays here (counted and logged).
+    Diverged,
 }
 
 impl Core {
@@ -339,6 +374,9 @@ impl Core {
             committed_transactions: 0,
             checkpoints: Checkpoints::new(committee.size()),
             checkpoint_mismatches: 0,
+            joining: None,
+            join_stats: join::TreeStats::default(),
+            joined_at_height: None,
             config,
             committee,
         }
@@ -461,7 +499,17 @@ impl Core {
             new_blocks_by_broadcast: blocks.by_broadcast,
             new_blocks_by_fetch: blocks.by_fetch,
             checkpoint_mismatches: self.checkpoint_mismatches,
+            joined_at_height: self.joined_at_height,
+            snapshot_blocks: self.snapshot_stats().fetched,
+            snapshot_fetches_failed: self.snapshot_stats().failed,
+            snapshot_blocks_refused: self.snapshot_stats().refused,
         }
+    }
+
+    /// Whether the node is joining by snapshot (see [`Core::join`]): it proposes nothing, takes
+    /// no transactions, and commits nothing until it is done.
+    pub fn joining(&self) -> bool {
+        self.joining.is_some()
     }
 
     /// Blocks received whose ancestors are still being fetched.

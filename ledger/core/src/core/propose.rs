@@ -43,6 +43,9 @@ pub enum SubmitError {
     /// This node is not a validator, so it proposes no blocks.
     #[error("this node is an observer: submit to a validator")]
     NotValidator,
+    /// This node is joining by snapshot: it has no state to check a transaction against yet.
+    #[error("this node is joining the network: submit once it has")]
+    Joining,
 }
 
 /// How often the pool drops the held transactions that expired.
@@ -56,6 +59,9 @@ impl Core {
         bytes: Bytes,
         out: &mut Vec<Output>,
     ) -> Result<(), StoreError> {
+        if self.deciding(now_ms, bytes.clone(), out)? {
+            return Ok(());
+        }
         self.blocks.receive(bytes, Source::Broadcast, out)?;
         self.after_change(now_ms, out)
     }
@@ -68,6 +74,9 @@ impl Core {
         bytes: Bytes,
         out: &mut Vec<Output>,
     ) -> Result<(), StoreError> {
+        let Some(bytes) = self.snapshot_fetched(cid, bytes, out) else {
+            return self.after_change(now_ms, out);
+        };
         self.blocks.fetched(cid, bytes, out)?;
         self.after_change(now_ms, out)
     }
@@ -75,6 +84,9 @@ impl Core {
     /// A fetch failed for good: the blocks waiting for it are dropped; a later reference to the CID
     /// (a re-broadcast of one of them, say) asks for it again.
     pub fn fetch_failed(&mut self, cid: Cid, out: &mut Vec<Output>) -> Result<(), StoreError> {
+        if self.snapshot_failed(cid, out) {
+            return Ok(());
+        }
         self.blocks.fetch_failed(cid, out)
     }
 
@@ -112,6 +124,9 @@ impl Core {
         if self.proposer.is_none() {
             return Err(SubmitError::NotValidator);
         }
+        if self.joining() {
+            return Err(SubmitError::Joining);
+        }
         let encoded = encode(&tx);
         let id = cid_of(&encoded);
         let next = self.executor.state().account(tx.tx.signer()).nonce;
@@ -136,6 +151,7 @@ impl Core {
 
     /// Time passed: propose if a leader wait ran out, re-broadcast, re-queue stale transactions.
     pub fn tick(&mut self, now_ms: u64, out: &mut Vec<Output>) -> Result<(), StoreError> {
+        self.join_tick(now_ms, out)?;
         self.after_change(now_ms, out)?;
         if now_ms >= self.last_expiry_ms + EXPIRY_INTERVAL_MS {
             self.last_expiry_ms = now_ms;
@@ -162,7 +178,11 @@ impl Core {
         [proposer, expiry].into_iter().flatten().min()
     }
 
-    fn after_change(&mut self, now_ms: u64, out: &mut Vec<Output>) -> Result<(), StoreError> {
+    pub(super) fn after_change(
+        &mut self,
+        now_ms: u64,
+        out: &mut Vec<Output>,
+    ) -> Result<(), StoreError> {
         self.now_ms = self.now_ms.max(now_ms);
         self.take_own();
         self.commit(out)?;
@@ -175,7 +195,7 @@ impl Core {
     /// Proposes our next block if it is due. True when it proposed.
     fn try_propose(&mut self, now_ms: u64, out: &mut Vec<Output>) -> Result<bool, StoreError> {
         let busy = self.blocks.has_unordered() || self.pool.has_work();
-        let Some(proposer) = &mut self.proposer else {
+        let Some(proposer) = self.proposer.as_mut().filter(|_| self.joining.is_none()) else {
             return Ok(false);
         };
         let Some(round) = proposer.due(self.blocks.dag(), &self.committee, now_ms, busy) else {
@@ -262,7 +282,14 @@ impl Core {
     /// Commits every newly decided leader: orders its history and applies its transactions.
     fn commit(&mut self, out: &mut Vec<Output>) -> Result<(), StoreError> {
         self.take_checkpoints();
+        if !self.may_decide() {
+            return Ok(());
+        }
         for (round, leader) in self.executor.decide(self.blocks.dag(), &self.committee) {
+            if self.executor.joining().is_some() {
+                self.replay_decision(round, leader, out);
+                continue;
+            }
             let Some(leader) = leader else {
                 self.skipped_slots += 1;
                 continue;

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use comms::Cid;
 
 use super::{
-    index_key, records, replay_differs, Archive, Commit, Committed, MemoryParking, Parking, Store,
-    StoreError,
+    index_key, records, replay_differs, Archive, Base, Commit, Committed, MemoryParking, Parking,
+    Store, StoreError,
 };
 use crate::{codec::encode, tree::TreeBlock, types::SignedBlock, Outcome};
 
@@ -25,8 +25,12 @@ struct Stored {
     /// Replay order: index key to CID.
     index: BTreeMap<Vec<u8>, Cid>,
     batches: HashMap<Cid, Vec<u8>>,
-    /// Encoded commit records, height 1 first.
-    commits: Vec<Vec<u8>>,
+    /// Encoded commit records, by height.
+    commits: BTreeMap<u64, Vec<u8>>,
+    /// The committed height: the last commit's, or the base's.
+    height: u64,
+    /// Where a node that joined by snapshot started.
+    base: Option<Base>,
     transactions: HashMap<Cid, Committed>,
     last_signed: Option<u64>,
     /// State-tree blocks.
@@ -109,19 +113,20 @@ impl Store for MemoryStore {
     }
 
     fn height(&self) -> Result<u64, StoreError> {
-        Ok(self.stored().commits.len() as u64)
+        Ok(self.stored().height)
     }
 
     fn commit(&self, commit: &Commit, tree: &[TreeBlock]) -> Result<(), StoreError> {
         let mut stored = self.stored();
         let record = encode(commit);
-        if commit.height <= stored.commits.len() as u64 {
-            return match stored.commits[commit.height as usize - 1] == record {
+        if commit.height <= stored.height {
+            return match stored.commits.get(&commit.height) == Some(&record) {
                 true => Ok(()),
                 false => Err(replay_differs(commit.height)),
             };
         }
-        stored.commits.push(record);
+        stored.commits.insert(commit.height, record);
+        stored.height = commit.height;
         (stored.state).extend(tree.iter().map(|(cid, bytes)| (*cid, bytes.clone())));
         for (id, record) in records(commit) {
             let applied =
@@ -135,8 +140,7 @@ impl Store for MemoryStore {
 
     fn commit_at(&self, height: u64) -> Result<Option<Commit>, StoreError> {
         let stored = self.stored();
-        let Some(record) = (height.checked_sub(1)).and_then(|i| stored.commits.get(i as usize))
-        else {
+        let Some(record) = stored.commits.get(&height) else {
             return Ok(None);
         };
         Ok(Some(crate::codec::decode(record)?))
@@ -148,6 +152,18 @@ impl Store for MemoryStore {
 
     fn state_block(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.stored().state.get(cid).map(|bytes| bytes.to_vec()))
+    }
+
+    fn put_base(&self, base: &Base, tree: &[TreeBlock]) -> Result<(), StoreError> {
+        let mut stored = self.stored();
+        (stored.state).extend(tree.iter().map(|(cid, bytes)| (*cid, bytes.clone())));
+        stored.height = base.checkpoint.height;
+        stored.base = Some(base.clone());
+        Ok(())
+    }
+
+    fn base(&self) -> Result<Option<Base>, StoreError> {
+        Ok(self.stored().base.clone())
     }
 
     fn flush(&self) -> Result<(), StoreError> {

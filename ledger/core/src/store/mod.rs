@@ -60,6 +60,29 @@ pub struct Commit {
     pub state_root: Cid,
 }
 
+/// Where a node that joined by snapshot started: the certified checkpoint, and what the commits up
+/// to it ordered from its leader's memory floor up. Nothing below it is stored: the store's
+/// commits begin above its height, and its blocks at the floor's round below it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Base {
+    /// The checkpoint started from.
+    pub checkpoint: Checkpoint,
+    /// The blocks that commits up to it ordered from the memory floor up, each with its round.
+    pub ordered: Vec<(Cid, u64)>,
+}
+
+impl Commit {
+    /// The checkpoint this commit is, were its height one.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            height: self.height,
+            round: self.round,
+            leader: self.leader,
+            state_root: self.state_root,
+        }
+    }
+}
+
 /// Where the core finds the author and round of an accepted block that left memory: the node's
 /// store. Without one, the core keeps them in memory.
 pub trait Archive: Send + Sync {
@@ -129,6 +152,14 @@ pub trait Store: Send + Sync {
     /// The stored bytes of a state-tree block, if any.
     fn state_block(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError>;
 
+    /// Records where a node that joined by snapshot starts, with the state's blocks, in one write
+    /// that is durable when this returns: the stored height is then the base's, and commits go on
+    /// above it.
+    fn put_base(&self, base: &Base, tree: &[TreeBlock]) -> Result<(), StoreError>;
+
+    /// Where the node joined by snapshot, if it did.
+    fn base(&self) -> Result<Option<Base>, StoreError>;
+
     /// The stored commit at `height` (from 1), if any.
     fn commit_at(&self, height: u64) -> Result<Option<Commit>, StoreError>;
 
@@ -163,28 +194,37 @@ pub struct Start {
 }
 
 impl Start {
-    /// Reads where a node with `store` starts: `None` when nothing was committed (it replays every
-    /// stored block from genesis). Reads the last commit's whole state, and the commits of the
-    /// last [`GC_DEPTH`] rounds: what it reads grows with the state and the committee, not with
-    /// the length of the history.
+    /// Reads where a node with `store` starts: `None` when nothing was committed nor a snapshot
+    /// joined (it replays every stored block from genesis). Reads the last commit's whole state,
+    /// and the commits of the last [`GC_DEPTH`] rounds (down to the snapshot's base, if the node
+    /// joined by one): what it reads grows with the state and the committee, not with the length
+    /// of the history.
     pub fn read(store: &dyn Store) -> Result<Option<Start>, StoreError> {
-        let height = store.height()?;
-        if height == 0 {
-            return Ok(None);
-        }
+        let (height, base) = (store.height()?, store.base()?);
         let missing = |what: String| StoreError::Corrupt {
             reason: format!("{what} is missing"),
         };
-        let last = (store.commit_at(height)?).ok_or_else(|| missing(format!("commit {height}")))?;
+        let commit_at = |at: u64| match &base {
+            Some(base) if base.checkpoint.height == at => Ok(base_commit(base)),
+            _ => (store.commit_at(at)?).ok_or_else(|| missing(format!("commit {at}"))),
+        };
+        if height == 0 {
+            return Ok(None);
+        }
+        let last = commit_at(height)?;
         let leader = (store.block(&last.leader)?)
             .ok_or_else(|| missing(format!("commit {height}'s leader block")))?;
         let leader_author = SignedBlock::decode(&leader)?.block.author;
         let state = State::load(&last.state_root, &mut |cid: &Cid| store.state_block(cid))?;
         let mut ordered = Vec::new();
         for below in (1..=height).rev() {
+            if let Some(base) = base.as_ref().filter(|b| b.checkpoint.height == below) {
+                ordered.extend(base.ordered.iter().copied());
+                break;
+            }
             let commit = match below {
                 _ if below == height => last.clone(),
-                _ => (store.commit_at(below)?).ok_or_else(|| missing(format!("commit {below}")))?,
+                _ => commit_at(below)?,
             };
             if commit.round + GC_DEPTH < last.round {
                 break;
@@ -193,12 +233,7 @@ impl Start {
         }
         let checkpoint = match height - height % CHECKPOINT_INTERVAL {
             0 => None,
-            at => Some(Checkpoint {
-                height: at,
-                state_root: (store.commit_at(at)?)
-                    .ok_or_else(|| missing(format!("commit {at}")))?
-                    .state_root,
-            }),
+            at => Some(commit_at(at)?.checkpoint()),
         };
         Ok(Some(Start {
             last,
@@ -212,6 +247,20 @@ impl Start {
     /// The replay index key of the first block to restore: the first of the memory floor's round.
     pub fn replay_from(&self) -> Vec<u8> {
         index_key(self.last.round.saturating_sub(GC_DEPTH), 0, &[])
+    }
+}
+
+/// The commit a snapshot's base stands for: its place and state; what it ordered is the base's.
+fn base_commit(base: &Base) -> Commit {
+    let checkpoint = &base.checkpoint;
+    Commit {
+        height: checkpoint.height,
+        round: checkpoint.round,
+        leader: checkpoint.leader,
+        blocks: Vec::new(),
+        transactions: Vec::new(),
+        changed: Vec::new(),
+        state_root: checkpoint.state_root,
     }
 }
 
