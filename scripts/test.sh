@@ -16,6 +16,7 @@ fi
 # RocksDB would add 20 minutes. Criterion runs each micro-benchmark once when started by `cargo test`.
 cargo test --workspace --bench sim_scale --locked -- --quick
 cargo test --workspace --bench sync_scale --locked -- --quick
+cargo test --workspace --bench sync_scale --locked -- --quick --snapshot
 cargo test --workspace --bench ipld_pin --locked -- --quick
 cargo test --workspace --bench restart --locked -- --quick
 cargo test --workspace --bench micro --locked

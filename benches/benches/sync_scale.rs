@@ -8,7 +8,9 @@
 //! `-- --quick` a small one (CI runs it so that it cannot rot); `--validators N --blocks N` any
 //! other; `--no-store` joins without a store (blocks wait for their ancestors in memory);
 //! `--idle S` joins no one and lets the validators run S more simulated seconds: the growth of the
-//! rest of the process (the simulated network's content store, the validators) to subtract.
+//! rest of the process (the simulated network's content store, the validators) to subtract;
+//! `--snapshot` joins by snapshot (`node.snapshot_sync`): a certified checkpoint's state and the
+//! last rounds of the DAG rather than the whole history, and reports when it joined.
 
 use std::time::{Duration, Instant};
 
@@ -23,6 +25,7 @@ struct Args {
     blocks: u64,
     store: bool,
     idle: Option<u64>,
+    snapshot: bool,
 }
 
 fn args() -> Args {
@@ -31,6 +34,7 @@ fn args() -> Args {
         blocks: 100_000,
         store: true,
         idle: None,
+        snapshot: false,
     };
     let mut words = std::env::args().skip(1);
     while let Some(word) = words.next() {
@@ -43,6 +47,7 @@ fn args() -> Args {
             "--validators" => args.validators = number().expect("--validators takes a number"),
             "--blocks" => args.blocks = number().expect("--blocks takes a number") as u64,
             "--no-store" => args.store = false,
+            "--snapshot" => args.snapshot = true,
             "--idle" => args.idle = Some(number().expect("--idle takes seconds") as u64),
             _ => {} // cargo bench passes --bench; criterion-style filters do not apply here.
         }
@@ -72,8 +77,8 @@ async fn status(node: &NodeHandle) -> Status {
     node.status().await.expect("the node runs")
 }
 
-/// Polls `node` once a simulated second until `done`, calling `watch` on each status; panics after
-/// `bound` of simulated time.
+/// Polls `node` every 100 simulated milliseconds until `done`, calling `watch` on each status;
+/// panics after `bound` of simulated time.
 async fn poll(
     node: &NodeHandle,
     bound: Duration,
@@ -86,7 +91,7 @@ async fn poll(
             tokio::time::Instant::now() < deadline,
             "{what}: not within {bound:?}"
         );
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -96,6 +101,7 @@ async fn run(args: Args) {
         blocks,
         store,
         idle,
+        snapshot,
     } = args;
     let seed = sim::seed_from_env(1);
     let network = Network::builder()
@@ -150,16 +156,35 @@ async fn run(args: Args) {
         return;
     }
     let storage = storage.map(Storage::into_store);
-    let fresh = ledger::spawn(&genesis, None, config(), network.peer(validators), storage)
+    let config = NodeConfig {
+        snapshot_sync: snapshot,
+        ..config()
+    };
+    let fresh = ledger::spawn(&genesis, None, config, network.peer(validators), storage)
         .await
         .expect("the fresh node starts");
-    let (mut most_in_memory, mut most_parked) = (0, 0);
+    let (mut most_in_memory, mut most_parked, mut joined) = (0, 0, None);
     poll(&fresh, generous, "the fresh node syncs", |s| {
         most_in_memory = most_in_memory.max(s.dag_blocks);
         most_parked = most_parked.max(s.pending_blocks);
+        if joined.is_none() && !s.joining {
+            joined = Some((virtual_start.elapsed(), wall.elapsed(), s.clone()));
+        }
         s.height >= target
     })
     .await;
+    if let (true, Some((simulated, wall, s))) = (snapshot, &joined) {
+        let at = s.stats.joined_at_height;
+        print_phase(
+            "fresh node joined",
+            *wall,
+            *simulated,
+            &format!(
+                "at checkpoint {at:?}, {} state blocks, {} DAG blocks accepted",
+                s.stats.snapshot_blocks, s.stats.accepted
+            ),
+        );
+    }
     let synced = status(&fresh).await;
     print_phase(
         "fresh node synced",
