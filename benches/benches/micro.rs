@@ -361,7 +361,7 @@ fn storage(c: &mut Criterion) {
                 },
                 |(block, commit, blocks)| {
                     storage.put_block(&block, &bytes, false).expect("stored");
-                    storage.commit(&commit, &blocks).expect("committed");
+                    storage.commit(&commit, &blocks, &[]).expect("committed");
                 },
                 BatchSize::SmallInput,
             )

@@ -83,9 +83,14 @@ fn carry_out(storage: Option<&Storage>, out: Vec<Output>) -> (u64, Vec<Bytes>) {
                 .expect("stored");
                 stored += 1;
             }
-            (Output::Committed { commit, tree }, Some(storage)) => {
-                storage.commit(&commit, &tree).expect("committed")
-            }
+            (
+                Output::Committed {
+                    commit,
+                    tree,
+                    dropped,
+                },
+                Some(storage),
+            ) => storage.commit(&commit, &tree, &dropped).expect("committed"),
             _ => {}
         }
     }

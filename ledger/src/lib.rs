@@ -10,5 +10,6 @@ pub use ledger_core::*;
 pub mod node;
 
 pub use node::{
-    spawn, Exit, NodeConfig, NodeError, NodeHandle, ProvenAccount, Status, TxStatus, REPLAY_SLICE,
+    spawn, Exit, NodeConfig, NodeError, NodeHandle, ProvenAccount, Status, TxStatus, MIN_RETENTION,
+    PRUNE_EVERY, REPLAY_SLICE,
 };

@@ -204,9 +204,11 @@ fn a_transaction_ordered_again_keeps_its_first_record() {
     ];
     {
         let storage = Storage::open(&dir).expect("open");
-        storage.commit(&first, &tree(b"one")).expect("first commit");
         storage
-            .commit(&second, &tree(b"two"))
+            .commit(&first, &tree(b"one"), &[])
+            .expect("first commit");
+        storage
+            .commit(&second, &tree(b"two"), &[])
             .expect("second commit");
         for (id, record) in expected {
             assert_eq!(storage.transaction(&id).expect("read"), Some(record));
@@ -228,12 +230,12 @@ fn a_transaction_ordered_again_keeps_its_first_record() {
         );
     }
     storage
-        .commit(&first, &[])
+        .commit(&first, &[], &[])
         .expect("the same commit replays");
     let mut differs = first.clone();
     differs.transactions.pop();
     assert!(matches!(
-        storage.commit(&differs, &[]),
+        storage.commit(&differs, &[], &[]),
         Err(ledger::StoreError::Corrupt { .. })
     ));
     drop(storage);

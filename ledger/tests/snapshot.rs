@@ -1,7 +1,8 @@
 //! Joining by snapshot, in the simulator: a node that starts late with nothing learns a checkpoint
 //! a quorum certified, fetches its state by CID and only the last rounds of the DAG, commits on in
 //! agreement with the validators, and restarts from what it stored. One validator withholds: it
-//! serves nothing to a fetch and sends half of its blocks to nobody.
+//! serves nothing to a fetch and sends half of its blocks to nobody; another prunes its store (in
+//! memory) to the least retention.
 
 use std::{sync::Arc, time::Duration};
 
@@ -44,6 +45,11 @@ async fn a_late_node_joins_by_snapshot_commits_in_agreement_and_restarts_from_it
         .validators(VALIDATORS)
         .byzantine(vec![Behaviour::Withhold])
         .observers(1)
+        .node_config(ledger::NodeConfig {
+            retention_rounds: ledger::MIN_RETENTION,
+            ..Network::test_config()
+        })
+        .stores([1])
         .start()
         .await
         .expect("the network starts");
@@ -58,6 +64,14 @@ async fn a_late_node_joins_by_snapshot_commits_in_agreement_and_restarts_from_it
     })
     .await;
     let history = status(&node(&network, 0)).await;
+    let pruning = status(&node(&network, 1)).await;
+    assert!(
+        pruning.pruned_below + ledger::MIN_RETENTION + 2 * ledger::PRUNE_EVERY
+            >= pruning.highest_round,
+        "validator 1 pruned below {} at round {}",
+        pruning.pruned_below,
+        pruning.highest_round
+    );
 
     let store = MemoryStore::default();
     let joined = joiner(&network, 0, &store).await;

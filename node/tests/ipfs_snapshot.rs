@@ -28,7 +28,9 @@ async fn connect(daemons: &[testnet::Daemon], i: usize) -> IpfsComms {
             .collect(),
         ..IpfsConfig::default()
     };
-    IpfsComms::connect(config).await.expect("connect to the daemon")
+    IpfsComms::connect(config)
+        .await
+        .expect("connect to the daemon")
 }
 
 /// Blocks every 20 ms while idle, so that the history is long enough for a snapshot soon.
@@ -135,8 +137,16 @@ async fn a_late_node_joins_by_snapshot_over_bitswap_and_commits_with_the_validat
             Ok(())
         })
         .expect("in memory");
-    assert!(floor > 0, "the checkpoint at round {} is too young", base.checkpoint.round);
-    assert_eq!(lowest, Some(floor - 1), "its oldest block; the history began at round 0");
+    assert!(
+        floor > 0,
+        "the checkpoint at round {} is too young",
+        base.checkpoint.round
+    );
+    assert_eq!(
+        lowest,
+        Some(floor - 1),
+        "its oldest block; the history began at round 0"
+    );
     for commit in &joined {
         let stored = store.commit_at(commit.height).expect("in memory");
         assert_eq!(stored.as_ref(), Some(&**commit));

@@ -42,7 +42,8 @@ pub use state::{
     StateRoot,
 };
 pub use store::{
-    Archive, Commit, Committed, MemoryParking, MemoryStore, Parking, Start, Store, StoreError,
+    Archive, Base, Commit, Committed, MemoryParking, MemoryStore, Parking, Pruned, Start, Store,
+    StoreError,
 };
 pub use types::{
     Allocation, Block, Checkpoint, Genesis, Payload, SignedBlock, SignedTransaction, Transaction,

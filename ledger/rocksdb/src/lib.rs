@@ -1,8 +1,15 @@
 //! RocksDB storage: accepted blocks and batches, the DAG index, the committed sequence, the
 //! state-tree blocks by CID, the committed transactions by ID, metadata, and the blocks parked
 //! while they wait for ancestors ([`StoreParking`]), each in its own column family. A commit (its
-//! record, the state-tree blocks it made, its transactions' positions, the new height) is one
-//! atomic write batch.
+//! record, the state-tree blocks it made, the blocks its state no longer needs, its
+//! transactions' positions, the new height) is one atomic write batch. Pruning (`prune`) deletes
+//! what is older than a round.
+//!
+//! Each state block is stored behind the height of the last commit that wrote it (8 bytes,
+//! big-endian), and each commit's list of the state blocks it stopped needing is kept: pruning a
+//! commit deletes those of its list that no later commit wrote again (the same bytes can come back
+//! under the same CID). Each batch has the highest round of a stored block that carries it, so that
+//! pruning keeps a batch a later block carries again.
 //!
 //! On restart the node replays the stored blocks through the protocol core, which is deterministic:
 //! it re-derives the same commits, and [`Storage::commit`] checks each against the stored record,
@@ -16,11 +23,13 @@ use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, DB,
 };
 
+mod prune;
+
 use ledger_core::{
     codec::{decode, encode},
-    store::{index_key, records, replay_differs, Archive, Base, Commit, Parking},
+    store::{index_key, records, replay_differs, Archive, Base, Commit, Parking, Pruned},
     tree::TreeBlock,
-    types::SignedBlock,
+    types::{Payload, SignedBlock},
     Committed, Outcome, Store, StoreError,
 };
 
@@ -43,7 +52,11 @@ const STATE: &str = "state";
 const META: &str = "meta";
 const TRANSACTIONS: &str = "transactions";
 const PARKING: &str = "parking";
-const FAMILIES: [&str; 8] = [
+/// Per commit height, the CIDs of the state blocks that commit stopped needing.
+const DROPPED: &str = "dropped";
+/// Per batch CID, the highest round of a stored block that carries it (u64, big-endian).
+const BATCH_USE: &str = "batch_use";
+const FAMILIES: [&str; 10] = [
     BLOCKS,
     BATCHES,
     DAG_INDEX,
@@ -52,6 +65,8 @@ const FAMILIES: [&str; 8] = [
     META,
     TRANSACTIONS,
     PARKING,
+    DROPPED,
+    BATCH_USE,
 ];
 /// What the memtables of all families may hold together.
 const MEMTABLES_BYTES: usize = 64 << 20;
@@ -63,13 +78,33 @@ const BLOCK_CACHE_BYTES: usize = 32 << 20;
 const FILTER_BITS_PER_KEY: f64 = 10.0;
 const HEIGHT: &[u8] = b"height";
 /// The layout of the store (u32, big-endian), written when it is created: 2 since the state is
-/// a tree of blocks and commits name its root by CID.
+/// a tree of blocks and commits name its root by CID, 3 since state blocks carry the height that
+/// wrote them and commits the list of those they dropped (for pruning).
 const FORMAT: &[u8] = b"format";
-const FORMAT_VERSION: u32 = 2;
+const FORMAT_VERSION: u32 = 3;
+/// The round below which the store pruned (u64, big-endian).
+const PRUNED: &[u8] = b"pruned";
 /// Where a node that joined by snapshot started (a [`Base`], DAG-CBOR).
 const BASE: &[u8] = b"base";
 /// The highest round we signed a block for (u64, big-endian): see [`Store::last_signed`].
 const LAST_SIGNED: &[u8] = b"last_signed";
+
+/// A state block's stored value: the height of the commit that wrote it, then its bytes.
+fn born(height: u64, bytes: &[u8]) -> Vec<u8> {
+    [&height.to_be_bytes()[..], bytes].concat()
+}
+
+/// A stored big-endian u64, if any.
+fn read_u64(value: Option<Vec<u8>>) -> Result<Option<u64>, StoreError> {
+    value
+        .map(|bytes| {
+            let bytes: [u8; 8] = bytes.try_into().map_err(|_| StoreError::Corrupt {
+                reason: "a stored number is not 8 bytes".into(),
+            })?;
+            Ok(u64::from_be_bytes(bytes))
+        })
+        .transpose()
+}
 
 /// A node's on-disk store. Clones share the database, which closes when the last one is dropped.
 #[derive(Clone)]
@@ -119,6 +154,19 @@ impl Storage {
             .delete_range_cf(parking, [0u8], [u8::MAX])
             .disk()?;
         Ok(storage)
+    }
+
+    /// How many state-tree blocks the store holds (a scan: for tests and measurements).
+    pub fn state_blocks(&self) -> Result<u64, StoreError> {
+        let mut count = 0;
+        for item in self
+            .db
+            .iterator_cf(self.family(STATE)?, IteratorMode::Start)
+        {
+            item.disk()?;
+            count += 1;
+        }
+        Ok(count)
     }
 
     /// Refuses a store of another layout (one written before the format was recorded holds a
@@ -184,6 +232,13 @@ impl Storage {
     ) -> Result<u64, StoreError> {
         let block = SignedBlock::decode(bytes)?.block;
         let key = cid.to_bytes();
+        if let Payload::Batch { cid: batch, .. } = &block.payload {
+            let used = self.family(BATCH_USE)?;
+            let batch = batch.to_bytes();
+            if read_u64(self.db.get_cf(used, &batch).disk()?)?.is_none_or(|r| r < block.round) {
+                write.put_cf(used, &batch, block.round.to_be_bytes());
+            }
+        }
         write.put_cf(self.family(BLOCKS)?, &key, bytes);
         write.put_cf(
             self.family(DAG_INDEX)?,
@@ -292,7 +347,12 @@ impl Store for Storage {
 
     /// Writes a commit and the state-tree blocks it made, atomically. A commit at or below the
     /// stored height (a replay) is checked against the record instead.
-    fn commit(&self, commit: &Commit, tree: &[TreeBlock]) -> Result<(), StoreError> {
+    fn commit(
+        &self,
+        commit: &Commit,
+        tree: &[TreeBlock],
+        dropped: &[Cid],
+    ) -> Result<(), StoreError> {
         let height_key = commit.height.to_be_bytes();
         if commit.height <= self.height()? {
             let stored = self.db.get_cf(self.family(COMMITS)?, height_key).disk()?;
@@ -326,7 +386,10 @@ impl Store for Storage {
         }
         let state = self.family(STATE)?;
         for (cid, bytes) in tree {
-            write.put_cf(state, cid.to_bytes(), bytes);
+            write.put_cf(state, cid.to_bytes(), born(commit.height, bytes));
+        }
+        if !dropped.is_empty() {
+            write.put_cf(self.family(DROPPED)?, height_key, encode(&dropped));
         }
         write.put_cf(self.family(META)?, HEIGHT, height_key);
         self.db.write(write).disk()
@@ -337,7 +400,7 @@ impl Store for Storage {
         let mut write = WriteBatch::default();
         let state = self.family(STATE)?;
         for (cid, bytes) in tree {
-            write.put_cf(state, cid.to_bytes(), bytes);
+            write.put_cf(state, cid.to_bytes(), born(base.checkpoint.height, bytes));
         }
         let meta = self.family(META)?;
         write.put_cf(meta, BASE, encode(base));
@@ -377,7 +440,16 @@ impl Store for Storage {
 
     /// The stored bytes of a state-tree block, if any.
     fn state_block(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
-        self.db.get_cf(self.family(STATE)?, cid.to_bytes()).disk()
+        let stored = self.db.get_cf(self.family(STATE)?, cid.to_bytes()).disk()?;
+        Ok(stored.map(|mut value| value.split_off(8.min(value.len()))))
+    }
+
+    fn prune(&self, round: u64) -> Result<Pruned, StoreError> {
+        Storage::prune_below(self, round)
+    }
+
+    fn pruned_below(&self) -> Result<u64, StoreError> {
+        Ok(read_u64(self.db.get_cf(self.family(META)?, PRUNED).disk()?)?.unwrap_or(0))
     }
 
     /// Flushes memtables to disk (on shutdown).

@@ -9,7 +9,7 @@ use std::sync::{
 use bytes::Bytes;
 use comms::Cid;
 use ledger::{
-    store::Base, tree::TreeBlock, Archive, Commit, Committed, Parking, Store, StoreError,
+    store::Base, tree::TreeBlock, Archive, Commit, Committed, Parking, Pruned, Store, StoreError,
 };
 
 /// The count of operations shared by a store, its parking and its archive.
@@ -104,9 +104,14 @@ impl Store for FailingStore {
         self.inner.height()
     }
 
-    fn commit(&self, commit: &Commit, tree: &[TreeBlock]) -> Result<(), StoreError> {
+    fn commit(
+        &self,
+        commit: &Commit,
+        tree: &[TreeBlock],
+        dropped: &[Cid],
+    ) -> Result<(), StoreError> {
         self.countdown.tick("commit")?;
-        self.inner.commit(commit, tree)
+        self.inner.commit(commit, tree, dropped)
     }
 
     fn state_block(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
@@ -122,6 +127,16 @@ impl Store for FailingStore {
     fn base(&self) -> Result<Option<Base>, StoreError> {
         self.countdown.tick("base")?;
         self.inner.base()
+    }
+
+    fn prune(&self, round: u64) -> Result<Pruned, StoreError> {
+        self.countdown.tick("prune")?;
+        self.inner.prune(round)
+    }
+
+    fn pruned_below(&self) -> Result<u64, StoreError> {
+        self.countdown.tick("pruned_below")?;
+        self.inner.pruned_below()
     }
 
     fn commit_at(&self, height: u64) -> Result<Option<Commit>, StoreError> {

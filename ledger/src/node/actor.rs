@@ -18,7 +18,7 @@ use super::{
     fetch::{back_off, fetch_with_retry},
     handle::Command,
     keeper::ToKeep,
-    NodeConfig, NodeError, ProvenAccount, Status, TxStatus,
+    NodeConfig, NodeError, ProvenAccount, Status, TxStatus, PRUNE_EVERY,
 };
 use crate::{
     codec::decode,
@@ -47,6 +47,8 @@ pub(super) struct Node<C> {
     /// What the keeper (`keeper::spawn`) makes available from the backend.
     pub(super) keeper: mpsc::Sender<ToKeep>,
     pub(super) quiet: Quiet,
+    /// The round below which the store pruned.
+    pub(super) pruned_below: u64,
 }
 
 /// How often one author's equivocations, or one kind of refusal, may take a log line: `left_out`
@@ -293,6 +295,7 @@ impl<C: Communication + Clone> Node<C> {
                 .map(|round| (round, core.dag().round(round).map(|b| b.author()).collect()))
                 .collect(),
             joining: core.joining(),
+            pruned_below: self.pruned_below,
             stats: core.stats(),
         }
     }
@@ -353,6 +356,13 @@ impl<C: Communication + Clone> Node<C> {
         for output in &stores {
             self.write(output)?;
         }
+        let last = stores.iter().rev().find_map(|output| match output {
+            Output::Committed { commit, .. } => Some(commit.round),
+            _ => None,
+        });
+        if let Some(round) = last {
+            self.prune(round)?;
+        }
         for output in stores.into_iter().chain(rest) {
             self.carry_out(output).await;
         }
@@ -385,15 +395,36 @@ impl<C: Communication + Clone> Node<C> {
             Output::Store { cid, bytes, .. } => {
                 (storage.put_block(cid, bytes, false)).map_err(failed("storing a block"))
             }
-            Output::Committed { commit, tree } => {
+            Output::Committed {
+                commit,
+                tree,
+                dropped,
+            } => {
                 fail::fail_point!("node::before-commit", |_| crash());
-                (storage.commit(commit, tree)).map_err(failed("storing a commit"))
+                (storage.commit(commit, tree, dropped)).map_err(failed("storing a commit"))
             }
             Output::Joined { base, tree } => {
                 (storage.put_base(base, tree)).map_err(failed("storing the snapshot's state"))
             }
             _ => Ok(()),
         }
+    }
+
+    /// With a retention, deletes the stored history more than `retention_rounds` below the
+    /// leader round `round` just committed, once that is [`PRUNE_EVERY`] rounds above the last
+    /// prune.
+    fn prune(&mut self, round: u64) -> Result<(), NodeError> {
+        let (Some(storage), retention) = (&self.storage, self.config.retention_rounds) else {
+            return Ok(());
+        };
+        let below = round.saturating_sub(retention);
+        if retention == 0 || below < self.pruned_below + PRUNE_EVERY {
+            return Ok(());
+        }
+        let pruned = storage.prune(below).map_err(failed("pruning the store"))?;
+        self.pruned_below = below;
+        debug!(below, ?pruned, "pruned the stored history");
+        Ok(())
     }
 
     /// Hands an accepted block (DAG-CBOR), or ours, to the keeper; waits while its queue is full.
@@ -429,7 +460,7 @@ impl<C: Communication + Clone> Node<C> {
                 );
             }
             Output::Fetch(cid) => self.spawn_fetch(cid),
-            Output::Committed { commit, tree } => {
+            Output::Committed { commit, tree, .. } => {
                 let _ = self.commits.send(commit);
                 // The state's new blocks, so that its tree can be walked, and fetched, by CID.
                 for (_, bytes) in tree {

@@ -76,7 +76,20 @@ pub struct NodeConfig {
     /// [`GC_DEPTH`](crate::consensus::GC_DEPTH) rounds of the DAG, rather than every block since
     /// genesis (see [`crate::core::join`]). Off, it fetches and executes the whole history.
     pub snapshot_sync: bool,
+    /// Rounds of history the store keeps below the last commit's leader: older blocks, commits,
+    /// transaction records and the state blocks only older states need are deleted as the
+    /// network goes on (every [`PRUNE_EVERY`] rounds). 0: an archive node, which keeps
+    /// everything. At least [`MIN_RETENTION`] otherwise.
+    pub retention_rounds: u64,
 }
+
+/// The fewest rounds a pruning node keeps: a restart reads the commits of the last
+/// [`GC_DEPTH`](crate::consensus::GC_DEPTH) rounds and the blocks from that floor's parents up,
+/// and a peer that lags a little fetches recent blocks from it.
+pub const MIN_RETENTION: u64 = 2 * crate::consensus::GC_DEPTH;
+
+/// Rounds between two prunes of a pruning node.
+pub const PRUNE_EVERY: u64 = 32;
 
 impl NodeConfig {
     /// Checks every field against its bound, naming the first that breaks one as the config file
@@ -93,6 +106,10 @@ impl NodeConfig {
         within("node.fetch_timeout", self.fetch_timeout, ms, hour)?;
         within("node.fetch_attempts", self.fetch_attempts, 1, 1000)?;
         within("node.ready_lag_rounds", self.ready_lag_rounds, 1, 1_000_000)?;
+        if self.retention_rounds != 0 {
+            let retention = self.retention_rounds;
+            within("node.retention_rounds", retention, MIN_RETENTION, u64::MAX)?;
+        }
         let concurrent = self.max_concurrent_fetches;
         within("node.max_concurrent_fetches", concurrent, 1, 1 << 16)
     }
@@ -109,6 +126,7 @@ impl Default for NodeConfig {
             epoch_ms: None,
             ready_lag_rounds: 10,
             snapshot_sync: false,
+            retention_rounds: 0,
         }
     }
 }
@@ -148,6 +166,8 @@ pub struct Status {
     pub recent_authors: Vec<(u64, Vec<u32>)>,
     /// Joining by snapshot: not yet at a certified checkpoint with its state.
     pub joining: bool,
+    /// The round below which the store pruned the history (0: it keeps everything).
+    pub pruned_below: u64,
     /// Counters of the core.
     pub stats: CoreStats,
 }
@@ -258,12 +278,16 @@ pub async fn spawn<C: Communication + Clone>(
         fetched_tx,
         keeper,
         quiet: actor::Quiet::default(),
+        pruned_below: 0,
     };
     // Every block links to the genesis (`chain`), so it is made available like a block: a walk of
     // the DAG from any block (a recursive pin, `dag export`, the daemon's garbage collector) then
     // finds every link on the daemon.
     node.keep(genesis.encode().0.into(), true).await;
     node.replay().instrument(span.clone()).await?;
+    if let Some(storage) = &node.storage {
+        node.pruned_below = storage.pruned_below()?;
+    }
     if node.config.snapshot_sync && node.core.join() {
         tracing::info!(parent: &span, "nothing stored: joining by snapshot");
     }

@@ -41,7 +41,11 @@ impl<C: Communication + Clone> Node<C> {
                 self.core.restore(bytes, &mut out)?;
                 for output in out {
                     match output {
-                        Output::Committed { commit, tree } => storage.commit(&commit, &tree)?,
+                        Output::Committed {
+                            commit,
+                            tree,
+                            dropped,
+                        } => storage.commit(&commit, &tree, &dropped)?,
                         other => rest.push(other),
                     }
                 }

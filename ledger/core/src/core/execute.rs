@@ -23,6 +23,8 @@ pub(crate) struct Executed {
     pub(crate) commit: Commit,
     /// The state-tree blocks it made.
     pub(crate) tree: Vec<TreeBlock>,
+    /// The state-tree blocks of the state before it that it no longer needs.
+    pub(crate) dropped: Vec<Cid>,
     /// Its transactions that wait for an earlier nonce of their signer.
     pub(crate) waiting: Vec<Cid>,
 }
@@ -201,6 +203,7 @@ impl Executor {
         Executed {
             commit,
             tree,
+            dropped: self.state.take_dropped(),
             waiting: executed.waiting,
         }
     }
@@ -228,6 +231,7 @@ mod tests {
                 commit,
                 tree,
                 waiting,
+                ..
             } = executor.execute(&dag.dag, round, leader);
             assert_eq!(commit.blocks.last(), Some(&leader));
             assert!(waiting.is_empty() && commit.transactions.is_empty());

@@ -237,6 +237,8 @@ pub enum Output {
     Committed {
         commit: Arc<Commit>,
         tree: Vec<TreeBlock>,
+        /// The state blocks the commit's state no longer needs (see [`Store::commit`]).
+        dropped: Vec<Cid>,
     },
     /// The node joined by snapshot (see [`join`]): where it starts, and the state's blocks, to
     /// be stored durably (see [`Store::put_base`]) before the commits that follow.

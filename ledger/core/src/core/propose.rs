@@ -297,6 +297,7 @@ impl Core {
             let Executed {
                 commit,
                 tree,
+                dropped,
                 waiting,
             } = self.executor.execute(self.blocks.dag(), round, leader);
             self.blocks.ordered(&commit.blocks);
@@ -309,7 +310,11 @@ impl Core {
             self.committed_transactions += commit.transactions.len() as u64;
             tracing::debug!(height = commit.height, round, %leader, blocks = commit.blocks.len(), "committed");
             let commit = Arc::new(commit);
-            out.push(Output::Committed { commit, tree });
+            out.push(Output::Committed {
+                commit,
+                tree,
+                dropped,
+            });
             if let Some(floor) = self.blocks.collect_garbage(round)? {
                 self.executor.prune_below(floor);
             }

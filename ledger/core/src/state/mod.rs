@@ -100,7 +100,8 @@ pub struct Executed {
 }
 
 /// All accounts, and the ordered transactions waiting. The total of the balances never changes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Two states are equal when their contents and roots are, whatever blocks they hold back.
+#[derive(Clone, Debug)]
 pub struct State {
     accounts: Tree<PublicKey, Account>,
     /// By signer and nonce.
@@ -114,7 +115,18 @@ pub struct State {
     /// Blocks flushed but not yet handed out: the genesis state's, which go with the first
     /// commit's.
     unsaved: Vec<TreeBlock>,
+    /// Root blocks that a flush replaced (and tree blocks dropped before the genesis blocks were
+    /// handed out), not yet handed out (see [`State::take_dropped`]).
+    replaced_roots: Vec<Cid>,
 }
+
+impl PartialEq for State {
+    fn eq(&self, other: &State) -> bool {
+        (&self.accounts, &self.waiting, self.root) == (&other.accounts, &other.waiting, other.root)
+    }
+}
+
+impl Eq for State {}
 
 impl State {
     /// The state at genesis.

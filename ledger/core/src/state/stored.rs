@@ -3,7 +3,7 @@
 //! from its root, and [`State::prove`] gives what [`verify_account`] needs to check an account
 //! against a root CID alone.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use bytes::Bytes;
 use comms::Cid;
@@ -102,7 +102,24 @@ impl State {
     /// Encodes what changed since the last flush into `out`, children before parents, and the
     /// root block last when it changed; returns the root block's CID.
     pub fn flush(&mut self, out: &mut Vec<TreeBlock>) -> Cid {
-        out.append(&mut self.unsaved);
+        let unsaved = std::mem::take(&mut self.unsaved);
+        let root = self.flush_trees(out);
+        if !unsaved.is_empty() {
+            // The genesis state's blocks were never handed out: those that changes since dropped
+            // are neither to be stored nor to be deleted (one that came back is in `out` anyway).
+            let mut dropped = self.take_dropped();
+            let genesis: HashSet<Cid> = unsaved.iter().map(|(cid, _)| *cid).collect();
+            let gone: HashSet<Cid> = (dropped.iter().copied())
+                .filter(|cid| genesis.contains(cid))
+                .collect();
+            dropped.retain(|cid| !genesis.contains(cid));
+            self.replaced_roots = dropped;
+            out.extend(unsaved.into_iter().filter(|(cid, _)| !gone.contains(cid)));
+        }
+        root
+    }
+
+    fn flush_trees(&mut self, out: &mut Vec<TreeBlock>) -> Cid {
         if let (Some(_), Some(_)) = (self.accounts.cid(), self.waiting.cid()) {
             return self.root;
         }
@@ -111,9 +128,23 @@ impl State {
             waiting: self.waiting.flush(out),
         };
         let bytes = encode(&root);
-        self.root = cid_of(&bytes);
+        let replaced = std::mem::replace(&mut self.root, cid_of(&bytes));
+        if replaced != Cid::default() && replaced != self.root {
+            self.replaced_roots.push(replaced);
+        }
         out.push((self.root, Bytes::from(bytes)));
         self.root
+    }
+
+    /// The CIDs of the stored blocks that the flushes since the last call replaced or removed:
+    /// blocks the state before them needs and the state after them does not (though the same
+    /// bytes may come back later, under the same CID). What a store may delete once it keeps no
+    /// state from before.
+    pub fn take_dropped(&mut self) -> Vec<Cid> {
+        let mut dropped = self.accounts.take_dropped();
+        dropped.extend(self.waiting.take_dropped());
+        dropped.append(&mut self.replaced_roots);
+        dropped
     }
 
     /// Reads the state of root block `root` back through `read`, checking every block against
@@ -145,6 +176,7 @@ impl State {
             waiting_ids,
             root,
             unsaved: Vec::new(),
+            replaced_roots: Vec::new(),
         }
     }
 

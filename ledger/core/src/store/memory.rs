@@ -10,9 +10,14 @@ use comms::Cid;
 
 use super::{
     index_key, records, replay_differs, Archive, Base, Commit, Committed, MemoryParking, Parking,
-    Store, StoreError,
+    Pruned, Store, StoreError,
 };
-use crate::{codec::encode, tree::TreeBlock, types::SignedBlock, Outcome};
+use crate::{
+    codec::encode,
+    tree::TreeBlock,
+    types::{Payload, SignedBlock},
+    Outcome,
+};
 
 /// A store in memory: for simulations, where a validator that crashes and restarts gets the same
 /// `MemoryStore` back (clones share it), as a real one gets its directory back.
@@ -33,8 +38,13 @@ struct Stored {
     base: Option<Base>,
     transactions: HashMap<Cid, Committed>,
     last_signed: Option<u64>,
-    /// State-tree blocks.
-    state: HashMap<Cid, Bytes>,
+    /// State-tree blocks, each with the height of the last commit that wrote it.
+    state: HashMap<Cid, (u64, Bytes)>,
+    /// Per commit height, the state blocks it stopped needing.
+    dropped: BTreeMap<u64, Vec<Cid>>,
+    /// Per batch, the highest round of a stored block that carries it.
+    batch_use: HashMap<Cid, u64>,
+    pruned_below: u64,
 }
 
 impl MemoryStore {
@@ -50,10 +60,79 @@ impl Stored {
     fn put_block(&mut self, cid: &Cid, bytes: &[u8]) -> Result<u64, StoreError> {
         let block = SignedBlock::decode(bytes)?.block;
         let key = index_key(block.round, block.author, &cid.to_bytes());
+        if let Payload::Batch { cid: batch, .. } = &block.payload {
+            let used = self.batch_use.entry(*batch).or_default();
+            *used = (*used).max(block.round);
+        }
         self.index.insert(key, *cid);
         let entry = (bytes.to_vec(), block.author, block.round);
         self.blocks.insert(*cid, entry);
         Ok(block.round)
+    }
+}
+
+impl Stored {
+    fn write_state(&mut self, height: u64, tree: &[TreeBlock]) {
+        (self.state).extend(
+            tree.iter()
+                .map(|(cid, bytes)| (*cid, (height, bytes.clone()))),
+        );
+    }
+
+    /// See [`Store::prune`]; as the RocksDB store does it.
+    fn prune(&mut self, round: u64) -> Pruned {
+        let mut pruned = Pruned::default();
+        let heights: Vec<u64> = (self.commits.iter())
+            .filter_map(|(height, record)| {
+                let commit: Commit = crate::codec::decode(record).ok()?;
+                (commit.round < round && *height < self.height).then_some(*height)
+            })
+            .collect();
+        for height in heights {
+            let Some(record) = self.commits.remove(&height) else {
+                continue;
+            };
+            pruned.commits += 1;
+            let Ok(commit) = crate::codec::decode::<Commit>(&record) else {
+                continue;
+            };
+            for (id, _) in records(&commit) {
+                if (self.transactions.get(&id)).is_some_and(|r| r.height <= height) {
+                    self.transactions.remove(&id);
+                    pruned.transactions += 1;
+                }
+            }
+            self.dropped.remove(&height);
+            // The blocks of its state that the next commit dropped: its state was the last to
+            // need them, unless a commit wrote them again since.
+            for cid in self.dropped.remove(&(height + 1)).unwrap_or_default() {
+                if self
+                    .state
+                    .get(&cid)
+                    .is_some_and(|(born, _)| *born <= height)
+                {
+                    self.state.remove(&cid);
+                    pruned.state_blocks += 1;
+                }
+            }
+        }
+        let below = self.index.split_off(&index_key(round, 0, &[]));
+        for cid in std::mem::replace(&mut self.index, below).into_values() {
+            let Some((bytes, ..)) = self.blocks.remove(&cid) else {
+                continue;
+            };
+            pruned.blocks += 1;
+            let payload = SignedBlock::decode(&bytes).map(|b| b.block.payload);
+            if let Ok(Payload::Batch { cid: batch, .. }) = payload {
+                if self.batch_use.get(&batch).is_none_or(|last| *last < round) {
+                    self.batches.remove(&batch);
+                    self.batch_use.remove(&batch);
+                    pruned.batches += 1;
+                }
+            }
+        }
+        self.pruned_below = self.pruned_below.max(round);
+        pruned
     }
 }
 
@@ -116,7 +195,12 @@ impl Store for MemoryStore {
         Ok(self.stored().height)
     }
 
-    fn commit(&self, commit: &Commit, tree: &[TreeBlock]) -> Result<(), StoreError> {
+    fn commit(
+        &self,
+        commit: &Commit,
+        tree: &[TreeBlock],
+        dropped: &[Cid],
+    ) -> Result<(), StoreError> {
         let mut stored = self.stored();
         let record = encode(commit);
         if commit.height <= stored.height {
@@ -127,7 +211,10 @@ impl Store for MemoryStore {
         }
         stored.commits.insert(commit.height, record);
         stored.height = commit.height;
-        (stored.state).extend(tree.iter().map(|(cid, bytes)| (*cid, bytes.clone())));
+        stored.write_state(commit.height, tree);
+        if !dropped.is_empty() {
+            stored.dropped.insert(commit.height, dropped.to_vec());
+        }
         for (id, record) in records(commit) {
             let applied =
                 (stored.transactions.get(&id)).is_some_and(|r| r.outcome == Outcome::Applied);
@@ -151,12 +238,16 @@ impl Store for MemoryStore {
     }
 
     fn state_block(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.stored().state.get(cid).map(|bytes| bytes.to_vec()))
+        Ok(self
+            .stored()
+            .state
+            .get(cid)
+            .map(|(_, bytes)| bytes.to_vec()))
     }
 
     fn put_base(&self, base: &Base, tree: &[TreeBlock]) -> Result<(), StoreError> {
         let mut stored = self.stored();
-        (stored.state).extend(tree.iter().map(|(cid, bytes)| (*cid, bytes.clone())));
+        stored.write_state(base.checkpoint.height, tree);
         stored.height = base.checkpoint.height;
         stored.base = Some(base.clone());
         Ok(())
@@ -164,6 +255,14 @@ impl Store for MemoryStore {
 
     fn base(&self) -> Result<Option<Base>, StoreError> {
         Ok(self.stored().base.clone())
+    }
+
+    fn prune(&self, round: u64) -> Result<Pruned, StoreError> {
+        Ok(self.stored().prune(round))
+    }
+
+    fn pruned_below(&self) -> Result<u64, StoreError> {
+        Ok(self.stored().pruned_below)
     }
 
     fn flush(&self) -> Result<(), StoreError> {
@@ -286,13 +385,13 @@ mod tests {
             let bytes = Bytes::from(vec![height]);
             (comms::cid_for(comms::Codec::DagCbor, &bytes), bytes)
         };
-        (store.commit(&commit(1, Outcome::Applied), &[block(1)])).expect("written");
+        (store.commit(&commit(1, Outcome::Applied), &[block(1)], &[])).expect("written");
         assert_eq!(
             store.state_block(&block(1).0).expect("read"),
             Some(vec![1]),
             "the tree blocks go with the commit"
         );
-        (store.commit(&commit(1, Outcome::Applied), &[block(9)])).expect("the same, replayed");
+        (store.commit(&commit(1, Outcome::Applied), &[block(9)], &[])).expect("the same, replayed");
         assert_eq!(store.state_block(&block(9).0).expect("read"), None);
         let differs = commit(
             1,
@@ -302,7 +401,7 @@ mod tests {
             },
         );
         assert!(matches!(
-            store.commit(&differs, &[]),
+            store.commit(&differs, &[], &[]),
             Err(StoreError::Corrupt { .. })
         ));
         store
@@ -314,6 +413,7 @@ mod tests {
                         got: 0,
                     },
                 ),
+                &[],
                 &[],
             )
             .expect("written");

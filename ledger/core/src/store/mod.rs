@@ -60,6 +60,32 @@ pub struct Commit {
     pub state_root: Cid,
 }
 
+/// What a prune deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pruned {
+    /// Blocks.
+    pub blocks: u64,
+    /// Batches.
+    pub batches: u64,
+    /// Commit records.
+    pub commits: u64,
+    /// Records of committed transactions.
+    pub transactions: u64,
+    /// State-tree blocks.
+    pub state_blocks: u64,
+}
+
+impl Pruned {
+    /// Adds `other`'s counts.
+    pub fn add(&mut self, other: Pruned) {
+        self.blocks += other.blocks;
+        self.batches += other.batches;
+        self.commits += other.commits;
+        self.transactions += other.transactions;
+        self.state_blocks += other.state_blocks;
+    }
+}
+
 /// Where a node that joined by snapshot started: the certified checkpoint, and what the commits up
 /// to it ordered from its leader's memory floor up. Nothing below it is stored: the store's
 /// commits begin above its height, and its blocks at the floor's round below it.
@@ -145,9 +171,16 @@ pub trait Store: Send + Sync {
     /// The committed height stored.
     fn height(&self) -> Result<u64, StoreError>;
 
-    /// Writes a commit and the state-tree blocks it made, atomically; a commit at or below the
-    /// stored height (a replay) is checked against its record instead.
-    fn commit(&self, commit: &Commit, tree: &[TreeBlock]) -> Result<(), StoreError>;
+    /// Writes a commit and the state-tree blocks it made, atomically, with the CIDs of the blocks
+    /// its state no longer needs (those of the state before it that it replaced: see
+    /// [`State::take_dropped`]), which pruning deletes once it keeps no state from before it. A
+    /// commit at or below the stored height (a replay) is checked against its record instead.
+    fn commit(
+        &self,
+        commit: &Commit,
+        tree: &[TreeBlock],
+        dropped: &[Cid],
+    ) -> Result<(), StoreError>;
 
     /// The stored bytes of a state-tree block, if any.
     fn state_block(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError>;
@@ -159,6 +192,18 @@ pub trait Store: Send + Sync {
 
     /// Where the node joined by snapshot, if it did.
     fn base(&self) -> Result<Option<Base>, StoreError>;
+
+    /// Deletes the history below `round`: the blocks of lower rounds and their batches (unless a
+    /// block at `round` or above carries the batch too), the commits of lower leader rounds (never
+    /// the last one) with the records of their transactions, and the state blocks that only the
+    /// states of those commits needed (a commit's state is the last to need the blocks the next
+    /// commit dropped, unless a later commit wrote them again). Blocks at `round` and above, later commits and every state
+    /// block their states reach stay. A crash during a prune leaves a store that the next prune
+    /// finishes.
+    fn prune(&self, round: u64) -> Result<Pruned, StoreError>;
+
+    /// The round below which the store pruned its history (0 when it never did).
+    fn pruned_below(&self) -> Result<u64, StoreError>;
 
     /// The stored commit at `height` (from 1), if any.
     fn commit_at(&self, height: u64) -> Result<Option<Commit>, StoreError>;

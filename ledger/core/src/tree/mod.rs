@@ -102,13 +102,25 @@ pub type TreeBlock = (Cid, Bytes);
 pub type ReadBlock<'a, E> = dyn FnMut(&Cid) -> Result<Option<Vec<u8>>, E> + 'a;
 
 /// A map from keys to values, kept as a HAMT of content-addressed nodes (see the module doc).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Two trees are equal when their nodes and CIDs are, whatever they dropped.
+#[derive(Clone, Debug)]
 pub struct Tree<K, V> {
     root: Node<K, V>,
     /// The root's CID, when nothing changed since the last flush.
     cid: Option<Cid>,
     len: usize,
+    /// The CIDs of the nodes, as stored at the last flush, that changes since replaced or removed:
+    /// what the state as of that flush needs and the next one does not.
+    dropped: Vec<Cid>,
 }
+
+impl<K: PartialEq, V: PartialEq> PartialEq for Tree<K, V> {
+    fn eq(&self, other: &Tree<K, V>) -> bool {
+        (&self.root, self.cid, self.len) == (&other.root, other.cid, other.len)
+    }
+}
+
+impl<K: Eq, V: Eq> Eq for Tree<K, V> {}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Node<K, V> {
@@ -169,8 +181,15 @@ impl<K: TreeKey, V: TreeValue> Node<K, V> {
         }
     }
 
-    /// Puts `value` at `key`; returns the value it replaced.
-    fn insert(&mut self, digest: &[u8; 32], depth: usize, key: K, value: V) -> Option<V> {
+    /// Puts `value` at `key`; returns the value it replaced. The CIDs of the stored nodes it
+    /// changes (their versions as stored) go to `dropped`.
+    fn insert(
+        &mut self,
+        digest: &[u8; 32],
+        depth: usize,
+        (key, value): (K, V),
+        dropped: &mut Vec<Cid>,
+    ) -> Option<V> {
         let i = index(digest, depth);
         let (at, used) = self.position(i);
         if !used {
@@ -180,8 +199,8 @@ impl<K: TreeKey, V: TreeValue> Node<K, V> {
         }
         let pairs = match &mut self.slots[at] {
             Slot::Child { cid, node } => {
-                *cid = None;
-                return node.insert(digest, depth + 1, key, value);
+                dropped.extend(cid.take());
+                return node.insert(digest, depth + 1, (key, value), dropped);
             }
             Slot::Bucket(pairs) => pairs,
         };
@@ -194,7 +213,7 @@ impl<K: TreeKey, V: TreeValue> Node<K, V> {
             Err(_) => {
                 let mut child = Node::empty();
                 for (k, v) in mem::take(pairs).into_iter().chain([(key, value)]) {
-                    child.insert(&self::digest(k.bytes()), depth + 1, k, v);
+                    child.insert(&self::digest(k.bytes()), depth + 1, (k, v), dropped);
                 }
                 self.slots[at] = Slot::Child {
                     cid: None,
@@ -205,8 +224,15 @@ impl<K: TreeKey, V: TreeValue> Node<K, V> {
         }
     }
 
-    /// Takes `key` out; a child left with at most [`BUCKET`] pairs becomes a bucket again.
-    fn remove(&mut self, digest: &[u8; 32], depth: usize, key: &K) -> Option<V> {
+    /// Takes `key` out; a child left with at most [`BUCKET`] pairs becomes a bucket again. The
+    /// CIDs of the stored nodes it changes or removes go to `dropped`.
+    fn remove(
+        &mut self,
+        digest: &[u8; 32],
+        depth: usize,
+        key: &K,
+        dropped: &mut Vec<Cid>,
+    ) -> Option<V> {
         let i = index(digest, depth);
         let (at, used) = self.position(i);
         if !used {
@@ -219,8 +245,8 @@ impl<K: TreeKey, V: TreeValue> Node<K, V> {
                 (value, pairs.is_empty())
             }
             Slot::Child { cid, node } => {
-                let value = node.remove(digest, depth + 1, key)?;
-                *cid = None;
+                let value = node.remove(digest, depth + 1, key, dropped)?;
+                dropped.extend(cid.take());
                 if let Some(pairs) = node.collapsed() {
                     self.slots[at] = Slot::Bucket(pairs);
                 }
@@ -289,6 +315,7 @@ impl<K: TreeKey, V: TreeValue> Default for Tree<K, V> {
             root: Node::empty(),
             cid: None,
             len: 0,
+            dropped: Vec::new(),
         }
     }
 }
@@ -301,16 +328,17 @@ impl<K: TreeKey, V: TreeValue> Tree<K, V> {
 
     /// Puts `value` at `key`; returns the value it replaced.
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
-        self.cid = None;
-        let old = self.root.insert(&digest(key.bytes()), 0, key, value);
+        self.dropped.extend(self.cid.take());
+        let digest = digest(key.bytes());
+        let old = (self.root).insert(&digest, 0, (key, value), &mut self.dropped);
         self.len += usize::from(old.is_none());
         old
     }
 
     /// Takes `key` out; returns its value.
     pub fn remove(&mut self, key: &K) -> Option<V> {
-        let old = self.root.remove(&digest(key.bytes()), 0, key)?;
-        self.cid = None;
+        let old = (self.root).remove(&digest(key.bytes()), 0, key, &mut self.dropped)?;
+        self.dropped.extend(self.cid.take());
         self.len -= 1;
         Some(old)
     }
@@ -339,6 +367,13 @@ impl<K: TreeKey, V: TreeValue> Tree<K, V> {
         }
     }
 
+    /// The CIDs of the stored nodes that changes since the last call replaced or removed (each
+    /// once): blocks the tree of the last flush needs and the next one does not (though the same
+    /// bytes may come back, under the same CID, in a later flush).
+    pub fn take_dropped(&mut self) -> Vec<Cid> {
+        mem::take(&mut self.dropped)
+    }
+
     /// The root's CID as of the last flush, unless something changed since.
     pub fn cid(&self) -> Option<Cid> {
         self.cid
@@ -352,6 +387,7 @@ impl<K: TreeKey, V: TreeValue> Tree<K, V> {
             root: root_node,
             cid: Some(*root),
             len,
+            dropped: Vec::new(),
         })
     }
 }

@@ -196,4 +196,42 @@ proptest! {
         let loaded = load(&root, &stored(blocks)).expect("every block was flushed");
         prop_assert_eq!(loaded, tree);
     }
+
+    /// What the tree drops is exactly what it stops needing: blocks written by its flushes, less
+    /// those dropped since (a block may come back, under the same CID), are the blocks its root
+    /// reaches, no more and no fewer.
+    #[test]
+    fn a_tree_drops_exactly_the_blocks_it_no_longer_reaches(ops in ops(), flush_every in 1..50usize) {
+        let mut tree = Tree::<PublicKey, u64>::default();
+        let mut kept: HashMap<Cid, Vec<u8>> = HashMap::new();
+        let mut flush = |tree: &mut Tree<PublicKey, u64>| {
+            let mut blocks = Vec::new();
+            let root = tree.flush(&mut blocks);
+            for cid in tree.take_dropped() {
+                prop_assert!(kept.remove(&cid).is_some(), "dropped {} it never wrote", cid);
+            }
+            kept.extend(stored(blocks));
+            let mut reached = Vec::new();
+            let mut reach = |cid: &Cid| {
+                reached.push(*cid);
+                Ok::<_, TreeError>(kept.get(cid).cloned())
+            };
+            prop_assert!(Tree::<PublicKey, u64>::load(&root, &mut reach).is_ok());
+            reached.sort_by_key(|c| c.to_bytes());
+            let mut all: Vec<Cid> = kept.keys().copied().collect();
+            all.sort_by_key(|c| c.to_bytes());
+            prop_assert_eq!(reached, all);
+            Ok(())
+        };
+        for (n, op) in ops.iter().enumerate() {
+            match *op {
+                Op::Insert(k, v) => tree.insert(key(k), v),
+                Op::Remove(k) => tree.remove(&key(k)),
+            };
+            if n % flush_every == 0 {
+                flush(&mut tree)?;
+            }
+        }
+        flush(&mut tree)?;
+    }
 }
