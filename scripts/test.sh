@@ -19,6 +19,7 @@ cargo test --workspace --bench sync_scale --locked -- --quick
 cargo test --workspace --bench sync_scale --locked -- --quick --snapshot
 cargo test --workspace --bench ipld_pin --locked -- --quick
 cargo test --workspace --bench restart --locked -- --quick
+cargo test --workspace --bench retention --locked -- --quick
 cargo test --workspace --bench micro --locked
 cargo run -p benches --bin latency --locked -- --quick
 

@@ -10,7 +10,8 @@
 //! `--idle S` joins no one and lets the validators run S more simulated seconds: the growth of the
 //! rest of the process (the simulated network's content store, the validators) to subtract;
 //! `--snapshot` joins by snapshot (`node.snapshot_sync`): a certified checkpoint's state and the
-//! last rounds of the DAG rather than the whole history, and reports when it joined.
+//! last rounds of the DAG rather than the whole history, and reports when it joined;
+//! `--accounts N` gives the genesis N accounts (a state of that size to fetch).
 
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,7 @@ struct Args {
     store: bool,
     idle: Option<u64>,
     snapshot: bool,
+    accounts: usize,
 }
 
 fn args() -> Args {
@@ -35,6 +37,7 @@ fn args() -> Args {
         store: true,
         idle: None,
         snapshot: false,
+        accounts: 1,
     };
     let mut words = std::env::args().skip(1);
     while let Some(word) = words.next() {
@@ -48,6 +51,7 @@ fn args() -> Args {
             "--blocks" => args.blocks = number().expect("--blocks takes a number") as u64,
             "--no-store" => args.store = false,
             "--snapshot" => args.snapshot = true,
+            "--accounts" => args.accounts = number().expect("--accounts takes a number"),
             "--idle" => args.idle = Some(number().expect("--idle takes seconds") as u64),
             _ => {} // cargo bench passes --bench; criterion-style filters do not apply here.
         }
@@ -102,6 +106,7 @@ async fn run(args: Args) {
         store,
         idle,
         snapshot,
+        accounts,
     } = args;
     let seed = sim::seed_from_env(1);
     let network = Network::builder()
@@ -110,7 +115,7 @@ async fn run(args: Args) {
         .seed(seed)
         .link(LinkModel::default())
         .chain_id("sync-scale")
-        .accounts(1, 1)
+        .accounts(accounts, 1)
         .node_config(config())
         .start()
         .await
@@ -119,7 +124,9 @@ async fn run(args: Args) {
     let nodes: Vec<NodeHandle> = (0..validators)
         .map(|i| network.node(i).expect("running").clone())
         .collect();
-    println!("sync scale: {validators} validators, a {blocks}-block history, seed {seed}");
+    println!(
+        "sync scale: {validators} validators, a {blocks}-block history, {accounts} accounts, seed {seed}"
+    );
 
     let (wall, virtual_start) = (Instant::now(), tokio::time::Instant::now());
     let rounds = blocks.div_ceil(validators as u64);
