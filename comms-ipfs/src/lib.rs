@@ -7,6 +7,7 @@
 //! | `subscribe` | `pubsub/sub`, an ndjson stream decoded here (see [`pubsub`](crate::pubsub)) |
 //! | `put` | `block/put?cid-codec=<codec>&mhtype=sha2-256&pin=true` (CIDv1; pinned against GC) |
 //! | `keep` | one `block/put?cid-codec=<codec>&mhtype=sha2-256&pin=false` of several blocks, up to [`KEEP_CALL_BYTES`] |
+//! | `release` | `pin/rm` of each CID (one not pinned is no error) |
 //! | `fetch` | `block/get` with the daemon's own `timeout=`, re-hashed before it is returned |
 //! | `peers`, `topic_peers` | `swarm/peers`, `pubsub/peers` |
 //!
@@ -47,7 +48,7 @@ use bytes::Bytes;
 use comms::{Cid, Codec, Communication, Error, Limits, Operation, PeerId, Subscription, Topic};
 use ipfs_api_backend_hyper::{IpfsClient, TryFromUri};
 use ipfs_api_prelude::request::{
-    ApiRequest, BlockGet, Id, PubsubLs, PubsubPeers, PubsubPub, Version,
+    ApiRequest, BlockGet, Id, PinRm, PubsubLs, PubsubPeers, PubsubPub, Version,
 };
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
@@ -359,6 +360,26 @@ impl Communication for IpfsComms {
         put_blocks(&inner.rpc, self.deadline(), codec, block, &[cid], true)
             .await
             .map(|()| cid)
+    }
+
+    /// `pin/rm` of each CID; the daemon's refusal of one that is not pinned is no error.
+    async fn release(&self, cids: Vec<Cid>) -> Result<(), Error> {
+        let rpc = &self.inner.rpc;
+        for cid in cids {
+            let key = cid.to_string();
+            rpc.call(Operation::Put, self.deadline(), |_| async {
+                let request = PinRm {
+                    key: &key,
+                    recursive: true,
+                };
+                match rpc.json::<_, serde_json::Value>(request, None).await {
+                    Err(Failure::Refused(why)) if why.to_string().contains("not pinned") => Ok(()),
+                    other => other.map(|_| ()),
+                }
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     /// `block/put` of several blocks in one call, unpinned, in calls of at most

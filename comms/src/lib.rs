@@ -92,6 +92,16 @@ pub trait Communication: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Lets go of blocks this peer [`put`]: they are no longer kept from garbage collection for
+    /// their own sake (the backend's collector may remove them; copies elsewhere stay). A CID not
+    /// held so is no error. By default nothing: a backend that keeps everything.
+    ///
+    /// [`put`]: Communication::put
+    async fn release(&self, cids: Vec<Cid>) -> Result<(), Error> {
+        let _ = cids;
+        Ok(())
+    }
+
     /// The verified bytes of `cid`, from the local store or a peer, within `timeout`.
     async fn fetch(&self, cid: &Cid, timeout: Duration) -> Result<Bytes, Error>;
 
@@ -126,6 +136,10 @@ impl<T: Communication + ?Sized> Communication for std::sync::Arc<T> {
 
     async fn keep(&self, codec: Codec, blocks: Vec<Bytes>) -> Result<(), Error> {
         (**self).keep(codec, blocks).await
+    }
+
+    async fn release(&self, cids: Vec<Cid>) -> Result<(), Error> {
+        (**self).release(cids).await
     }
 
     async fn fetch(&self, cid: &Cid, timeout: Duration) -> Result<Bytes, Error> {

@@ -1,8 +1,9 @@
 //! Joining by snapshot over real IPFS: four validators on their own kubo daemons build a history;
-//! a fifth node, on a fifth daemon, starts late with nothing, learns a certified checkpoint from
-//! the blocks pubsub brings, fetches that state's blocks over bitswap by CID (the validators' nodes
-//! put every state block on their daemons), takes only the last rounds of the DAG, and commits on
-//! with the validators' state roots.
+//! validator 0 prunes it to the least retention, and its daemon lets go of (unpins) its pruned
+//! blocks. A fifth node, on a fifth daemon, starts late with nothing, learns a certified
+//! checkpoint from the blocks pubsub brings, fetches that state's blocks over bitswap by CID (the
+//! validators' nodes put every state block on their daemons), takes only the last rounds of the
+//! DAG, and commits on with the validators' state roots.
 
 use std::{sync::Arc, time::Duration};
 
@@ -13,6 +14,7 @@ use ledger::{
     core::join::YOUNG_ROUNDS,
     devnet::{self, Role},
     CoreConfig, MemoryStore, NodeConfig, NodeHandle, SignedTransaction, Status, Store, Transaction,
+    MIN_RETENTION, PRUNE_EVERY,
 };
 
 const VALIDATORS: usize = 4;
@@ -34,15 +36,30 @@ async fn connect(daemons: &[testnet::Daemon], i: usize) -> IpfsComms {
 }
 
 /// Blocks every 20 ms while idle, so that the history is long enough for a snapshot soon.
-fn config(snapshot_sync: bool) -> NodeConfig {
+fn config(snapshot_sync: bool, retention_rounds: u64) -> NodeConfig {
     NodeConfig {
         core: CoreConfig {
             idle_block_interval: Duration::from_millis(20),
             ..CoreConfig::default()
         },
         snapshot_sync,
+        retention_rounds,
         ..NodeConfig::default()
     }
+}
+
+/// The recursive pins on `daemon`.
+async fn pins(daemon: &testnet::Daemon) -> usize {
+    let mut command = tokio::process::Command::from(daemon.command());
+    command
+        .args(["pin", "ls", "--type=recursive", "--quiet"])
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(BOUND, command.output())
+        .await
+        .expect("`ipfs pin ls` answers")
+        .expect("run the ipfs command line");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout).lines().count()
 }
 
 async fn status(node: &NodeHandle) -> Status {
@@ -58,7 +75,15 @@ async fn a_late_node_joins_by_snapshot_over_bitswap_and_commits_with_the_validat
     for i in 0..VALIDATORS {
         let key = Some(devnet::key(SEED, Role::Validator, i));
         let comms = connect(&daemons, i).await;
-        let node = ledger::spawn(&genesis, key, config(false), comms, None)
+        // Validator 0 keeps a store, pruned to the least retention.
+        let (retention, store) = match i {
+            0 => (
+                MIN_RETENTION,
+                Some(Arc::new(MemoryStore::default()) as Arc<dyn Store>),
+            ),
+            _ => (0, None),
+        };
+        let node = ledger::spawn(&genesis, key, config(false, retention), comms, store)
             .await
             .expect("the validator starts");
         logs.push(scenario::CommitLog::open(&node).await.expect("running"));
@@ -79,13 +104,27 @@ async fn a_late_node_joins_by_snapshot_over_bitswap_and_commits_with_the_validat
         status(&validators[0]).await.highest_round >= history_rounds
     })
     .await;
+    eventually(BOUND, "validator 0 prunes twice", || async {
+        status(&validators[0]).await.pruned_below > MIN_RETENTION
+    })
+    .await;
     let history = status(&validators[0]).await;
+    // Its daemon holds pins for about one block a round of the retention, not of the history
+    // (the genesis, and blocks whose release is on its way, besides).
+    let pinned = pins(&daemons[0]).await as u64;
+    let kept = history.highest_round - history.pruned_below;
+    assert!(
+        pinned <= kept + PRUNE_EVERY + 8 && history.highest_round > pinned + MIN_RETENTION / 2,
+        "{pinned} pins at round {}, pruned below {}",
+        history.highest_round,
+        history.pruned_below
+    );
 
     let store = MemoryStore::default();
     let joiner = ledger::spawn(
         &genesis,
         None,
-        config(true),
+        config(true, 0),
         connect(&daemons, VALIDATORS).await,
         Some(Arc::new(store.clone()) as Arc<dyn Store>),
     )

@@ -444,8 +444,8 @@ impl Store for Storage {
         Ok(stored.map(|mut value| value.split_off(8.min(value.len()))))
     }
 
-    fn prune(&self, round: u64) -> Result<Pruned, StoreError> {
-        Storage::prune_below(self, round)
+    fn prune(&self, round: u64, own: Option<u32>) -> Result<Pruned, StoreError> {
+        Storage::prune_below(self, round, own)
     }
 
     fn pruned_below(&self) -> Result<u64, StoreError> {

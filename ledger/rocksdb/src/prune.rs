@@ -20,7 +20,7 @@ use super::{
 const BATCH_DELETES: usize = 4096;
 
 impl Storage {
-    pub(super) fn prune_below(&self, round: u64) -> Result<Pruned, StoreError> {
+    pub(super) fn prune_below(&self, round: u64, own: Option<u32>) -> Result<Pruned, StoreError> {
         let mut pruned = Pruned::default();
         let mut write = WriteBatch::default();
         let height = self.height()?;
@@ -42,8 +42,9 @@ impl Storage {
         for item in self.db.iterator_cf_opt(index, options, IteratorMode::Start) {
             let (key, _) = item.disk()?;
             // Round and author (12 bytes), then the CID.
-            if let Some(cid) = key.get(12..) {
-                self.prune_block(cid, round, &mut write, &mut pruned)?;
+            if let (Some(author), Some(cid)) = (key.get(8..12), key.get(12..)) {
+                let ours = own.is_some_and(|own| author == own.to_be_bytes());
+                self.prune_block(cid, round, ours, &mut write, &mut pruned)?;
             }
             write.delete_cf(index, &key);
             self.write_when_full(&mut write)?;
@@ -105,11 +106,12 @@ impl Storage {
     }
 
     /// Adds the deletion of block `cid` (of a round below `round`), and of its batch unless a
-    /// block at `round` or above carries it too.
+    /// block at `round` or above carries it too; `ours`: their CIDs go to `pruned.own`.
     fn prune_block(
         &self,
         cid: &[u8],
         round: u64,
+        ours: bool,
         write: &mut WriteBatch,
         pruned: &mut Pruned,
     ) -> Result<(), StoreError> {
@@ -125,10 +127,16 @@ impl Storage {
                 write.delete_cf(batches, &batch);
                 write.delete_cf(used, &batch);
                 pruned.batches += 1;
+                if ours {
+                    pruned.own.extend(Cid::try_from(&batch[..]).ok());
+                }
             }
         }
         write.delete_cf(blocks, cid);
         pruned.blocks += 1;
+        if ours {
+            pruned.own.extend(Cid::try_from(cid).ok());
+        }
         Ok(())
     }
 }

@@ -129,9 +129,9 @@ impl Store for FailingStore {
         self.inner.base()
     }
 
-    fn prune(&self, round: u64) -> Result<Pruned, StoreError> {
+    fn prune(&self, round: u64, own: Option<u32>) -> Result<Pruned, StoreError> {
         self.countdown.tick("prune")?;
-        self.inner.prune(round)
+        self.inner.prune(round, own)
     }
 
     fn pruned_below(&self) -> Result<u64, StoreError> {

@@ -421,9 +421,31 @@ impl<C: Communication + Clone> Node<C> {
         if retention == 0 || below < self.pruned_below + PRUNE_EVERY {
             return Ok(());
         }
-        let pruned = storage.prune(below).map_err(failed("pruning the store"))?;
+        let me = self.core.validator_index();
+        let pruned = storage
+            .prune(below, me)
+            .map_err(failed("pruning the store"))?;
         self.pruned_below = below;
-        debug!(below, ?pruned, "pruned the stored history");
+        debug!(
+            below,
+            blocks = pruned.blocks,
+            commits = pruned.commits,
+            state_blocks = pruned.state_blocks,
+            "pruned the stored history"
+        );
+        if !pruned.own.is_empty() {
+            // Our pruned blocks, which the backend pinned as their first source.
+            let (comms, own) = (self.comms.clone(), pruned.own);
+            tokio::spawn(
+                async move {
+                    let count = own.len();
+                    if let Err(error) = comms.release(own).await {
+                        warn!(count, %error, "releasing our pruned blocks failed");
+                    }
+                }
+                .in_current_span(),
+            );
+        }
         Ok(())
     }
 

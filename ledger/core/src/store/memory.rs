@@ -80,7 +80,7 @@ impl Stored {
     }
 
     /// See [`Store::prune`]; as the RocksDB store does it.
-    fn prune(&mut self, round: u64) -> Pruned {
+    fn prune(&mut self, round: u64, own: Option<u32>) -> Pruned {
         let mut pruned = Pruned::default();
         let heights: Vec<u64> = (self.commits.iter())
             .filter_map(|(height, record)| {
@@ -118,16 +118,23 @@ impl Stored {
         }
         let below = self.index.split_off(&index_key(round, 0, &[]));
         for cid in std::mem::replace(&mut self.index, below).into_values() {
-            let Some((bytes, ..)) = self.blocks.remove(&cid) else {
+            let Some((bytes, author, _)) = self.blocks.remove(&cid) else {
                 continue;
             };
             pruned.blocks += 1;
+            let ours = own == Some(author);
+            if ours {
+                pruned.own.push(cid);
+            }
             let payload = SignedBlock::decode(&bytes).map(|b| b.block.payload);
             if let Ok(Payload::Batch { cid: batch, .. }) = payload {
                 if self.batch_use.get(&batch).is_none_or(|last| *last < round) {
                     self.batches.remove(&batch);
                     self.batch_use.remove(&batch);
                     pruned.batches += 1;
+                    if ours {
+                        pruned.own.push(batch);
+                    }
                 }
             }
         }
@@ -257,8 +264,8 @@ impl Store for MemoryStore {
         Ok(self.stored().base.clone())
     }
 
-    fn prune(&self, round: u64) -> Result<Pruned, StoreError> {
-        Ok(self.stored().prune(round))
+    fn prune(&self, round: u64, own: Option<u32>) -> Result<Pruned, StoreError> {
+        Ok(self.stored().prune(round, own))
     }
 
     fn pruned_below(&self) -> Result<u64, StoreError> {

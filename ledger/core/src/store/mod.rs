@@ -61,8 +61,11 @@ pub struct Commit {
 }
 
 /// What a prune deleted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pruned {
+    /// The CIDs of the deleted blocks of the author it was asked about (ours), and of their
+    /// deleted batches: what the node's backend pinned, and may now let go of.
+    pub own: Vec<Cid>,
     /// Blocks.
     pub blocks: u64,
     /// Batches.
@@ -77,7 +80,8 @@ pub struct Pruned {
 
 impl Pruned {
     /// Adds `other`'s counts.
-    pub fn add(&mut self, other: Pruned) {
+    pub fn add(&mut self, mut other: Pruned) {
+        self.own.append(&mut other.own);
         self.blocks += other.blocks;
         self.batches += other.batches;
         self.commits += other.commits;
@@ -199,8 +203,9 @@ pub trait Store: Send + Sync {
     /// states of those commits needed (a commit's state is the last to need the blocks the next
     /// commit dropped, unless a later commit wrote them again). Blocks at `round` and above, later commits and every state
     /// block their states reach stay. A crash during a prune leaves a store that the next prune
-    /// finishes.
-    fn prune(&self, round: u64) -> Result<Pruned, StoreError>;
+    /// finishes. The CIDs of the deleted blocks of validator `own` (ours), and of their deleted
+    /// batches, are returned.
+    fn prune(&self, round: u64, own: Option<u32>) -> Result<Pruned, StoreError>;
 
     /// The round below which the store pruned its history (0 when it never did).
     fn pruned_below(&self) -> Result<u64, StoreError>;
