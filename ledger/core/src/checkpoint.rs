@@ -176,8 +176,9 @@ impl Checkpoints {
     }
 }
 
+/// Made-up checkpoints and the signed blocks that name them, for tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod test_support {
     use super::*;
     use crate::{
         codec::cid_of,
@@ -185,14 +186,8 @@ mod tests {
         types::{Block, Payload},
     };
 
-    const VALIDATORS: usize = 4;
-
-    fn committee() -> (Cid, Committee) {
-        let genesis = devnet::genesis("checkpoints", 1, VALIDATORS, 0, 0);
-        (genesis.encode().1, Committee::new(&genesis))
-    }
-
-    fn checkpoint(n: u64) -> Checkpoint {
+    /// The `n`th checkpoint, its leader and root made up.
+    pub(crate) fn checkpoint(n: u64) -> Checkpoint {
         Checkpoint {
             height: n * CHECKPOINT_INTERVAL,
             round: n * 8,
@@ -201,19 +196,46 @@ mod tests {
         }
     }
 
-    /// `author`'s block of `round` naming `checkpoint`.
-    fn block(author: u32, round: u64, checkpoint: Checkpoint) -> Bytes {
+    /// Validator `author`'s (of the devnet keys of seed 1) signed block of `round` in `chain`,
+    /// naming `checkpoint`, with a made-up parent above round 0.
+    pub(crate) fn block(
+        chain: Cid,
+        author: u32,
+        round: u64,
+        checkpoint: Option<Checkpoint>,
+    ) -> Bytes {
         let block = Block {
-            chain: committee().0,
+            chain,
             author,
             round,
-            parents: Vec::new(),
+            parents: (round > 0)
+                .then(|| cid_of(&round.to_be_bytes()))
+                .into_iter()
+                .collect(),
             payload: Payload::Inline(Vec::new()),
             timestamp_ms: 0,
-            checkpoint: Some(checkpoint),
+            checkpoint,
         };
         let key = devnet::key(1, Role::Validator, author as usize);
         Bytes::from(SignedBlock::sign(block, &key).encode().0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{test_support::checkpoint, *};
+    use crate::{codec::cid_of, devnet};
+
+    const VALIDATORS: usize = 4;
+
+    fn committee() -> (Cid, Committee) {
+        let genesis = devnet::genesis("checkpoints", 1, VALIDATORS, 0, 0);
+        (genesis.encode().1, Committee::new(&genesis))
+    }
+
+    /// `author`'s block of `round` naming `checkpoint`.
+    fn block(author: u32, round: u64, checkpoint: Checkpoint) -> Bytes {
+        test_support::block(committee().0, author, round, Some(checkpoint))
     }
 
     #[test]

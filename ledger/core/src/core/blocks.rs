@@ -675,7 +675,7 @@ impl Blocks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dag_builder::DagBuilder;
+    use crate::{core::fetched_cids as fetches, dag_builder::DagBuilder};
 
     /// A block manager for the chain of `dag`, as validator `me`.
     fn manager(dag: &DagBuilder, me: Option<u32>, config: &CoreConfig) -> Blocks {
@@ -713,15 +713,6 @@ mod tests {
         (out.iter())
             .filter_map(|o| match o {
                 Output::Store { cid, .. } => Some(*cid),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn fetches(out: &[Output]) -> Vec<Cid> {
-        (out.iter())
-            .filter_map(|o| match o {
-                Output::Fetch(cid) => Some(*cid),
                 _ => None,
             })
             .collect()

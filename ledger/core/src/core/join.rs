@@ -468,9 +468,9 @@ impl Core {
 mod tests {
     use super::*;
     use crate::{
-        codec::cid_of,
-        devnet::{self, Role},
-        types::{Block, Payload},
+        checkpoint::test_support::{block, checkpoint},
+        core::fetched_cids as fetches,
+        devnet,
     };
 
     const VALIDATORS: usize = 4;
@@ -482,33 +482,6 @@ mod tests {
             max_bytes: 1 << 20,
         };
         (genesis.encode().1, Committee::new(&genesis), limits)
-    }
-
-    fn checkpoint(n: u64) -> Checkpoint {
-        Checkpoint {
-            height: n * crate::checkpoint::CHECKPOINT_INTERVAL,
-            round: n * 8,
-            leader: cid_of(&n.to_le_bytes()),
-            state_root: cid_of(&n.to_be_bytes()),
-        }
-    }
-
-    /// `author`'s signed block of `round` naming `checkpoint`.
-    fn block(chain: Cid, author: u32, round: u64, checkpoint: Option<Checkpoint>) -> Bytes {
-        let block = Block {
-            chain,
-            author,
-            round,
-            parents: (round > 0)
-                .then(|| cid_of(&round.to_be_bytes()))
-                .into_iter()
-                .collect(),
-            payload: Payload::Inline(Vec::new()),
-            timestamp_ms: 0,
-            checkpoint,
-        };
-        let key = devnet::key(1, Role::Validator, author as usize);
-        Bytes::from(SignedBlock::sign(block, &key).encode().0)
     }
 
     #[test]
@@ -575,15 +548,6 @@ mod tests {
         let mut blocks = Vec::new();
         let root = state.flush(&mut blocks);
         (root, blocks.into_iter().collect())
-    }
-
-    fn fetches(out: &[Output]) -> Vec<Cid> {
-        (out.iter())
-            .filter_map(|o| match o {
-                Output::Fetch(cid) => Some(*cid),
-                _ => None,
-            })
-            .collect()
     }
 
     #[test]

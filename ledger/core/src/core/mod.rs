@@ -256,6 +256,17 @@ pub enum Output {
     },
 }
 
+/// The CIDs `out` asks to fetch, in order (for tests).
+#[cfg(test)]
+pub(crate) fn fetched_cids(out: &[Output]) -> Vec<Cid> {
+    (out.iter())
+        .filter_map(|o| match o {
+            Output::Fetch(cid) => Some(*cid),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Counters of what the core saw.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CoreStats {
