@@ -72,6 +72,10 @@ const FAMILIES: [&str; 10] = [
 const MEMTABLES_BYTES: usize = 64 << 20;
 /// The block cache all families share.
 const BLOCK_CACHE_BYTES: usize = 32 << 20;
+/// The write-ahead log's size at most, about.
+const WAL_BYTES: u64 = 16 << 20;
+/// The window of entries in which many deletions mark a table file for compaction.
+const DELETION_WINDOW: usize = 4096;
 /// Bloom filter bits per key (about 1 % false positives): most point lookups are for keys that
 /// are not there (a transaction not yet recorded, a parent not yet stored, a parked block's
 /// count), and without a filter each of those searches every file that may hold the key.
@@ -126,6 +130,11 @@ impl Storage {
         // All families' memtables together: RocksDB's default is 64 MiB for each of them, which
         // a node syncing a long history fills in every family at once.
         options.set_db_write_buffer_size(MEMTABLES_BYTES);
+        // The write-ahead log is kept until the memtables it covers are flushed: an idle node
+        // fills 64 MiB of memtables in hours, and its log held every write meanwhile, deletions
+        // of the pruned history included. Past this size the oldest memtables are flushed, so that
+        // what pruning deleted leaves the disk with the next compactions.
+        options.set_max_total_wal_size(WAL_BYTES);
         // RocksDB's own info log (`LOG`) grew about 0.9 MB an hour on an idle devnet node, without
         // end: it rolls over at 1 MiB, and the last few are kept.
         options.set_max_log_file_size(INFO_LOG_BYTES);
@@ -141,6 +150,14 @@ impl Storage {
         table.set_pin_l0_filter_and_index_blocks_in_cache(true);
         let mut family = Options::default();
         family.set_block_based_table_factory(&table);
+        // Pruning deletes the history below its window: a table file in which a quarter of a
+        // window of entries are deletions is compacted soon, so that the space of what was
+        // deleted comes back rather than waiting behind its tombstones.
+        family.add_compact_on_deletion_collector_factory(
+            DELETION_WINDOW,
+            DELETION_WINDOW / 4,
+            0.25,
+        );
         let families = FAMILIES
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, family.clone()));

@@ -71,7 +71,7 @@ pub struct NodeConfig {
     /// The most rounds the node's DAG may be below the highest round it has seen and the node
     /// still report itself ready (`GET /readyz`).
     pub ready_lag_rounds: u64,
-    /// A node that starts with nothing stored joins by snapshot: it starts from a checkpoint
+    /// A node whose store holds no commit joins by snapshot: it starts from a checkpoint
     /// that a quorum of validators certified, fetching its state by CID and only the last
     /// [`GC_DEPTH`](crate::consensus::GC_DEPTH) rounds of the DAG, rather than every block since
     /// genesis (see [`crate::core::join`]). Off, it fetches and executes the whole history.
@@ -284,12 +284,20 @@ pub async fn spawn<C: Communication + Clone>(
     // the DAG from any block (a recursive pin, `dag export`, the daemon's garbage collector) then
     // finds every link on the daemon.
     node.keep(genesis.encode().0.into(), true).await;
-    node.replay().instrument(span.clone()).await?;
+    // A node that never committed nor joined joins by snapshot, if so configured, without
+    // replaying what a join cut short may have stored (those blocks' ancestors are not stored, and
+    // would be fetched back to genesis); its record of the rounds it signed still holds.
+    let committed = match &node.storage {
+        Some(storage) => storage.height()? > 0,
+        None => false,
+    };
+    if node.config.snapshot_sync && !committed && node.core.join() {
+        tracing::info!(parent: &span, "nothing committed: joining by snapshot");
+    } else {
+        node.replay().instrument(span.clone()).await?;
+    }
     if let Some(storage) = &node.storage {
         node.pruned_below = storage.pruned_below()?;
-    }
-    if node.config.snapshot_sync && node.core.join() {
-        tracing::info!(parent: &span, "nothing stored: joining by snapshot");
     }
     let inputs = actor::Inputs {
         commands: receiver,
