@@ -108,10 +108,14 @@ impl Deciding {
     }
 
     /// The highest round that authors of more than `f` stake reached with a held block (so an
-    /// honest one did), once that many were heard from.
+    /// honest one did), once that many were heard from. (A faulty validator can replay old blocks
+    /// of honest ones, and so make the network look young: the node then syncs from genesis,
+    /// slower but no less right.)
     fn reached(&self, committee: &Committee) -> Option<u64> {
         let mut rounds: Vec<(u64, u32)> = (self.held.iter().enumerate())
-            .filter_map(|(author, held)| Some((held.back()?.0, author as u32)))
+            .filter_map(|(author, held)| {
+                Some((held.iter().map(|(round, _)| *round).max()?, author as u32))
+            })
             .collect();
         rounds.sort_unstable_by(|a, b| b.cmp(a));
         let total = committee.stake(0..committee.size() as u32);
