@@ -1,0 +1,38 @@
+//! An embedded IPFS peer: the node speaks libp2p itself, in-process, rather than through a kubo
+//! daemon's RPC. Built so far: the transport (TCP, noise, yamux), identify and ping, and broadcast
+//! over gossipsub configured to interoperate with kubo's go-libp2p-pubsub:
+//!
+//! - messages signed by the peer's key and validated strictly (kubo's `StrictSign`);
+//! - the message ID computed as Go computes it by default, the `from` peer's bytes followed by the
+//!   sequence number's eight big-endian bytes (rust-libp2p's default hashes differently, and then
+//!   gossip's IHAVE/IWANT never match a Go peer's);
+//! - sequence numbers that rise across restarts: rust-libp2p starts them at the wall clock in
+//!   nanoseconds and counts up, and kubo drops a peer's message whose number is not above the last
+//!   one it saw from it;
+//! - 1 MiB the largest message ([`comms::Limits`]), and topic names as they are (no hashing).
+//!
+//! identify advertises `/meshsub/1.1.0`, which kubo waits to see before it opens a pubsub stream.
+//! Fetching blocks by CID (bitswap) and a persistent blockstore come next; until then this is not a
+//! [`comms::Communication`] backend.
+//!
+//! One task owns the libp2p swarm and runs one loop (commands from [`P2pPeer`] handles, swarm
+//! events); a handle talks to it over a channel.
+
+mod peer;
+
+pub use peer::{P2pConfig, P2pPeer};
+
+/// Why the embedded peer failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum P2pError {
+    /// A listen or peer address that is not a multiaddr.
+    #[error("{address:?} is not a multiaddr: {reason}")]
+    Address { address: String, reason: String },
+    /// The transport could not be set up or could not listen.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// The peer's task has stopped.
+    #[error("the embedded peer has stopped")]
+    Closed,
+}

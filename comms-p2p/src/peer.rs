@@ -1,0 +1,371 @@
+//! The peer's task and its handle.
+
+use std::{collections::HashMap, time::Duration};
+
+use bytes::Bytes;
+use comms::{Error, Limits, Message, Operation, PeerId, Subscription, Topic};
+use futures::StreamExt;
+use libp2p::{
+    gossipsub::{self, IdentTopic, MessageAuthenticity, PublishError, ValidationMode},
+    identify, identity, noise, ping,
+    swarm::{NetworkBehaviour, SwarmEvent},
+    tcp, yamux, Multiaddr, Swarm, SwarmBuilder,
+};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+use crate::P2pError;
+
+/// How the embedded peer runs.
+#[derive(Clone, Debug)]
+pub struct P2pConfig {
+    /// Where it listens (multiaddrs); `/ip4/127.0.0.1/tcp/0` picks a free loopback port.
+    pub listen: Vec<String>,
+    /// Peers dialled at start (multiaddrs ending in `/p2p/<peer id>`).
+    pub peers: Vec<String>,
+    /// Size limits (1 MiB messages by default).
+    pub limits: Limits,
+    /// Messages waiting for a slow subscriber, per subscription; more are dropped (and counted in
+    /// the log), as a daemon's pubsub drops for a slow reader.
+    pub subscriber_queue: usize,
+}
+
+impl Default for P2pConfig {
+    fn default() -> P2pConfig {
+        P2pConfig {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+            peers: Vec::new(),
+            limits: Limits::default(),
+            subscriber_queue: 4096,
+        }
+    }
+}
+
+/// The protocols the peer runs.
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    gossipsub: gossipsub::Behaviour,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+}
+
+/// What a handle asks the peer's task.
+enum Command {
+    Publish(Topic, Bytes, oneshot::Sender<Result<(), Error>>),
+    Subscribe(
+        Topic,
+        mpsc::Sender<Message>,
+        oneshot::Sender<Result<u64, Error>>,
+    ),
+    Unsubscribe(Topic, u64),
+    Peers(oneshot::Sender<Vec<PeerId>>),
+    TopicPeers(Topic, oneshot::Sender<Vec<PeerId>>),
+    Listening(oneshot::Sender<Vec<Multiaddr>>),
+    Dial(Multiaddr, oneshot::Sender<Result<(), Error>>),
+}
+
+/// A handle to an embedded IPFS peer; cheap to clone. The peer stops when the last handle (and the
+/// last subscription) is dropped.
+#[derive(Clone)]
+pub struct P2pPeer {
+    commands: mpsc::Sender<Command>,
+    id: PeerId,
+    limits: Limits,
+    queue: usize,
+}
+
+/// Go's default message ID: the `from` peer's bytes, then the sequence number's (big-endian).
+fn go_message_id(message: &gossipsub::Message) -> gossipsub::MessageId {
+    let mut id = message.source.map(|p| p.to_bytes()).unwrap_or_default();
+    if let Some(seqno) = message.sequence_number {
+        id.extend_from_slice(&seqno.to_be_bytes());
+    }
+    gossipsub::MessageId::from(id)
+}
+
+fn parse(address: &str) -> Result<Multiaddr, P2pError> {
+    address
+        .parse()
+        .map_err(|error: libp2p::multiaddr::Error| P2pError::Address {
+            address: address.to_string(),
+            reason: error.to_string(),
+        })
+}
+
+fn gossipsub(key: &identity::Keypair, limits: &Limits) -> Result<gossipsub::Behaviour, P2pError> {
+    let config = gossipsub::ConfigBuilder::default()
+        .validation_mode(ValidationMode::Strict)
+        .message_id_fn(go_message_id)
+        .max_transmit_size(limits.max_message_bytes.max(limits.max_block_bytes) + 64 * 1024)
+        .heartbeat_interval(Duration::from_secs(1))
+        .build()
+        .map_err(|error| P2pError::Transport(error.to_string()))?;
+    gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), config)
+        .map_err(|error| P2pError::Transport(error.to_string()))
+}
+
+impl P2pPeer {
+    /// Starts a peer with identity `key` on the current tokio runtime: it listens, dials
+    /// `config.peers`, and runs until its last handle is dropped.
+    pub async fn start(key: identity::Keypair, config: P2pConfig) -> Result<P2pPeer, P2pError> {
+        let limits = config.limits;
+        let behaviour = Behaviour {
+            gossipsub: gossipsub(&key, &limits)?,
+            identify: identify::Behaviour::new(identify::Config::new(
+                "ipfs/0.1.0".into(),
+                key.public(),
+            )),
+            ping: ping::Behaviour::default(),
+        };
+        let transport = |error: &dyn std::fmt::Display| P2pError::Transport(error.to_string());
+        let mut swarm = SwarmBuilder::with_existing_identity(key)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| transport(&e))?
+            .with_behaviour(|_| behaviour)
+            .map_err(|e| transport(&e))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+            .build();
+        for address in &config.listen {
+            swarm
+                .listen_on(parse(address)?)
+                .map_err(|e| transport(&e))?;
+        }
+        for address in &config.peers {
+            if let Err(error) = swarm.dial(parse(address)?) {
+                warn!(%address, %error, "dialling a configured peer failed");
+            }
+        }
+        let id = PeerId::new(swarm.local_peer_id().to_string());
+        let (commands, receiver) = mpsc::channel(256);
+        let task = Task {
+            swarm,
+            subscribers: HashMap::new(),
+            next_id: 0,
+            listening: Vec::new(),
+        };
+        tokio::spawn(task.run(receiver));
+        Ok(P2pPeer {
+            commands,
+            id,
+            limits,
+            queue: config.subscriber_queue.max(1),
+        })
+    }
+
+    /// The peer's ID.
+    pub fn local_peer(&self) -> PeerId {
+        self.id.clone()
+    }
+
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(command(reply))
+            .await
+            .map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| Error::Closed)
+    }
+
+    /// Publishes `data` on `topic` to the peers subscribed to it (best effort; never to itself).
+    pub async fn broadcast(&self, topic: &Topic, data: Bytes) -> Result<(), Error> {
+        self.limits.check_message(data.len())?;
+        self.ask(|reply| Command::Publish(topic.clone(), data, reply))
+            .await?
+    }
+
+    /// Starts receiving what other peers publish on `topic`.
+    pub async fn subscribe(&self, topic: &Topic) -> Result<Subscription, Error> {
+        let (sender, messages) = mpsc::channel(self.queue);
+        let id = (self
+            .ask(|reply| Command::Subscribe(topic.clone(), sender, reply))
+            .await)??;
+        let unsubscribe = Unsubscribe {
+            commands: self.commands.downgrade(),
+            topic: topic.clone(),
+            id,
+        };
+        let stream = futures::stream::unfold(
+            (messages, unsubscribe),
+            |(mut messages, unsubscribe)| async move {
+                let message = messages.recv().await?;
+                Some((message, (messages, unsubscribe)))
+            },
+        );
+        Ok(Subscription::new(topic.clone(), stream))
+    }
+
+    /// The peers connected now.
+    pub async fn peers(&self) -> Result<Vec<PeerId>, Error> {
+        self.ask(Command::Peers).await
+    }
+
+    /// The connected peers known to be subscribed to `topic`.
+    pub async fn topic_peers(&self, topic: &Topic) -> Result<Vec<PeerId>, Error> {
+        self.ask(|reply| Command::TopicPeers(topic.clone(), reply))
+            .await
+    }
+
+    /// The addresses it listens on, once it does.
+    pub async fn listening(&self) -> Result<Vec<String>, Error> {
+        let addresses = self.ask(Command::Listening).await?;
+        let id = &self.id;
+        Ok(addresses.iter().map(|a| format!("{a}/p2p/{id}")).collect())
+    }
+
+    /// Dials `address` (a multiaddr).
+    pub async fn dial(&self, address: &str) -> Result<(), Error> {
+        let address =
+            parse(address).map_err(|e| Error::unavailable(Operation::Peers, e.to_string()))?;
+        self.ask(|reply| Command::Dial(address, reply)).await?
+    }
+}
+
+/// Unsubscribes when a subscription's stream is dropped.
+struct Unsubscribe {
+    commands: mpsc::WeakSender<Command>,
+    topic: Topic,
+    id: u64,
+}
+
+impl Drop for Unsubscribe {
+    fn drop(&mut self) {
+        if let Some(commands) = self.commands.upgrade() {
+            let _ = commands.try_send(Command::Unsubscribe(self.topic.clone(), self.id));
+        }
+    }
+}
+
+/// The task that owns the swarm.
+struct Task {
+    swarm: Swarm<Behaviour>,
+    /// Per topic, its subscriptions.
+    subscribers: HashMap<Topic, Vec<(u64, mpsc::Sender<Message>)>>,
+    next_id: u64,
+    listening: Vec<Multiaddr>,
+}
+
+impl Task {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => self.handle_command(command),
+                    None => break,
+                },
+                event = self.swarm.select_next_some() => self.handle_event(event),
+            }
+        }
+        debug!("the embedded peer stopped");
+    }
+
+    fn handle_command(&mut self, command: Command) {
+        match command {
+            Command::Publish(topic, data, reply) => {
+                let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
+                let published = gossipsub.publish(IdentTopic::new(topic.as_str()), data.to_vec());
+                let result = match published {
+                    Ok(_) | Err(PublishError::NoPeersSubscribedToTopic) => Ok(()),
+                    Err(PublishError::Duplicate) => Ok(()),
+                    Err(error) => Err(Error::unavailable(Operation::Broadcast, error.to_string())),
+                };
+                let _ = reply.send(result);
+            }
+            Command::Subscribe(topic, sender, reply) => {
+                let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
+                let result = match gossipsub.subscribe(&IdentTopic::new(topic.as_str())) {
+                    Ok(_) => {
+                        self.next_id += 1;
+                        let id = self.next_id;
+                        self.subscribers
+                            .entry(topic)
+                            .or_default()
+                            .push((id, sender));
+                        Ok(id)
+                    }
+                    Err(error) => Err(Error::unavailable(Operation::Subscribe, error.to_string())),
+                };
+                let _ = reply.send(result);
+            }
+            Command::Unsubscribe(topic, id) => {
+                let Some(list) = self.subscribers.get_mut(&topic) else {
+                    return;
+                };
+                list.retain(|(i, _)| *i != id);
+                if list.is_empty() {
+                    self.subscribers.remove(&topic);
+                    let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
+                    gossipsub.unsubscribe(&IdentTopic::new(topic.as_str()));
+                }
+            }
+            Command::Peers(reply) => {
+                let peers = (self.swarm.connected_peers())
+                    .map(|p| PeerId::new(p.to_string()))
+                    .collect();
+                let _ = reply.send(peers);
+            }
+            Command::TopicPeers(topic, reply) => {
+                let hash = IdentTopic::new(topic.as_str()).hash();
+                let gossipsub = &self.swarm.behaviour().gossipsub;
+                let peers = (gossipsub.all_peers())
+                    .filter(|(_, topics)| topics.contains(&&hash))
+                    .map(|(peer, _)| PeerId::new(peer.to_string()))
+                    .collect();
+                let _ = reply.send(peers);
+            }
+            Command::Listening(reply) => {
+                let _ = reply.send(self.listening.clone());
+            }
+            Command::Dial(address, reply) => {
+                let result = (self.swarm.dial(address))
+                    .map_err(|error| Error::unavailable(Operation::Peers, error.to_string()));
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn handle_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => self.listening.push(address),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message,
+                ..
+            })) => self.deliver(propagation_source, message),
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                debug!(peer = %peer_id, "connected");
+            }
+            _ => {}
+        }
+    }
+
+    /// Hands a received message to every subscription of its topic.
+    fn deliver(&mut self, via: libp2p::PeerId, message: gossipsub::Message) {
+        let topic = message.topic.as_str();
+        let Ok(topic) = Topic::new(topic) else {
+            return;
+        };
+        let Some(list) = self.subscribers.get_mut(&topic) else {
+            return;
+        };
+        let from = PeerId::new(message.source.unwrap_or(via).to_string());
+        let data = Bytes::from(message.data);
+        for (_, sender) in list.iter() {
+            let message = Message {
+                from: from.clone(),
+                topic: topic.clone(),
+                data: data.clone(),
+            };
+            if sender.try_send(message).is_err() {
+                debug!(topic = %topic, "a subscriber is behind: a message dropped");
+            }
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! The embedded peer's broadcast against a real kubo daemon: a message kubo publishes (`ipfs pubsub
+//! pub`) reaches our subscriber, and ours reaches kubo's (`ipfs pubsub sub`), each way over one
+//! libp2p connection with gossipsub on both ends.
+
+use std::{process::Stdio, time::Duration};
+
+use bytes::Bytes;
+use comms::{conformance::eventually, Topic};
+use comms_ipfs::testnet;
+use comms_p2p::{P2pConfig, P2pPeer};
+use libp2p::identity::Keypair;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const BOUND: Duration = Duration::from_secs(30);
+
+/// Runs kubo's command line on `daemon` with `args`; its standard output.
+async fn ipfs(daemon: &testnet::Daemon, args: &[&str]) -> String {
+    let mut command = tokio::process::Command::from(daemon.command());
+    command.args(args).kill_on_drop(true);
+    let output = tokio::time::timeout(BOUND, command.output())
+        .await
+        .expect("kubo answers in time")
+        .expect("kubo's command line runs");
+    assert!(output.status.success(), "`ipfs {args:?}`: {output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Publishes `data` from `from` on `topic` every half second until `to` receives it (a message may
+/// be lost while the meshes form), within [`BOUND`].
+async fn arrives(
+    from: &P2pPeer,
+    to: &mut comms::Subscription,
+    topic: &Topic,
+    data: &'static [u8],
+) -> comms::Message {
+    let deadline = tokio::time::Instant::now() + BOUND;
+    loop {
+        (from.broadcast(topic, Bytes::from_static(data)).await).expect("published");
+        let got = tokio::time::timeout(Duration::from_millis(500), to.recv()).await;
+        if let Ok(Some(message)) = got {
+            assert_eq!(&message.data[..], data);
+            return message;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not through within {BOUND:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_cross_between_kubo_and_the_embedded_peer_both_ways() {
+    let daemon = testnet::Daemon::start();
+    let config = P2pConfig {
+        peers: vec![daemon.swarm_address()],
+        ..P2pConfig::default()
+    };
+    let peer = P2pPeer::start(Keypair::generate_ed25519(), config)
+        .await
+        .expect("the embedded peer starts");
+    let ours = peer.local_peer();
+    let topic = Topic::new("ledger/interop").expect("a topic");
+    eventually(BOUND, "connected to kubo", || async {
+        let peers = peer.peers().await.expect("running");
+        peers.iter().any(|p| p.as_str() == daemon.peer_id())
+    })
+    .await;
+
+    // kubo subscribes; ours publishes once kubo's subscription reached it.
+    let mut sub = tokio::process::Command::from(daemon.command());
+    sub.args(["pubsub", "sub", "--enc=json", topic.as_str()])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true);
+    let mut sub = sub.spawn().expect("`ipfs pubsub sub` starts");
+    let mut lines = BufReader::new(sub.stdout.take().expect("piped")).lines();
+    eventually(BOUND, "kubo's subscription is known", || async {
+        let peers = peer.topic_peers(&topic).await.expect("running");
+        peers.iter().any(|p| p.as_str() == daemon.peer_id())
+    })
+    .await;
+    let sent = Bytes::from_static(b"from the embedded peer");
+    peer.broadcast(&topic, sent.clone())
+        .await
+        .expect("published");
+    let line = tokio::time::timeout(BOUND, lines.next_line())
+        .await
+        .expect("kubo receives it in time")
+        .expect("readable")
+        .expect("a line");
+    let json: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+    let data = json["data"].as_str().expect("data");
+    let (_, bytes) = multibase::decode(data).expect("multibase");
+    assert_eq!(bytes, sent);
+    assert_eq!(json["from"].as_str(), Some(ours.as_str()), "{line}");
+
+    // Ours subscribes; kubo publishes once it knows.
+    let mut subscription = peer.subscribe(&topic).await.expect("subscribed");
+    eventually(BOUND, "our subscription is known to kubo", || async {
+        let peers = ipfs(&daemon, &["pubsub", "peers", topic.as_str()]).await;
+        peers.lines().any(|line| line.trim() == ours.as_str())
+    })
+    .await;
+    let file = daemon.repo().join("message");
+    std::fs::write(&file, b"from kubo").expect("written");
+    let path = file.to_string_lossy().into_owned();
+    ipfs(&daemon, &["pubsub", "pub", topic.as_str(), &path]).await;
+    let message = tokio::time::timeout(BOUND, subscription.recv())
+        .await
+        .expect("ours receives it in time")
+        .expect("a message");
+    assert_eq!(&message.data[..], b"from kubo");
+    assert_eq!(message.from.as_str(), daemon.peer_id());
+    assert_eq!(message.topic, topic);
+}
+
+/// A mesh with several hops: embedded peer A, kubo 1, kubo 2, embedded peer B in a line (each
+/// connected to the next only). A's message reaches B through both daemons, and one kubo 2
+/// publishes reaches A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_cross_a_line_of_kubo_daemons_between_embedded_peers() {
+    let daemons = testnet::start_daemons(2);
+    ipfs(
+        &daemons[1],
+        &["swarm", "connect", &daemons[0].swarm_address()],
+    )
+    .await;
+    let start = |daemon: &testnet::Daemon| {
+        let config = P2pConfig {
+            peers: vec![daemon.swarm_address()],
+            ..P2pConfig::default()
+        };
+        P2pPeer::start(Keypair::generate_ed25519(), config)
+    };
+    let a = start(&daemons[0]).await.expect("starts");
+    let b = start(&daemons[1]).await.expect("starts");
+    let topic = Topic::new("ledger/hops").expect("a topic");
+    let mut at_a = a.subscribe(&topic).await.expect("subscribed");
+    let mut at_b = b.subscribe(&topic).await.expect("subscribed");
+    // kubo forwards only on topics it takes part in: each daemon subscribes too.
+    let mut subs = Vec::new();
+    for daemon in &daemons {
+        let mut sub = tokio::process::Command::from(daemon.command());
+        sub.args(["pubsub", "sub", topic.as_str()])
+            .stdout(Stdio::null())
+            .kill_on_drop(true);
+        subs.push(sub.spawn().expect("`ipfs pubsub sub` starts"));
+    }
+    // Until the meshes form, a message may be lost: `arrives` publishes until one arrives.
+    let message = arrives(&a, &mut at_b, &topic, b"from A").await;
+    assert_eq!(
+        message.from,
+        a.local_peer(),
+        "signed by A, relayed by two daemons"
+    );
+    let message = arrives(&b, &mut at_a, &topic, b"from B").await;
+    assert_eq!(message.from, b.local_peer());
+    // And one that kubo 2 publishes reaches A, two hops away.
+    let file = daemons[1].repo().join("message");
+    std::fs::write(&file, b"from kubo 2").expect("written");
+    let path = file.to_string_lossy().into_owned();
+    let deadline = tokio::time::Instant::now() + BOUND;
+    loop {
+        ipfs(&daemons[1], &["pubsub", "pub", topic.as_str(), &path]).await;
+        let got = tokio::time::timeout(Duration::from_millis(500), at_a.recv()).await;
+        match got {
+            Ok(Some(message)) if &message.data[..] == b"from kubo 2" => {
+                assert_eq!(message.from.as_str(), daemons[1].peer_id());
+                break;
+            }
+            _ => assert!(
+                tokio::time::Instant::now() < deadline,
+                "not through within {BOUND:?}"
+            ),
+        }
+    }
+    drop(subs);
+}
