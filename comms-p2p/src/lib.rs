@@ -18,6 +18,7 @@
 //! One task owns the libp2p swarm and runs one loop (commands from [`P2pPeer`] handles, swarm
 //! events); a handle talks to it over a channel.
 
+mod bitswap;
 mod peer;
 
 pub use peer::{P2pConfig, P2pPeer};

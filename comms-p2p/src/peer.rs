@@ -3,7 +3,7 @@
 use std::{collections::HashMap, time::Duration};
 
 use bytes::Bytes;
-use comms::{Error, Limits, Message, Operation, PeerId, Subscription, Topic};
+use comms::{Cid, Codec, Error, Limits, Message, Operation, PeerId, Subscription, Topic};
 use futures::StreamExt;
 use libp2p::{
     gossipsub::{self, IdentTopic, MessageAuthenticity, PublishError, ValidationMode},
@@ -14,7 +14,7 @@ use libp2p::{
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use crate::P2pError;
+use crate::{bitswap, P2pError};
 
 /// How the embedded peer runs.
 #[derive(Clone, Debug)]
@@ -47,6 +47,8 @@ struct Behaviour {
     gossipsub: gossipsub::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
+    /// Bitswap's streams (see `bitswap`).
+    stream: libp2p_stream::Behaviour,
 }
 
 /// What a handle asks the peer's task.
@@ -72,6 +74,7 @@ pub struct P2pPeer {
     id: PeerId,
     limits: Limits,
     queue: usize,
+    bitswap: mpsc::Sender<bitswap::Event>,
 }
 
 /// Go's default message ID: the `from` peer's bytes, then the sequence number's (big-endian).
@@ -116,6 +119,7 @@ impl P2pPeer {
                 key.public(),
             )),
             ping: ping::Behaviour::default(),
+            stream: libp2p_stream::Behaviour::new(),
         };
         let transport = |error: &dyn std::fmt::Display| P2pError::Transport(error.to_string());
         let mut swarm = SwarmBuilder::with_existing_identity(key)
@@ -140,6 +144,7 @@ impl P2pPeer {
                 warn!(%address, %error, "dialling a configured peer failed");
             }
         }
+        let bitswap = bitswap::start(swarm.behaviour().stream.new_control());
         let id = PeerId::new(swarm.local_peer_id().to_string());
         let (commands, receiver) = mpsc::channel(256);
         let task = Task {
@@ -147,6 +152,7 @@ impl P2pPeer {
             subscribers: HashMap::new(),
             next_id: 0,
             listening: Vec::new(),
+            bitswap: bitswap.clone(),
         };
         tokio::spawn(task.run(receiver));
         Ok(P2pPeer {
@@ -154,6 +160,7 @@ impl P2pPeer {
             id,
             limits,
             queue: config.subscriber_queue.max(1),
+            bitswap,
         })
     }
 
@@ -200,6 +207,36 @@ impl P2pPeer {
             },
         );
         Ok(Subscription::new(topic.clone(), stream))
+    }
+
+    /// Stores a block here and makes it available to peers (bitswap), including those that wanted
+    /// it before it came; returns its CID.
+    pub async fn put(&self, codec: Codec, data: Bytes) -> Result<Cid, Error> {
+        self.limits.check_block(data.len())?;
+        let cid = comms::cid_for(codec, &data);
+        let event = bitswap::Event::Put(cid, data);
+        self.bitswap.send(event).await.map_err(|_| Error::Closed)?;
+        Ok(cid)
+    }
+
+    /// The verified bytes of `cid`, from here or a peer (bitswap), within `timeout`; the want is
+    /// cancelled at every peer asked when it comes or the time runs out.
+    pub async fn fetch(&self, cid: &Cid, timeout: Duration) -> Result<Bytes, Error> {
+        comms::check_supported(cid)?;
+        let (reply, answer) = oneshot::channel();
+        let event = bitswap::Event::Fetch(*cid, reply);
+        self.bitswap.send(event).await.map_err(|_| Error::Closed)?;
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(data)) => Ok(data),
+            Ok(Err(_)) => Err(Error::Closed),
+            Err(_) => {
+                let _ = self.bitswap.send(bitswap::Event::GiveUp(*cid)).await;
+                Err(Error::Timeout {
+                    operation: Operation::Fetch,
+                    after: timeout,
+                })
+            }
+        }
     }
 
     /// The peers connected now.
@@ -250,6 +287,7 @@ struct Task {
     subscribers: HashMap<Topic, Vec<(u64, mpsc::Sender<Message>)>>,
     next_id: u64,
     listening: Vec<Multiaddr>,
+    bitswap: mpsc::Sender<bitswap::Event>,
 }
 
 impl Task {
@@ -341,8 +379,20 @@ impl Task {
             })) => self.deliver(propagation_source, message),
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                 debug!(peer = %peer_id, "connected");
+                self.tell_bitswap(bitswap::Event::Connected(peer_id));
             }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => self.tell_bitswap(bitswap::Event::Disconnected(peer_id)),
             _ => {}
+        }
+    }
+
+    fn tell_bitswap(&self, event: bitswap::Event) {
+        if self.bitswap.try_send(event).is_err() {
+            warn!("the bitswap engine is behind: a connection event dropped");
         }
     }
 

@@ -1,0 +1,88 @@
+//! The embedded peer's bitswap against a real kubo daemon: a block added to kubo is fetched by ours,
+//! and one put on ours is fetched by kubo (`ipfs block get`), also when kubo asked for it before it
+//! was put.
+
+use std::{process::Stdio, time::Duration};
+
+use bytes::Bytes;
+use comms::{conformance::eventually, Cid, Codec};
+use comms_ipfs::testnet;
+use comms_p2p::{P2pConfig, P2pPeer};
+use libp2p::identity::Keypair;
+
+const BOUND: Duration = Duration::from_secs(30);
+
+async fn ipfs(daemon: &testnet::Daemon, args: &[&str]) -> String {
+    let mut command = tokio::process::Command::from(daemon.command());
+    command.args(args).kill_on_drop(true);
+    let output = tokio::time::timeout(BOUND, command.output())
+        .await
+        .expect("kubo answers in time")
+        .expect("kubo's command line runs");
+    assert!(output.status.success(), "`ipfs {args:?}`: {output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_cross_between_kubo_and_the_embedded_peer_both_ways() {
+    let daemon = testnet::Daemon::start();
+    let config = P2pConfig {
+        peers: vec![daemon.swarm_address()],
+        ..P2pConfig::default()
+    };
+    let peer = P2pPeer::start(Keypair::generate_ed25519(), config)
+        .await
+        .expect("the embedded peer starts");
+    eventually(BOUND, "connected to kubo", || async {
+        let peers = peer.peers().await.expect("running");
+        peers.iter().any(|p| p.as_str() == daemon.peer_id())
+    })
+    .await;
+
+    // kubo's block, fetched by ours: a small one and one of 200 KiB (HAVE, then the block).
+    for (name, data) in [
+        ("small", b"a block added to kubo".to_vec()),
+        ("large", vec![7u8; 200 << 10]),
+    ] {
+        let file = daemon.repo().join(name);
+        std::fs::write(&file, &data).expect("written");
+        let path = file.to_string_lossy().into_owned();
+        let printed = ipfs(&daemon, &["block", "put", "--cid-codec=raw", &path]).await;
+        let cid: Cid = printed.trim().parse().expect("a CID");
+        assert_eq!(cid, comms::cid_for(Codec::Raw, &data));
+        let fetched = peer.fetch(&cid, BOUND).await.expect("fetched over bitswap");
+        assert_eq!(fetched, data, "{name}");
+    }
+
+    // Ours, fetched by kubo.
+    let data = Bytes::from_static(b"a block put on the embedded peer");
+    let cid = peer.put(Codec::Raw, data.clone()).await.expect("stored");
+    let got = ipfs(
+        &daemon,
+        &["block", "get", "--timeout=20s", &cid.to_string()],
+    )
+    .await;
+    assert_eq!(got.as_bytes(), &data[..]);
+
+    // kubo asks first; the block is put here after its want arrived.
+    let later = Bytes::from_static(b"a block put after kubo asked for it");
+    let cid = comms::cid_for(Codec::Raw, &later);
+    let mut get = tokio::process::Command::from(daemon.command());
+    get.args(["block", "get", "--timeout=30s", &cid.to_string()])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true);
+    let get = get.spawn().expect("`ipfs block get` starts");
+    eventually(BOUND, "kubo wants the block", || async {
+        ipfs(&daemon, &["bitswap", "wantlist"])
+            .await
+            .contains(&cid.to_string())
+    })
+    .await;
+    peer.put(Codec::Raw, later.clone()).await.expect("stored");
+    let output = tokio::time::timeout(BOUND, get.wait_with_output())
+        .await
+        .expect("kubo gets it in time")
+        .expect("ran");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(&output.stdout[..], &later[..]);
+}
