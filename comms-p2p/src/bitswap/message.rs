@@ -214,8 +214,8 @@ mod tests {
         let mut bytes = Vec::new();
         futures::executor::block_on(write(&mut bytes, &message)).expect("in memory");
         let mut reader = &bytes[..];
-        let read = futures::executor::block_on(read(&mut reader)).expect("decodes");
-        assert_eq!(read, Some(message));
+        let first = futures::executor::block_on(read(&mut reader)).expect("decodes");
+        assert_eq!(first, Some(message));
         assert!(futures::executor::block_on(read(&mut reader))
             .expect("the end")
             .is_none());
