@@ -12,8 +12,8 @@
 //! - 1 MiB the largest message ([`comms::Limits`]), and topic names as they are (no hashing).
 //!
 //! identify advertises `/meshsub/1.1.0`, which kubo waits to see before it opens a pubsub stream.
-//! Fetching blocks by CID (bitswap) and a persistent blockstore come next; until then this is not a
-//! [`comms::Communication`] backend.
+//! Blocks go over bitswap 1.2.0 (see `bitswap`), from a blockstore in memory (a persistent one is
+//! next). [`P2pPeer`] is a [`comms::Communication`] backend and passes its conformance suite.
 //!
 //! One task owns the libp2p swarm and runs one loop (commands from [`P2pPeer`] handles, swarm
 //! events); a handle talks to it over a channel.

@@ -28,6 +28,9 @@ pub struct P2pConfig {
     /// Messages waiting for a slow subscriber, per subscription; more are dropped (and counted in
     /// the log), as a daemon's pubsub drops for a slow reader.
     pub subscriber_queue: usize,
+    /// A fault for tests: every block served to a peer is altered.
+    #[cfg(feature = "test-utils")]
+    pub corrupt_served_blocks: bool,
 }
 
 impl Default for P2pConfig {
@@ -37,6 +40,8 @@ impl Default for P2pConfig {
             peers: Vec::new(),
             limits: Limits::default(),
             subscriber_queue: 4096,
+            #[cfg(feature = "test-utils")]
+            corrupt_served_blocks: false,
         }
     }
 }
@@ -144,7 +149,11 @@ impl P2pPeer {
                 warn!(%address, %error, "dialling a configured peer failed");
             }
         }
-        let bitswap = bitswap::start(swarm.behaviour().stream.new_control());
+        #[cfg(feature = "test-utils")]
+        let corrupt = config.corrupt_served_blocks;
+        #[cfg(not(feature = "test-utils"))]
+        let corrupt = false;
+        let bitswap = bitswap::start(swarm.behaviour().stream.new_control(), corrupt);
         let id = PeerId::new(swarm.local_peer_id().to_string());
         let (commands, receiver) = mpsc::channel(256);
         let task = Task {
@@ -226,15 +235,24 @@ impl P2pPeer {
         let (reply, answer) = oneshot::channel();
         let event = bitswap::Event::Fetch(*cid, reply);
         self.bitswap.send(event).await.map_err(|_| Error::Closed)?;
+        let mismatch = |actual: Cid| Error::CidMismatch {
+            expected: Box::new(*cid),
+            actual: Box::new(actual),
+        };
         match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(data)) => Ok(data),
+            Ok(Ok(Ok(data))) => Ok(data),
+            Ok(Ok(Err(actual))) => Err(mismatch(actual)),
             Ok(Err(_)) => Err(Error::Closed),
             Err(_) => {
-                let _ = self.bitswap.send(bitswap::Event::GiveUp(*cid)).await;
-                Err(Error::Timeout {
-                    operation: Operation::Fetch,
-                    after: timeout,
-                })
+                let (reply, wrong) = oneshot::channel();
+                let _ = self.bitswap.send(bitswap::Event::GiveUp(*cid, reply)).await;
+                match wrong.await {
+                    Ok(Some(actual)) => Err(mismatch(actual)),
+                    _ => Err(Error::Timeout {
+                        operation: Operation::Fetch,
+                        after: timeout,
+                    }),
+                }
             }
         }
     }
@@ -417,5 +435,40 @@ impl Task {
                 debug!(topic = %topic, "a subscriber is behind: a message dropped");
             }
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl comms::Communication for P2pPeer {
+    fn local_peer(&self) -> PeerId {
+        self.id.clone()
+    }
+
+    fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    async fn broadcast(&self, topic: &Topic, data: Bytes) -> Result<(), Error> {
+        P2pPeer::broadcast(self, topic, data).await
+    }
+
+    async fn subscribe(&self, topic: &Topic) -> Result<Subscription, Error> {
+        P2pPeer::subscribe(self, topic).await
+    }
+
+    async fn put(&self, codec: Codec, data: Bytes) -> Result<Cid, Error> {
+        P2pPeer::put(self, codec, data).await
+    }
+
+    async fn fetch(&self, cid: &Cid, timeout: Duration) -> Result<Bytes, Error> {
+        P2pPeer::fetch(self, cid, timeout).await
+    }
+
+    async fn peers(&self) -> Result<Vec<PeerId>, Error> {
+        P2pPeer::peers(self).await
+    }
+
+    async fn topic_peers(&self, topic: &Topic) -> Result<Vec<PeerId>, Error> {
+        P2pPeer::topic_peers(self, topic).await
     }
 }

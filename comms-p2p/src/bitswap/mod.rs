@@ -42,18 +42,34 @@ const SMALL_BLOCK: usize = 1024;
 /// Messages queued for one peer's writer, at most; more are dropped (the want is repeated).
 const WRITER_QUEUE: usize = 256;
 
+/// What a fetch comes to: the bytes, or the CID of bytes that came in their place.
+pub(crate) type Fetched = Result<Bytes, Cid>;
+
 /// What the engine is told.
 pub(crate) enum Event {
     Put(Cid, Bytes),
-    Fetch(Cid, oneshot::Sender<Bytes>),
-    GiveUp(Cid),
+    Fetch(Cid, oneshot::Sender<Fetched>),
+    /// A fetch's time ran out: the CID of wrong bytes a peer sent for it, if any.
+    GiveUp(Cid, oneshot::Sender<Option<Cid>>),
     Connected(PeerId),
     Disconnected(PeerId),
     Received(PeerId, Message),
 }
 
+/// A fetch waiting for a block.
+#[derive(Default)]
+struct Pending {
+    waiters: Vec<oneshot::Sender<Fetched>>,
+    /// The peers asked, and those that answered without the block (DONT_HAVE, or wrong bytes).
+    asked: HashSet<PeerId>,
+    answered: HashSet<PeerId>,
+    /// The CID of wrong bytes a peer sent in the block's place.
+    mismatch: Option<Cid>,
+}
+
 /// Starts the engine and the readers of inbound streams; returns the sender of its events.
-pub(crate) fn start(mut control: Control) -> mpsc::Sender<Event> {
+/// `corrupt`: a fault for tests, every block served altered.
+pub(crate) fn start(mut control: Control, corrupt: bool) -> mpsc::Sender<Event> {
     let (events, receiver) = mpsc::channel(1024);
     for protocol in PROTOCOLS {
         let Ok(mut incoming) = control.accept(protocol) else {
@@ -75,8 +91,8 @@ pub(crate) fn start(mut control: Control) -> mpsc::Sender<Event> {
         peers: HashSet::new(),
         wants_of: HashMap::new(),
         wanted: HashMap::new(),
-        asked: HashMap::new(),
         writers: HashMap::new(),
+        corrupt,
     };
     tokio::spawn(engine.run(receiver));
     events
@@ -135,10 +151,9 @@ struct Engine {
     /// What each peer wants from here and did not get yet, with the kind of want.
     wants_of: HashMap<PeerId, HashMap<Cid, WantType>>,
     /// The fetches waiting, by CID.
-    wanted: HashMap<Cid, Vec<oneshot::Sender<Bytes>>>,
-    /// Per wanted CID, the peers asked for it.
-    asked: HashMap<Cid, HashSet<PeerId>>,
+    wanted: HashMap<Cid, Pending>,
     writers: HashMap<PeerId, mpsc::Sender<Message>>,
+    corrupt: bool,
 }
 
 fn entry(cid: &Cid, want_type: WantType, cancel: bool) -> Entry {
@@ -161,11 +176,17 @@ fn wants(entries: Vec<Entry>) -> Message {
     }
 }
 
-fn payload(cid: &Cid, data: &Bytes) -> Message {
+fn payload(cid: &Cid, data: &Bytes, corrupt: bool) -> Message {
+    let mut data = data.to_vec();
+    if corrupt {
+        if let Some(first) = data.first_mut() {
+            *first ^= 1;
+        }
+    }
     Message {
         payload: vec![Block {
             prefix: message::prefix(cid),
-            data: data.to_vec(),
+            data,
         }],
         ..Message::default()
     }
@@ -187,7 +208,9 @@ impl Engine {
             match event {
                 Event::Put(cid, data) => self.put(cid, data),
                 Event::Fetch(cid, reply) => self.fetch(cid, reply),
-                Event::GiveUp(cid) => self.give_up(cid),
+                Event::GiveUp(cid, reply) => {
+                    let _ = reply.send(self.give_up(cid));
+                }
                 Event::Connected(peer) => self.connected(peer),
                 Event::Disconnected(peer) => {
                     self.peers.remove(&peer);
@@ -215,29 +238,30 @@ impl Engine {
         if !self.peers.insert(peer) {
             return;
         }
-        let entries: Vec<Entry> = (self.wanted.keys())
-            .map(|cid| entry(cid, WantType::Have, false))
+        let entries: Vec<Entry> = (self.wanted.iter_mut())
+            .map(|(cid, pending)| {
+                pending.asked.insert(peer);
+                entry(cid, WantType::Have, false)
+            })
             .collect();
         if !entries.is_empty() {
-            for cid in self.wanted.keys() {
-                self.asked.entry(*cid).or_default().insert(peer);
-            }
             self.send(peer, wants(entries));
         }
     }
 
     fn put(&mut self, cid: Cid, data: Bytes) {
-        if let Some(waiters) = self.wanted.remove(&cid) {
-            for waiter in waiters {
-                let _ = waiter.send(data.clone());
+        if let Some(pending) = self.wanted.remove(&cid) {
+            for waiter in pending.waiters {
+                let _ = waiter.send(Ok(data.clone()));
             }
-            self.cancel(&cid);
+            self.cancel(&cid, pending.asked);
         }
         let mut sends = Vec::new();
+        let corrupt = self.corrupt;
         for (peer, wants) in &mut self.wants_of {
             match wants.remove(&cid) {
-                Some(WantType::Block) => sends.push((*peer, payload(&cid, &data))),
-                Some(WantType::Have) => sends.push((*peer, self::answer_have(&cid, &data))),
+                Some(WantType::Block) => sends.push((*peer, payload(&cid, &data, corrupt))),
+                Some(WantType::Have) => sends.push((*peer, answer_have(&cid, &data, corrupt))),
                 None => {}
             }
         }
@@ -247,39 +271,64 @@ impl Engine {
         self.blocks.insert(cid, data);
     }
 
-    fn fetch(&mut self, cid: Cid, reply: oneshot::Sender<Bytes>) {
+    fn fetch(&mut self, cid: Cid, reply: oneshot::Sender<Fetched>) {
         if let Some(data) = self.blocks.get(&cid) {
-            let _ = reply.send(data.clone());
+            let _ = reply.send(Ok(data.clone()));
             return;
         }
-        let waiters = self.wanted.entry(cid).or_default();
-        waiters.push(reply);
-        if waiters.len() > 1 {
+        let pending = self.wanted.entry(cid).or_default();
+        pending.waiters.push(reply);
+        if pending.waiters.len() > 1 {
             return;
         }
         let peers: Vec<PeerId> = self.peers.iter().copied().collect();
-        self.asked.insert(cid, peers.iter().copied().collect());
+        pending.asked = peers.iter().copied().collect();
         for peer in peers {
             self.send(peer, wants(vec![entry(&cid, WantType::Have, false)]));
         }
     }
 
-    /// A fetch gave up: once no fetch of `cid` waits, its want is cancelled.
-    fn give_up(&mut self, cid: Cid) {
-        let Some(waiters) = self.wanted.get_mut(&cid) else {
-            return;
-        };
-        waiters.retain(|w| !w.is_closed());
-        if waiters.is_empty() {
-            self.wanted.remove(&cid);
-            self.cancel(&cid);
+    /// A fetch gave up: once no fetch of `cid` waits, its want is cancelled. Returns the CID of
+    /// wrong bytes a peer sent for it, if one did.
+    fn give_up(&mut self, cid: Cid) -> Option<Cid> {
+        let pending = self.wanted.get_mut(&cid)?;
+        let mismatch = pending.mismatch;
+        pending.waiters.retain(|w| !w.is_closed());
+        if pending.waiters.is_empty() {
+            let asked = self
+                .wanted
+                .remove(&cid)
+                .map(|p| p.asked)
+                .unwrap_or_default();
+            self.cancel(&cid, asked);
+        }
+        mismatch
+    }
+
+    /// Cancels the want of `cid` at the peers `asked`.
+    fn cancel(&mut self, cid: &Cid, asked: HashSet<PeerId>) {
+        for peer in asked {
+            self.send(peer, wants(vec![entry(cid, WantType::Block, true)]));
         }
     }
 
-    /// Cancels the want of `cid` at every peer asked.
-    fn cancel(&mut self, cid: &Cid) {
-        for peer in self.asked.remove(cid).unwrap_or_default() {
-            self.send(peer, wants(vec![entry(cid, WantType::Block, true)]));
+    /// `peer` answered the want of `cid` without the block; once every peer asked has and one sent
+    /// wrong bytes, the fetch ends with them.
+    fn answered_without(&mut self, peer: PeerId, cid: Cid, wrong: Option<Cid>) {
+        let Some(pending) = self.wanted.get_mut(&cid) else {
+            return;
+        };
+        pending.answered.insert(peer);
+        pending.mismatch = wrong.or(pending.mismatch);
+        let Some(actual) = pending.mismatch else {
+            return;
+        };
+        if pending.asked.is_subset(&pending.answered) {
+            let pending = self.wanted.remove(&cid).unwrap_or_default();
+            for waiter in pending.waiters {
+                let _ = waiter.send(Err(actual));
+            }
+            self.cancel(&cid, pending.asked);
         }
     }
 
@@ -290,14 +339,30 @@ impl Engine {
             };
             if self.wanted.contains_key(&cid) {
                 self.put(cid, Bytes::from(block.data));
+                continue;
+            }
+            // Bytes that answer none of our wants: wrong bytes for the one want of this prefix
+            // this peer was asked, if there is exactly one.
+            let mut meant = (self.wanted.iter())
+                .filter(|(want, p)| {
+                    p.asked.contains(&peer) && message::prefix(want) == block.prefix
+                })
+                .map(|(want, _)| *want);
+            if let (Some(want), None) = (meant.next(), meant.next()) {
+                debug!(%peer, %want, actual = %cid, "a peer sent bytes that do not hash to the CID");
+                self.answered_without(peer, want, Some(cid));
             }
         }
         for presence in message.block_presences {
             let Ok(cid) = Cid::try_from(&presence.cid[..]) else {
                 continue;
             };
-            if presence.r#type == PresenceType::Have as i32 && self.wanted.contains_key(&cid) {
-                self.send(peer, wants(vec![entry(&cid, WantType::Block, false)]));
+            if !self.wanted.contains_key(&cid) {
+                continue;
+            }
+            match presence.r#type == PresenceType::Have as i32 {
+                true => self.send(peer, wants(vec![entry(&cid, WantType::Block, false)])),
+                false => self.answered_without(peer, cid, None),
             }
         }
         if let Some(wantlist) = message.wantlist {
@@ -325,8 +390,8 @@ impl Engine {
                 _ => WantType::Block,
             };
             match (self.blocks.get(&cid), kind) {
-                (Some(data), WantType::Block) => answers.push(payload(&cid, data)),
-                (Some(data), WantType::Have) => answers.push(answer_have(&cid, data)),
+                (Some(data), WantType::Block) => answers.push(payload(&cid, data, self.corrupt)),
+                (Some(data), WantType::Have) => answers.push(answer_have(&cid, data, self.corrupt)),
                 (None, _) => {
                     if entry.send_dont_have {
                         answers.push(presence(&cid, PresenceType::DontHave));
@@ -342,9 +407,9 @@ impl Engine {
 }
 
 /// The answer to a WANT_HAVE for a block held: the block itself when small, else HAVE.
-fn answer_have(cid: &Cid, data: &Bytes) -> Message {
+fn answer_have(cid: &Cid, data: &Bytes, corrupt: bool) -> Message {
     match data.len() <= SMALL_BLOCK {
-        true => payload(cid, data),
+        true => payload(cid, data, corrupt),
         false => presence(cid, PresenceType::Have),
     }
 }
