@@ -20,8 +20,10 @@
 
 mod bitswap;
 mod peer;
+mod store;
 
 pub use peer::{P2pConfig, P2pPeer};
+pub use store::{BlockStore, MemoryBlocks, RocksBlocks, StoreError};
 
 /// Why the embedded peer failed.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +35,9 @@ pub enum P2pError {
     /// The transport could not be set up or could not listen.
     #[error("transport: {0}")]
     Transport(String),
+    /// The blockstore could not be opened.
+    #[error("blockstore: {0}")]
+    Store(String),
     /// The peer's task has stopped.
     #[error("the embedded peer has stopped")]
     Closed,

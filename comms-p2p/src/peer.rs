@@ -14,7 +14,11 @@ use libp2p::{
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use crate::{bitswap, P2pError};
+use crate::{
+    bitswap,
+    store::{BlockStore, MemoryBlocks, RocksBlocks},
+    P2pError,
+};
 
 /// How the embedded peer runs.
 #[derive(Clone, Debug)]
@@ -25,6 +29,9 @@ pub struct P2pConfig {
     pub peers: Vec<String>,
     /// Size limits (1 MiB messages by default).
     pub limits: Limits,
+    /// The blockstore's directory (RocksDB), so that a restarted peer still serves what it held;
+    /// none: blocks in memory.
+    pub blocks_dir: Option<std::path::PathBuf>,
     /// Messages waiting for a slow subscriber, per subscription; more are dropped (and counted in
     /// the log), as a daemon's pubsub drops for a slow reader.
     pub subscriber_queue: usize,
@@ -39,6 +46,7 @@ impl Default for P2pConfig {
             listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
             peers: Vec::new(),
             limits: Limits::default(),
+            blocks_dir: None,
             subscriber_queue: 4096,
             #[cfg(feature = "test-utils")]
             corrupt_served_blocks: false,
@@ -69,6 +77,7 @@ enum Command {
     TopicPeers(Topic, oneshot::Sender<Vec<PeerId>>),
     Listening(oneshot::Sender<Vec<Multiaddr>>),
     Dial(Multiaddr, oneshot::Sender<Result<(), Error>>),
+    Stop(oneshot::Sender<()>),
 }
 
 /// A handle to an embedded IPFS peer; cheap to clone. The peer stops when the last handle (and the
@@ -153,7 +162,14 @@ impl P2pPeer {
         let corrupt = config.corrupt_served_blocks;
         #[cfg(not(feature = "test-utils"))]
         let corrupt = false;
-        let bitswap = bitswap::start(swarm.behaviour().stream.new_control(), corrupt);
+        let blocks: Box<dyn BlockStore> = match &config.blocks_dir {
+            Some(dir) => {
+                Box::new(RocksBlocks::open(dir).map_err(|e| P2pError::Store(e.to_string()))?)
+            }
+            None => Box::<MemoryBlocks>::default(),
+        };
+        let control = swarm.behaviour().stream.new_control();
+        let bitswap = bitswap::start(control, blocks, corrupt);
         let id = PeerId::new(swarm.local_peer_id().to_string());
         let (commands, receiver) = mpsc::channel(256);
         let task = Task {
@@ -257,6 +273,14 @@ impl P2pPeer {
         }
     }
 
+    /// Stops the peer: its connections close, and its blockstore is closed when this returns.
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        self.ask(Command::Stop).await?;
+        let (reply, stopped) = oneshot::channel();
+        (self.bitswap.send(bitswap::Event::Stop(reply)).await).map_err(|_| Error::Closed)?;
+        stopped.await.map_err(|_| Error::Closed)
+    }
+
     /// The peers connected now.
     pub async fn peers(&self) -> Result<Vec<PeerId>, Error> {
         self.ask(Command::Peers).await
@@ -313,6 +337,11 @@ impl Task {
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
+                    Some(Command::Stop(reply)) => {
+                        drop(self);
+                        let _ = reply.send(());
+                        return;
+                    }
                     Some(command) => self.handle_command(command),
                     None => break,
                 },
@@ -384,6 +413,7 @@ impl Task {
                     .map_err(|error| Error::unavailable(Operation::Peers, error.to_string()));
                 let _ = reply.send(result);
             }
+            Command::Stop(_) => {}
         }
     }
 

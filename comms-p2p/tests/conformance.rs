@@ -78,3 +78,29 @@ impl Harness for P2pHarness {
 }
 
 comms::conformance_tests!(P2pHarness; #[tokio::test(flavor = "multi_thread", worker_threads = 2)]);
+
+/// A peer with a blockstore on disk, restarted with the same key and directory, still serves
+/// the blocks it held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_peer_still_serves_what_it_held() {
+    let dir = std::env::temp_dir().join(format!("comms-p2p-blocks-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let key = Keypair::generate_ed25519();
+    let config = P2pConfig {
+        blocks_dir: Some(dir.clone()),
+        ..P2pConfig::default()
+    };
+    let holder = P2pPeer::start(key.clone(), config.clone())
+        .await
+        .expect("starts");
+    let data = bytes::Bytes::from_static(b"held across a restart");
+    let cid = (holder.put(comms::Codec::Raw, data.clone()).await).expect("stored");
+    holder.shutdown().await.expect("stops");
+    let holder = P2pPeer::start(key, config).await.expect("restarts");
+    listening(&holder).await;
+    let fetcher = start(std::slice::from_ref(&holder), P2pConfig::default()).await;
+    meshed(&[holder.clone(), fetcher.clone()]).await;
+    assert_eq!(fetcher.fetch(&cid, PATIENCE).await.expect("served"), data);
+    holder.shutdown().await.expect("stops");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -26,7 +26,9 @@ use futures::StreamExt;
 use libp2p::{PeerId, StreamProtocol};
 use libp2p_stream::Control;
 use tokio::sync::{mpsc, oneshot};
-use tracing::debug;
+use tracing::{debug, warn};
+
+use crate::store::BlockStore;
 
 use message::{Block, BlockPresence, Entry, Message, PresenceType, WantType, Wantlist};
 
@@ -54,6 +56,8 @@ pub(crate) enum Event {
     Connected(PeerId),
     Disconnected(PeerId),
     Received(PeerId, Message),
+    /// Stop, closing the blockstore, and say so.
+    Stop(oneshot::Sender<()>),
 }
 
 /// A fetch waiting for a block.
@@ -69,7 +73,11 @@ struct Pending {
 
 /// Starts the engine and the readers of inbound streams; returns the sender of its events.
 /// `corrupt`: a fault for tests, every block served altered.
-pub(crate) fn start(mut control: Control, corrupt: bool) -> mpsc::Sender<Event> {
+pub(crate) fn start(
+    mut control: Control,
+    blocks: Box<dyn BlockStore>,
+    corrupt: bool,
+) -> mpsc::Sender<Event> {
     let (events, receiver) = mpsc::channel(1024);
     for protocol in PROTOCOLS {
         let Ok(mut incoming) = control.accept(protocol) else {
@@ -87,7 +95,7 @@ pub(crate) fn start(mut control: Control, corrupt: bool) -> mpsc::Sender<Event> 
     }
     let engine = Engine {
         control,
-        blocks: HashMap::new(),
+        blocks,
         peers: HashSet::new(),
         wants_of: HashMap::new(),
         wanted: HashMap::new(),
@@ -146,7 +154,7 @@ async fn write_stream(peer: PeerId, mut control: Control, mut queue: mpsc::Recei
 struct Engine {
     control: Control,
     /// The blocks this peer holds.
-    blocks: HashMap<Cid, Bytes>,
+    blocks: Box<dyn BlockStore>,
     peers: HashSet<PeerId>,
     /// What each peer wants from here and did not get yet, with the kind of want.
     wants_of: HashMap<PeerId, HashMap<Cid, WantType>>,
@@ -202,7 +210,20 @@ fn presence(cid: &Cid, kind: PresenceType) -> Message {
     }
 }
 
+/// Block `cid` from `blocks`, if held; a failed read is logged and taken as not held (the peer
+/// asking goes to another).
+fn held(blocks: &dyn BlockStore, cid: &Cid) -> Option<Bytes> {
+    blocks.get(cid).unwrap_or_else(|error| {
+        warn!(%cid, %error, "reading a block failed");
+        None
+    })
+}
+
 impl Engine {
+    fn held(&self, cid: &Cid) -> Option<Bytes> {
+        held(&*self.blocks, cid)
+    }
+
     async fn run(mut self, mut events: mpsc::Receiver<Event>) {
         while let Some(event) = events.recv().await {
             match event {
@@ -218,6 +239,11 @@ impl Engine {
                     self.writers.remove(&peer);
                 }
                 Event::Received(peer, message) => self.received(peer, message),
+                Event::Stop(reply) => {
+                    drop(self);
+                    let _ = reply.send(());
+                    return;
+                }
             }
         }
     }
@@ -268,12 +294,14 @@ impl Engine {
         for (peer, message) in sends {
             self.send(peer, message);
         }
-        self.blocks.insert(cid, data);
+        if let Err(error) = self.blocks.put(&cid, &data) {
+            warn!(%cid, %error, "storing a block failed");
+        }
     }
 
     fn fetch(&mut self, cid: Cid, reply: oneshot::Sender<Fetched>) {
-        if let Some(data) = self.blocks.get(&cid) {
-            let _ = reply.send(Ok(data.clone()));
+        if let Some(data) = self.held(&cid) {
+            let _ = reply.send(Ok(data));
             return;
         }
         let pending = self.wanted.entry(cid).or_default();
@@ -389,9 +417,11 @@ impl Engine {
                 1 => WantType::Have,
                 _ => WantType::Block,
             };
-            match (self.blocks.get(&cid), kind) {
-                (Some(data), WantType::Block) => answers.push(payload(&cid, data, self.corrupt)),
-                (Some(data), WantType::Have) => answers.push(answer_have(&cid, data, self.corrupt)),
+            match (held(&*self.blocks, &cid), kind) {
+                (Some(data), WantType::Block) => answers.push(payload(&cid, &data, self.corrupt)),
+                (Some(data), WantType::Have) => {
+                    answers.push(answer_have(&cid, &data, self.corrupt))
+                }
                 (None, _) => {
                     if entry.send_dont_have {
                         answers.push(presence(&cid, PresenceType::DontHave));
