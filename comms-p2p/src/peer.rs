@@ -113,7 +113,8 @@ fn gossipsub(key: &identity::Keypair, limits: &Limits) -> Result<gossipsub::Beha
     let config = gossipsub::ConfigBuilder::default()
         .validation_mode(ValidationMode::Strict)
         .message_id_fn(go_message_id)
-        .max_transmit_size(limits.max_message_bytes.max(limits.max_block_bytes) + 64 * 1024)
+        // A payload of the limit, with its signature, key, sequence number and topic around it.
+        .max_transmit_size(limits.max_message_bytes + 64 * 1024)
         .heartbeat_interval(Duration::from_secs(1))
         .build()
         .map_err(|error| P2pError::Transport(error.to_string()))?;
