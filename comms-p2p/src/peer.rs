@@ -154,8 +154,13 @@ impl P2pPeer {
                 .listen_on(parse(address)?)
                 .map_err(|e| transport(&e))?;
         }
+        let mut configured = HashMap::new();
         for address in &config.peers {
-            if let Err(error) = swarm.dial(parse(address)?) {
+            let address = parse(address)?;
+            if let Some(libp2p::multiaddr::Protocol::P2p(peer)) = address.iter().last() {
+                configured.insert(peer, Redial::new(address.clone()));
+            }
+            if let Err(error) = swarm.dial(address.clone()) {
                 warn!(%address, %error, "dialling a configured peer failed");
             }
         }
@@ -179,6 +184,7 @@ impl P2pPeer {
             next_id: 0,
             listening: Vec::new(),
             bitswap: bitswap.clone(),
+            configured,
         };
         tokio::spawn(task.run(receiver));
         Ok(P2pPeer {
@@ -331,12 +337,41 @@ struct Task {
     next_id: u64,
     listening: Vec<Multiaddr>,
     bitswap: mpsc::Sender<bitswap::Event>,
+    /// The configured peers, by peer ID: redialled with backoff while not connected.
+    configured: HashMap<libp2p::PeerId, Redial>,
+}
+
+/// When a configured peer is dialled again.
+struct Redial {
+    address: Multiaddr,
+    /// Not connected: the next attempt's time, and the wait after it.
+    due: Option<(tokio::time::Instant, Duration)>,
+}
+
+/// The first wait before redialling a configured peer, doubling up to [`REDIAL_MAX`].
+const REDIAL_FIRST: Duration = Duration::from_millis(100);
+const REDIAL_MAX: Duration = Duration::from_secs(10);
+
+impl Redial {
+    fn new(address: Multiaddr) -> Redial {
+        Redial { address, due: None }
+    }
 }
 
 impl Task {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         loop {
+            let next = (self.configured.values())
+                .filter_map(|r| r.due.map(|(at, _)| at))
+                .min();
+            let redial = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                _ = redial => self.redial(),
                 command = commands.recv() => match command {
                     Some(Command::Stop(reply)) => {
                         drop(self);
@@ -428,14 +463,55 @@ impl Task {
             })) => self.deliver(propagation_source, message),
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                 debug!(peer = %peer_id, "connected");
+                self.configured_peer(peer_id, true);
                 self.tell_bitswap(bitswap::Event::Connected(peer_id));
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 num_established: 0,
                 ..
-            } => self.tell_bitswap(bitswap::Event::Disconnected(peer_id)),
+            } => {
+                self.configured_peer(peer_id, false);
+                self.tell_bitswap(bitswap::Event::Disconnected(peer_id));
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                ..
+            } if !self.swarm.is_connected(&peer) => {
+                let redial = self.configured.get_mut(&peer);
+                if let Some(redial) = redial.filter(|r| r.due.is_none()) {
+                    redial.due = Some((tokio::time::Instant::now() + REDIAL_FIRST, REDIAL_FIRST));
+                }
+            }
             _ => {}
+        }
+    }
+
+    /// Dials the configured peers whose wait ran out, and doubles their next wait.
+    fn redial(&mut self) {
+        let now = tokio::time::Instant::now();
+        for redial in self.configured.values_mut() {
+            let Some((at, wait)) = redial.due else {
+                continue;
+            };
+            if at > now {
+                continue;
+            }
+            let next = (wait * 2).min(REDIAL_MAX);
+            redial.due = Some((now + next, next));
+            if let Err(error) = self.swarm.dial(redial.address.clone()) {
+                debug!(address = %redial.address, %error, "redialling failed");
+            }
+        }
+    }
+
+    /// A configured peer connected (stop redialling it) or left (redial it soon).
+    fn configured_peer(&mut self, peer: libp2p::PeerId, connected: bool) {
+        if let Some(redial) = self.configured.get_mut(&peer) {
+            redial.due = match connected {
+                true => None,
+                false => Some((tokio::time::Instant::now() + REDIAL_FIRST, REDIAL_FIRST)),
+            };
         }
     }
 

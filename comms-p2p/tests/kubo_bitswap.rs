@@ -86,3 +86,41 @@ async fn blocks_cross_between_kubo_and_the_embedded_peer_both_ways() {
     assert!(output.status.success(), "{output:?}");
     assert_eq!(&output.stdout[..], &later[..]);
 }
+
+/// A configured peer that goes away is dialled again, with backoff, until it is back: a block put
+/// here is then fetched by the restarted daemon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_daemon_that_restarts_is_reconnected() {
+    let mut daemon = testnet::Daemon::start();
+    let config = P2pConfig {
+        peers: vec![daemon.swarm_address()],
+        ..P2pConfig::default()
+    };
+    let peer = P2pPeer::start(Keypair::generate_ed25519(), config)
+        .await
+        .expect("starts");
+    let connected = |peer: &P2pPeer, id: String| {
+        let peer = peer.clone();
+        async move {
+            let peers = peer.peers().await.expect("running");
+            peers.iter().any(|p| p.as_str() == id)
+        }
+    };
+    let id = daemon.peer_id().to_string();
+    eventually(BOUND, "connected", || connected(&peer, id.clone())).await;
+    daemon.kill();
+    eventually(BOUND, "the connection is gone", || async {
+        !connected(&peer, id.clone()).await
+    })
+    .await;
+    daemon.restart();
+    eventually(BOUND, "connected again", || connected(&peer, id.clone())).await;
+    let data = Bytes::from_static(b"after the daemon came back");
+    let cid = peer.put(Codec::Raw, data.clone()).await.expect("stored");
+    let got = ipfs(
+        &daemon,
+        &["block", "get", "--timeout=20s", &cid.to_string()],
+    )
+    .await;
+    assert_eq!(got.as_bytes(), &data[..]);
+}
