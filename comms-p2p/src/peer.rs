@@ -27,7 +27,8 @@ pub struct P2pConfig {
     pub listen: Vec<String>,
     /// Peers dialled at start (multiaddrs ending in `/p2p/<peer id>`).
     pub peers: Vec<String>,
-    /// Size limits (1 MiB messages by default).
+    /// Size limits: by default 1 MiB less 16 KiB messages (as the kubo backend's: with its
+    /// envelope, such a message fits kubo's 1 MiB) and 1 MiB blocks.
     pub limits: Limits,
     /// The blockstore's directory (RocksDB), so that a restarted peer still serves what it held;
     /// none: blocks in memory.
@@ -45,7 +46,10 @@ impl Default for P2pConfig {
         P2pConfig {
             listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
             peers: Vec::new(),
-            limits: Limits::default(),
+            limits: Limits {
+                max_message_bytes: Limits::MIB - 16 * 1024,
+                max_block_bytes: Limits::MIB,
+            },
             blocks_dir: None,
             subscriber_queue: 4096,
             #[cfg(feature = "test-utils")]
@@ -113,8 +117,9 @@ fn gossipsub(key: &identity::Keypair, limits: &Limits) -> Result<gossipsub::Beha
     let config = gossipsub::ConfigBuilder::default()
         .validation_mode(ValidationMode::Strict)
         .message_id_fn(go_message_id)
-        // A payload of the limit, with its signature, key, sequence number and topic around it.
-        .max_transmit_size(limits.max_message_bytes + 64 * 1024)
+        // kubo's limit; a payload of the message limit fits with its signature, key, sequence
+        // number and topic around it.
+        .max_transmit_size(Limits::MIB.max(limits.max_message_bytes + 16 * 1024))
         .heartbeat_interval(Duration::from_secs(1))
         .build()
         .map_err(|error| P2pError::Transport(error.to_string()))?;
