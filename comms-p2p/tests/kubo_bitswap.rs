@@ -2,42 +2,19 @@
 //! and one put on ours is fetched by kubo (`ipfs block get`), also when kubo asked for it before it
 //! was put.
 
-use std::{process::Stdio, time::Duration};
+mod support;
+
+use std::process::Stdio;
 
 use bytes::Bytes;
 use comms::{conformance::eventually, Cid, Codec};
 use comms_ipfs::testnet;
-use comms_p2p::{P2pConfig, P2pPeer};
-use libp2p::identity::Keypair;
-
-const BOUND: Duration = Duration::from_secs(30);
-
-async fn ipfs(daemon: &testnet::Daemon, args: &[&str]) -> String {
-    let mut command = tokio::process::Command::from(daemon.command());
-    command.args(args).kill_on_drop(true);
-    let output = tokio::time::timeout(BOUND, command.output())
-        .await
-        .expect("kubo answers in time")
-        .expect("kubo's command line runs");
-    assert!(output.status.success(), "`ipfs {args:?}`: {output:?}");
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
+use support::{connected, ipfs, kubo_gets, peer_of, BOUND};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocks_cross_between_kubo_and_the_embedded_peer_both_ways() {
     let daemon = testnet::Daemon::start();
-    let config = P2pConfig {
-        peers: vec![daemon.swarm_address()],
-        ..P2pConfig::default()
-    };
-    let peer = P2pPeer::start(Keypair::generate_ed25519(), config)
-        .await
-        .expect("the embedded peer starts");
-    eventually(BOUND, "connected to kubo", || async {
-        let peers = peer.peers().await.expect("running");
-        peers.iter().any(|p| p.as_str() == daemon.peer_id())
-    })
-    .await;
+    let peer = peer_of(&daemon).await;
 
     // kubo's block, fetched by ours: a small one and one of 200 KiB (HAVE, then the block).
     for (name, data) in [
@@ -57,12 +34,7 @@ async fn blocks_cross_between_kubo_and_the_embedded_peer_both_ways() {
     // Ours, fetched by kubo.
     let data = Bytes::from_static(b"a block put on the embedded peer");
     let cid = peer.put(Codec::Raw, data.clone()).await.expect("stored");
-    let got = ipfs(
-        &daemon,
-        &["block", "get", "--timeout=20s", &cid.to_string()],
-    )
-    .await;
-    assert_eq!(got.as_bytes(), &data[..]);
+    kubo_gets(&daemon, &cid, &data).await;
 
     // kubo asks first; the block is put here after its want arrived.
     let later = Bytes::from_static(b"a block put after kubo asked for it");
@@ -92,35 +64,16 @@ async fn blocks_cross_between_kubo_and_the_embedded_peer_both_ways() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_configured_daemon_that_restarts_is_reconnected() {
     let mut daemon = testnet::Daemon::start();
-    let config = P2pConfig {
-        peers: vec![daemon.swarm_address()],
-        ..P2pConfig::default()
-    };
-    let peer = P2pPeer::start(Keypair::generate_ed25519(), config)
-        .await
-        .expect("starts");
-    let connected = |peer: &P2pPeer, id: String| {
-        let peer = peer.clone();
-        async move {
-            let peers = peer.peers().await.expect("running");
-            peers.iter().any(|p| p.as_str() == id)
-        }
-    };
+    let peer = peer_of(&daemon).await;
     let id = daemon.peer_id().to_string();
-    eventually(BOUND, "connected", || connected(&peer, id.clone())).await;
     daemon.kill();
     eventually(BOUND, "the connection is gone", || async {
-        !connected(&peer, id.clone()).await
+        !connected(&peer, &id).await
     })
     .await;
     daemon.restart();
-    eventually(BOUND, "connected again", || connected(&peer, id.clone())).await;
+    eventually(BOUND, "connected again", || connected(&peer, &id)).await;
     let data = Bytes::from_static(b"after the daemon came back");
     let cid = peer.put(Codec::Raw, data.clone()).await.expect("stored");
-    let got = ipfs(
-        &daemon,
-        &["block", "get", "--timeout=20s", &cid.to_string()],
-    )
-    .await;
-    assert_eq!(got.as_bytes(), &data[..]);
+    kubo_gets(&daemon, &cid, &data).await;
 }

@@ -2,28 +2,16 @@
 //! pub`) reaches our subscriber, and ours reaches kubo's (`ipfs pubsub sub`), each way over one
 //! libp2p connection with gossipsub on both ends.
 
+mod support;
+
 use std::{process::Stdio, time::Duration};
 
 use bytes::Bytes;
 use comms::{conformance::eventually, Topic};
 use comms_ipfs::testnet;
-use comms_p2p::{P2pConfig, P2pPeer};
-use libp2p::identity::Keypair;
+use comms_p2p::P2pPeer;
+use support::{ipfs, peer_of, BOUND};
 use tokio::io::{AsyncBufReadExt, BufReader};
-
-const BOUND: Duration = Duration::from_secs(30);
-
-/// Runs kubo's command line on `daemon` with `args`; its standard output.
-async fn ipfs(daemon: &testnet::Daemon, args: &[&str]) -> String {
-    let mut command = tokio::process::Command::from(daemon.command());
-    command.args(args).kill_on_drop(true);
-    let output = tokio::time::timeout(BOUND, command.output())
-        .await
-        .expect("kubo answers in time")
-        .expect("kubo's command line runs");
-    assert!(output.status.success(), "`ipfs {args:?}`: {output:?}");
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 /// Publishes `data` from `from` on `topic` every half second until `to` receives it (a message may
 /// be lost while the meshes form), within [`BOUND`].
@@ -51,20 +39,9 @@ async fn arrives(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_cross_between_kubo_and_the_embedded_peer_both_ways() {
     let daemon = testnet::Daemon::start();
-    let config = P2pConfig {
-        peers: vec![daemon.swarm_address()],
-        ..P2pConfig::default()
-    };
-    let peer = P2pPeer::start(Keypair::generate_ed25519(), config)
-        .await
-        .expect("the embedded peer starts");
+    let peer = peer_of(&daemon).await;
     let ours = peer.local_peer();
     let topic = Topic::new("ledger/interop").expect("a topic");
-    eventually(BOUND, "connected to kubo", || async {
-        let peers = peer.peers().await.expect("running");
-        peers.iter().any(|p| p.as_str() == daemon.peer_id())
-    })
-    .await;
 
     // kubo subscribes; ours publishes once kubo's subscription reached it.
     let mut sub = tokio::process::Command::from(daemon.command());
@@ -124,15 +101,8 @@ async fn messages_cross_a_line_of_kubo_daemons_between_embedded_peers() {
         &["swarm", "connect", &daemons[0].swarm_address()],
     )
     .await;
-    let start = |daemon: &testnet::Daemon| {
-        let config = P2pConfig {
-            peers: vec![daemon.swarm_address()],
-            ..P2pConfig::default()
-        };
-        P2pPeer::start(Keypair::generate_ed25519(), config)
-    };
-    let a = start(&daemons[0]).await.expect("starts");
-    let b = start(&daemons[1]).await.expect("starts");
+    let a = peer_of(&daemons[0]).await;
+    let b = peer_of(&daemons[1]).await;
     let topic = Topic::new("ledger/hops").expect("a topic");
     let mut at_a = a.subscribe(&topic).await.expect("subscribed");
     let mut at_b = b.subscribe(&topic).await.expect("subscribed");
