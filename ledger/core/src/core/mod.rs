@@ -501,7 +501,7 @@ impl Core {
 
     /// Counters.
     pub fn stats(&self) -> CoreStats {
-        let blocks = self.blocks.stats();
+        let (blocks, snapshot) = (self.blocks.stats(), self.snapshot_stats());
         CoreStats {
             accepted: blocks.accepted,
             rejected: blocks.rejected.clone(),
@@ -513,9 +513,9 @@ impl Core {
             new_blocks_by_fetch: blocks.by_fetch,
             checkpoint_mismatches: self.checkpoint_mismatches,
             joined_at_height: self.joined_at_height,
-            snapshot_blocks: self.snapshot_stats().fetched,
-            snapshot_fetches_failed: self.snapshot_stats().failed,
-            snapshot_blocks_refused: self.snapshot_stats().refused,
+            snapshot_blocks: snapshot.fetched,
+            snapshot_fetches_failed: snapshot.failed,
+            snapshot_blocks_refused: snapshot.refused,
         }
     }
 

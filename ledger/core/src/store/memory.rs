@@ -82,20 +82,17 @@ impl Stored {
     /// See [`Store::prune`]; as the RocksDB store does it.
     fn prune(&mut self, round: u64, own: Option<u32>) -> Pruned {
         let mut pruned = Pruned::default();
-        let heights: Vec<u64> = (self.commits.iter())
-            .filter_map(|(height, record)| {
+        // The commits below `round` (never the last), from the lowest: each decoded once, and
+        // none read past the first that stays.
+        let below: Vec<(u64, Commit)> = (self.commits.iter())
+            .map_while(|(height, record)| {
                 let commit: Commit = crate::codec::decode(record).ok()?;
-                (commit.round < round && *height < self.height).then_some(*height)
+                (commit.round < round && *height < self.height).then_some((*height, commit))
             })
             .collect();
-        for height in heights {
-            let Some(record) = self.commits.remove(&height) else {
-                continue;
-            };
+        for (height, commit) in below {
+            self.commits.remove(&height);
             pruned.commits += 1;
-            let Ok(commit) = crate::codec::decode::<Commit>(&record) else {
-                continue;
-            };
             for (id, _) in records(&commit) {
                 if (self.transactions.get(&id)).is_some_and(|r| r.height <= height) {
                     self.transactions.remove(&id);
