@@ -31,7 +31,6 @@
 //! [`repair`](crate::repair)).
 
 mod config;
-mod frame;
 mod metrics;
 mod peering;
 mod publish;
@@ -54,9 +53,10 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tracing::info;
 
+use comms::contacts::ContactStore;
 pub use config::{IpfsConfig, RetryPolicy};
 pub use metrics::{IpfsMetrics, MetricsSnapshot};
-use peering::{ContactStore, Peering};
+use peering::Peering;
 use rpc::{Deadline, Failure, Rpc, Timed};
 
 /// How long [`IpfsComms::remember_peers`] asks the daemon for its peers.
@@ -218,12 +218,13 @@ impl IpfsComms {
 
         let store = match &config.contact_store {
             Some(path) => {
-                Some(
+                let store =
                     ContactStore::open(path).map_err(|source| StartError::ContactStore {
                         path: path.clone(),
                         source,
-                    })?,
-                )
+                    })?;
+                info!(path = %path.display(), contacts = store.addresses().len(), "opened the contact store");
+                Some(store)
             }
             None => None,
         };

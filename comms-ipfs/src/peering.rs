@@ -2,21 +2,12 @@
 //! a contact store on disk (after IPFS-Toolkit's contact store), so that a restarted node finds its
 //! network again without waiting for discovery.
 
-use std::{
-    collections::VecDeque,
-    io,
-    path::{Path, PathBuf},
-    sync::Mutex,
-};
-
+use comms::contacts::ContactStore;
 use ipfs_api_prelude::request::{SwarmConnect, SwarmPeers};
-use serde::{Deserialize, Serialize};
-use tracing::{debug, info, warn};
+use serde::Deserialize;
+use tracing::{debug, warn};
 
 use crate::rpc::{Deadline, Rpc};
-
-/// At most this many addresses are remembered, the most recently seen first.
-const MAX_CONTACTS: usize = 256;
 
 /// Connects the daemon to known peers and remembers the peers it is connected to.
 pub(crate) struct Peering {
@@ -79,7 +70,7 @@ impl Peering {
         {
             Ok(addresses) => {
                 if let Err(error) = store.remember(addresses) {
-                    warn!(path = %store.path.display(), %error, "could not write the contact store");
+                    warn!(path = %store.path().display(), %error, "could not write the contact store");
                 }
             }
             Err(error) => debug!(%error, "could not list peers for the contact store"),
@@ -130,70 +121,4 @@ struct PeerEntry {
     addr: String,
     #[serde(rename = "Peer")]
     peer: String,
-}
-
-/// Multiaddrs of peers seen, in a JSON file written atomically.
-pub(crate) struct ContactStore {
-    path: PathBuf,
-    contacts: Mutex<VecDeque<String>>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct ContactFile {
-    peers: Vec<String>,
-}
-
-impl ContactStore {
-    /// Opens the store at `path`; a missing file is an empty store, an unreadable one an error.
-    pub fn open(path: &Path) -> io::Result<ContactStore> {
-        let contacts = match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice::<ContactFile>(&bytes)
-                .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?
-                .peers
-                .into_iter()
-                .filter(|address| address.starts_with('/') && address.contains("/p2p/"))
-                .take(MAX_CONTACTS)
-                .collect(),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => VecDeque::new(),
-            Err(error) => return Err(error),
-        };
-        info!(path = %path.display(), contacts = contacts.len(), "opened the contact store");
-        Ok(ContactStore {
-            path: path.to_owned(),
-            contacts: Mutex::new(contacts),
-        })
-    }
-
-    fn addresses(&self) -> Vec<String> {
-        self.lock().iter().cloned().collect()
-    }
-
-    /// Puts `seen` first (newest), keeps the rest behind it, and writes the file if anything changed.
-    fn remember(&self, seen: Vec<(String, String)>) -> io::Result<()> {
-        let file = {
-            let mut contacts = self.lock();
-            let before = contacts.clone();
-            for (peer, address) in seen {
-                // One address per peer: the one it is connected on now.
-                contacts.retain(|known| !known.ends_with(&format!("/p2p/{peer}")));
-                contacts.push_front(address);
-            }
-            contacts.truncate(MAX_CONTACTS);
-            if *contacts == before {
-                return Ok(());
-            }
-            ContactFile {
-                peers: contacts.iter().cloned().collect(),
-            }
-        };
-        let temporary = self.path.with_extension("tmp");
-        std::fs::write(&temporary, serde_json::to_vec_pretty(&file)?)?;
-        std::fs::rename(&temporary, &self.path)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<String>> {
-        self.contacts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
 }

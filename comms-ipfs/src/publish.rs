@@ -1,6 +1,6 @@
 //! Publishing: one `pubsub/pub` at a time per daemon, the broadcasts that queue behind it sent
 //! together in one pubsub message, and every frame stored on the daemon so that receivers can fetch
-//! one they lost ([`frame`](crate::frame), [`repair`](crate::repair)).
+//! one they lost ([`frame`](comms::frame), [`repair`](crate::repair)).
 //!
 //! Why: kubo (since 0.40) runs a validator that ignores a message whose sequence number is not above
 //! the highest it has seen from the same publisher. A daemon numbers a message when its
@@ -52,7 +52,7 @@ use tokio::{
     time::{Duration, Instant},
 };
 
-use crate::frame::{self, Link};
+use comms::frame::{self, Link};
 
 /// What the queue needs of its daemon.
 #[async_trait]

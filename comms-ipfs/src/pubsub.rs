@@ -331,7 +331,7 @@ impl Task {
                 Piece::Line(line) => decode_line(
                     &line,
                     &self.outlet.topic,
-                    self.context.limits.max_message_bytes + crate::frame::FRAME_SLACK,
+                    self.context.limits.max_message_bytes + comms::frame::FRAME_SLACK,
                 ),
                 Piece::Overlong => Err(Dropped::TooLarge {
                     size: self.lines.max_line,
@@ -353,7 +353,7 @@ impl Task {
                 bump(&metrics.echoes_dropped);
                 true
             }
-            Ok(Decoded::Message { from, data }) => match crate::frame::decode(data) {
+            Ok(Decoded::Message { from, data }) => match comms::frame::decode(data) {
                 Ok(frame) => self.repair.receive(from, frame),
                 Err(reason) => {
                     bump(&metrics.malformed_dropped);

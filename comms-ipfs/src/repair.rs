@@ -26,8 +26,9 @@ use tokio::{
 };
 use tracing::debug;
 
+use comms::frame::{self, Frame, Link, Prev};
+
 use crate::{
-    frame::{self, Frame, Link, Prev},
     metrics::{bump, IpfsMetrics},
     rpc::Rpc,
 };

@@ -42,8 +42,10 @@
 //! With the `test-utils` feature, [`conformance`] holds the contract as generic async tests; every
 //! backend runs all of them through [`conformance_tests!`].
 
+pub mod contacts;
 mod content;
 mod error;
+pub mod frame;
 mod subscription;
 mod types;
 

@@ -1,6 +1,9 @@
 //! What one pubsub message carries: a frame of one or more broadcasts, and a link to the publisher's
 //! previous frame on the same topic, so that a receiver that did not get that one can fetch it
-//! ([`repair`](crate::repair)).
+//! (comms-ipfs's repair).
+//!
+//! The kubo backend (`comms-ipfs`) publishes frames; every backend that shares a topic with it
+//! reads them (the embedded peer, `comms-p2p`).
 //!
 //! A frame is [`MAGIC`], a header, then each broadcast as a 4-byte big-endian length and its bytes.
 //! The header is all big-endian:
@@ -19,11 +22,12 @@
 //! like a frame.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use comms::Cid;
-use tokio::time::Duration;
+use std::time::Duration;
+
+use crate::Cid;
 
 /// What starts a frame.
-pub(crate) const MAGIC: &[u8; 8] = b"\xffcomms/2";
+pub const MAGIC: &[u8; 8] = b"\xffcomms/2";
 
 /// The longest previous-frame CID a header carries (a CIDv1 of sha2-256 takes 36 bytes).
 const MAX_CID: usize = 64;
@@ -35,12 +39,14 @@ const HEADER_MAX: usize = MAGIC.len() + FIXED + MAX_CID;
 const FIXED: usize = 8 + 8 + 8 + 8 + 1;
 
 /// How much larger than the message limit a frame may be: a frame of one message.
-pub(crate) const FRAME_SLACK: usize = HEADER_MAX + 4;
+pub const FRAME_SLACK: usize = HEADER_MAX + 4;
 
 /// Where a frame sits in its publisher's sequence on a topic.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Link {
+pub struct Link {
+    /// The publishing queue's random number.
     pub origin: u64,
+    /// The frame's number from this origin.
     pub seq: u64,
     /// The origin's previous frame on the topic.
     pub prev: Option<Prev>,
@@ -48,8 +54,10 @@ pub(crate) struct Link {
 
 /// A frame's predecessor on its topic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Prev {
+pub struct Prev {
+    /// Where the previous frame is stored (a `raw` block).
     pub cid: Cid,
+    /// Its number from the origin.
     pub seq: u64,
     /// How long before the frame that names it it was published.
     pub before: Duration,
@@ -57,14 +65,14 @@ pub(crate) struct Prev {
 
 /// A decoded pubsub message.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Frame {
+pub struct Frame {
     /// None for data that came unframed.
     pub link: Option<Link>,
     pub messages: Vec<Bytes>,
 }
 
 /// The frame carrying `messages` at `link`.
-pub(crate) fn encode(link: &Link, messages: &[Bytes]) -> Bytes {
+pub fn encode(link: &Link, messages: &[Bytes]) -> Bytes {
     let cid = link
         .prev
         .map(|prev| prev.cid.to_bytes())
@@ -91,8 +99,8 @@ pub(crate) fn encode(link: &Link, messages: &[Bytes]) -> Bytes {
     frame.freeze()
 }
 
-/// Splits received data into its link and broadcasts.
-pub(crate) fn decode(data: Bytes) -> Result<Frame, &'static str> {
+/// Splits received data into its link and broadcasts; a broken frame gives the reason.
+pub fn decode(data: Bytes) -> Result<Frame, &'static str> {
     if !data.starts_with(MAGIC) {
         return Ok(Frame {
             link: None,
@@ -125,7 +133,7 @@ pub(crate) fn decode(data: Bytes) -> Result<Frame, &'static str> {
     })
 }
 
-/// A frame's broadcasts; none in a follow-up ([`publish`](crate::publish)).
+/// A frame's broadcasts; none in a follow-up (comms-ipfs's publish).
 fn messages(mut rest: Bytes) -> Result<Vec<Bytes>, &'static str> {
     let mut messages = Vec::new();
     while !rest.is_empty() {
@@ -143,7 +151,7 @@ fn messages(mut rest: Bytes) -> Result<Vec<Bytes>, &'static str> {
 
 /// How `messages`, in order, go into frames: the number of broadcasts in each, so that every
 /// frame of more than one stays within `limit` bytes.
-pub(crate) fn groups(messages: &[Bytes], limit: usize) -> Vec<usize> {
+pub fn groups(messages: &[Bytes], limit: usize) -> Vec<usize> {
     let mut out = Vec::new();
     let mut start = 0;
     while start < messages.len() {
@@ -162,7 +170,7 @@ pub(crate) fn groups(messages: &[Bytes], limit: usize) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use comms::Codec;
+    use crate::Codec;
     use proptest::prelude::*;
 
     fn link(seq: u64, prev: Option<&[u8]>) -> Link {
@@ -170,7 +178,7 @@ mod tests {
             origin: 7,
             seq,
             prev: prev.map(|data| Prev {
-                cid: comms::cid_for(Codec::Raw, data),
+                cid: crate::cid_for(Codec::Raw, data),
                 seq: seq.saturating_sub(2),
                 before: Duration::from_micros(1500),
             }),
