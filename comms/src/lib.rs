@@ -44,6 +44,7 @@
 
 pub mod contacts;
 mod content;
+mod counters;
 mod error;
 pub mod frame;
 mod subscription;
@@ -59,6 +60,7 @@ use bytes::Bytes;
 pub use cid::Cid;
 
 pub use content::{check_supported, cid_for, verify, Codec, SHA2_256};
+pub use counters::bump;
 pub use error::{BoxError, Error, Operation, SizeKind};
 pub use subscription::Subscription;
 pub use types::{Limits, Message, PeerId, Topic};
