@@ -19,10 +19,13 @@
 //! events); a handle talks to it over a channel.
 
 mod bitswap;
+mod metrics;
 mod peer;
 mod store;
 
-pub use peer::{P2pConfig, P2pPeer};
+pub use libp2p::identity::Keypair;
+pub use metrics::{P2pMetrics, P2pSnapshot};
+pub use peer::{load_or_create_key, P2pConfig, P2pPeer};
 pub use store::{BlockStore, MemoryBlocks, RocksBlocks, StoreError};
 
 /// Why the embedded peer failed.
@@ -38,7 +41,16 @@ pub enum P2pError {
     /// The blockstore could not be opened.
     #[error("blockstore: {0}")]
     Store(String),
-    /// The peer's task has stopped.
-    #[error("the embedded peer has stopped")]
-    Closed,
+    /// The contact store could not be read.
+    #[error("the contact store {path}: {reason}")]
+    ContactStore {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    /// The peer's identity could not be read or written.
+    #[error("the peer key {path}: {reason}")]
+    Key {
+        path: std::path::PathBuf,
+        reason: String,
+    },
 }

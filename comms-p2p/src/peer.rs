@@ -1,9 +1,18 @@
 //! The peer's task and its handle.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use bytes::Bytes;
-use comms::{Cid, Codec, Error, Limits, Message, Operation, PeerId, Subscription, Topic};
+use comms::{
+    bump, contacts::ContactStore, frame, Cid, Codec, Error, Limits, Message, Operation, PeerId,
+    Subscription, Topic,
+};
 use futures::StreamExt;
 use libp2p::{
     gossipsub::{self, IdentTopic, MessageAuthenticity, PublishError, ValidationMode},
@@ -11,33 +20,45 @@ use libp2p::{
     swarm::{NetworkBehaviour, SwarmEvent},
     tcp, yamux, Multiaddr, Swarm, SwarmBuilder,
 };
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     bitswap,
+    metrics::P2pMetrics,
     store::{BlockStore, MemoryBlocks, RocksBlocks},
     P2pError,
 };
 
-/// How the embedded peer runs.
-#[derive(Clone, Debug)]
+/// How the embedded peer runs (the `[p2p]` section of a node's configuration).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct P2pConfig {
     /// Where it listens (multiaddrs); `/ip4/127.0.0.1/tcp/0` picks a free loopback port.
     pub listen: Vec<String>,
-    /// Peers dialled at start (multiaddrs ending in `/p2p/<peer id>`).
+    /// Peers dialled at start, and again with backoff whenever not connected (multiaddrs ending
+    /// in `/p2p/<peer id>`): embedded peers or kubo daemons' swarm addresses.
     pub peers: Vec<String>,
     /// Size limits: by default 1 MiB less 16 KiB messages (as the kubo backend's: with its
     /// envelope, such a message fits kubo's 1 MiB) and 1 MiB blocks.
     pub limits: Limits,
-    /// The blockstore's directory (RocksDB), so that a restarted peer still serves what it held;
-    /// none: blocks in memory.
-    pub blocks_dir: Option<std::path::PathBuf>,
-    /// Messages waiting for a slow subscriber, per subscription; more are dropped (and counted in
-    /// the log), as a daemon's pubsub drops for a slow reader.
+    /// File remembering the addresses of peers seen (as identify reports them), dialled at the
+    /// next start. None: no memory.
+    pub contact_store: Option<PathBuf>,
+    /// Messages waiting for a slow subscriber, per subscription; more are dropped and counted, as
+    /// a daemon's pubsub drops for a slow reader.
     pub subscriber_queue: usize,
+    /// Wants remembered per peer for blocks not held yet (boxo's bound); more are answered
+    /// DONT_HAVE.
+    pub max_wants_per_peer: usize,
+    /// The blockstore's directory (RocksDB), so that a restarted peer still serves what it held;
+    /// none: blocks in memory. A node sets it to `<data_dir>/blocks`.
+    #[serde(skip)]
+    pub blocks_dir: Option<PathBuf>,
     /// A fault for tests: every block served to a peer is altered.
     #[cfg(feature = "test-utils")]
+    #[serde(skip)]
     pub corrupt_served_blocks: bool,
 }
 
@@ -50,8 +71,10 @@ impl Default for P2pConfig {
                 max_message_bytes: Limits::MIB - 16 * 1024,
                 max_block_bytes: Limits::MIB,
             },
-            blocks_dir: None,
+            contact_store: None,
             subscriber_queue: 4096,
+            max_wants_per_peer: 1024,
+            blocks_dir: None,
             #[cfg(feature = "test-utils")]
             corrupt_served_blocks: false,
         }
@@ -93,6 +116,7 @@ pub struct P2pPeer {
     limits: Limits,
     queue: usize,
     bitswap: mpsc::Sender<bitswap::Event>,
+    metrics: Arc<P2pMetrics>,
 }
 
 /// Go's default message ID: the `from` peer's bytes, then the sequence number's (big-endian).
@@ -127,9 +151,107 @@ fn gossipsub(key: &identity::Keypair, limits: &Limits) -> Result<gossipsub::Beha
         .map_err(|error| P2pError::Transport(error.to_string()))
 }
 
+/// The contact store at `path`, if one is configured.
+fn open_contacts(path: Option<&Path>) -> Result<Option<ContactStore>, P2pError> {
+    let Some(path) = path else { return Ok(None) };
+    let store = ContactStore::open(path).map_err(|error| P2pError::ContactStore {
+        path: path.to_owned(),
+        reason: error.to_string(),
+    })?;
+    info!(path = %path.display(), contacts = store.addresses().len(), "opened the contact store");
+    Ok(Some(store))
+}
+
+/// Dials the configured peers and the remembered ones; returns the configured ones, to redial.
+fn dial_known(
+    swarm: &mut Swarm<Behaviour>,
+    peers: &[String],
+    contacts: Option<&ContactStore>,
+) -> Result<HashMap<libp2p::PeerId, Redial>, P2pError> {
+    let mut configured = HashMap::new();
+    for address in peers {
+        let address = parse(address)?;
+        if let Some(libp2p::multiaddr::Protocol::P2p(peer)) = address.iter().last() {
+            configured.insert(peer, Redial::new(address.clone()));
+        }
+        if let Err(error) = swarm.dial(address.clone()) {
+            warn!(%address, %error, "dialling a configured peer failed");
+        }
+    }
+    let remembered = contacts.map(ContactStore::addresses).unwrap_or_default();
+    for address in remembered
+        .iter()
+        .filter_map(|a| a.parse::<Multiaddr>().ok())
+    {
+        let peer = match address.iter().last() {
+            Some(libp2p::multiaddr::Protocol::P2p(peer)) => peer,
+            _ => continue,
+        };
+        if configured.contains_key(&peer) || peer == *swarm.local_peer_id() {
+            continue;
+        }
+        if let Err(error) = swarm.dial(address.clone()) {
+            debug!(%address, %error, "dialling a remembered peer failed");
+        }
+    }
+    Ok(configured)
+}
+
+/// The bitswap engine's blockstore, counters and bounds.
+fn engine_setup(config: &P2pConfig, metrics: Arc<P2pMetrics>) -> Result<bitswap::Setup, P2pError> {
+    let blocks: Box<dyn BlockStore> = match &config.blocks_dir {
+        Some(dir) => Box::new(RocksBlocks::open(dir).map_err(|e| P2pError::Store(e.to_string()))?),
+        None => Box::<MemoryBlocks>::default(),
+    };
+    Ok(bitswap::Setup {
+        blocks,
+        metrics,
+        max_wants: config.max_wants_per_peer.max(1),
+        #[cfg(feature = "test-utils")]
+        corrupt: config.corrupt_served_blocks,
+        #[cfg(not(feature = "test-utils"))]
+        corrupt: false,
+    })
+}
+
+/// Reads the peer's identity from `path` (libp2p's protobuf encoding), or makes a new ed25519 one
+/// and writes it there (readable by its owner only) when the file does not exist.
+pub fn load_or_create_key(path: &Path) -> Result<identity::Keypair, P2pError> {
+    let failed = |reason: String| P2pError::Key {
+        path: path.to_owned(),
+        reason,
+    };
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            identity::Keypair::from_protobuf_encoding(&bytes).map_err(|e| failed(e.to_string()))
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let key = identity::Keypair::generate_ed25519();
+            let bytes = key
+                .to_protobuf_encoding()
+                .map_err(|e| failed(e.to_string()))?;
+            write_private(path, &bytes).map_err(|e| failed(e.to_string()))?;
+            Ok(key)
+        }
+        Err(error) => Err(failed(error.to_string())),
+    }
+}
+
+/// Writes `bytes` to a new file at `path` that only its owner can read, synced.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
 impl P2pPeer {
     /// Starts a peer with identity `key` on the current tokio runtime: it listens, dials
-    /// `config.peers`, and runs until its last handle is dropped.
+    /// `config.peers` and the contact store's, and runs until its last handle is dropped.
     pub async fn start(key: identity::Keypair, config: P2pConfig) -> Result<P2pPeer, P2pError> {
         let limits = config.limits;
         let behaviour = Behaviour {
@@ -159,28 +281,11 @@ impl P2pPeer {
                 .listen_on(parse(address)?)
                 .map_err(|e| transport(&e))?;
         }
-        let mut configured = HashMap::new();
-        for address in &config.peers {
-            let address = parse(address)?;
-            if let Some(libp2p::multiaddr::Protocol::P2p(peer)) = address.iter().last() {
-                configured.insert(peer, Redial::new(address.clone()));
-            }
-            if let Err(error) = swarm.dial(address.clone()) {
-                warn!(%address, %error, "dialling a configured peer failed");
-            }
-        }
-        #[cfg(feature = "test-utils")]
-        let corrupt = config.corrupt_served_blocks;
-        #[cfg(not(feature = "test-utils"))]
-        let corrupt = false;
-        let blocks: Box<dyn BlockStore> = match &config.blocks_dir {
-            Some(dir) => {
-                Box::new(RocksBlocks::open(dir).map_err(|e| P2pError::Store(e.to_string()))?)
-            }
-            None => Box::<MemoryBlocks>::default(),
-        };
+        let contacts = open_contacts(config.contact_store.as_deref())?;
+        let configured = dial_known(&mut swarm, &config.peers, contacts.as_ref())?;
+        let metrics = Arc::new(P2pMetrics::default());
         let control = swarm.behaviour().stream.new_control();
-        let bitswap = bitswap::start(control, blocks, corrupt);
+        let bitswap = bitswap::start(control, engine_setup(&config, metrics.clone())?);
         let id = PeerId::new(swarm.local_peer_id().to_string());
         let (commands, receiver) = mpsc::channel(256);
         let task = Task {
@@ -190,6 +295,11 @@ impl P2pPeer {
             listening: Vec::new(),
             bitswap: bitswap.clone(),
             configured,
+            contacts,
+            inbound: HashMap::new(),
+            metrics: metrics.clone(),
+            limits,
+            framing: Framing::new(),
         };
         tokio::spawn(task.run(receiver));
         Ok(P2pPeer {
@@ -198,7 +308,13 @@ impl P2pPeer {
             limits,
             queue: config.subscriber_queue.max(1),
             bitswap,
+            metrics,
         })
+    }
+
+    /// The peer's counters.
+    pub fn metrics(&self) -> &Arc<P2pMetrics> {
+        &self.metrics
     }
 
     /// The peer's ID.
@@ -251,9 +367,20 @@ impl P2pPeer {
     pub async fn put(&self, codec: Codec, data: Bytes) -> Result<Cid, Error> {
         self.limits.check_block(data.len())?;
         let cid = comms::cid_for(codec, &data);
-        let event = bitswap::Event::Put(cid, data);
+        let (reply, stored) = oneshot::channel();
+        let event = bitswap::Event::Put(cid, data, reply);
         self.bitswap.send(event).await.map_err(|_| Error::Closed)?;
-        Ok(cid)
+        match stored.await {
+            Ok(Ok(())) => Ok(cid),
+            Ok(Err(error)) => Err(Error::unavailable(Operation::Put, error.to_string())),
+            Err(_) => Err(Error::Closed),
+        }
+    }
+
+    /// Deletes blocks this peer put from its blockstore (they are no longer served from here).
+    pub async fn release(&self, cids: Vec<Cid>) -> Result<(), Error> {
+        let event = bitswap::Event::Release(cids);
+        self.bitswap.send(event).await.map_err(|_| Error::Closed)
     }
 
     /// The verified bytes of `cid`, from here or a peer (bitswap), within `timeout`; the want is
@@ -319,6 +446,15 @@ impl P2pPeer {
     }
 }
 
+/// The IP address in `address`, if it has one.
+fn ip_of(address: &Multiaddr) -> Option<IpAddr> {
+    address.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
+        libp2p::multiaddr::Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
+        _ => None,
+    })
+}
+
 /// Unsubscribes when a subscription's stream is dropped.
 struct Unsubscribe {
     commands: mpsc::WeakSender<Command>,
@@ -344,6 +480,42 @@ struct Task {
     bitswap: mpsc::Sender<bitswap::Event>,
     /// The configured peers, by peer ID: redialled with backoff while not connected.
     configured: HashMap<libp2p::PeerId, Redial>,
+    /// Where the addresses of peers seen are remembered.
+    contacts: Option<ContactStore>,
+    /// The IP address each peer that dialled here came from: its identify-reported listen
+    /// address on that IP is the one remembered.
+    inbound: HashMap<libp2p::PeerId, IpAddr>,
+    metrics: Arc<P2pMetrics>,
+    limits: Limits,
+    framing: Framing,
+}
+
+/// How a broadcast that would read as a comms-ipfs frame goes out: in a frame of its own, from
+/// this origin, unlinked. Every other broadcast goes as it is (so `ipfs pubsub sub` reads it).
+struct Framing {
+    origin: u64,
+    seq: u64,
+}
+
+impl Framing {
+    fn new() -> Framing {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        let origin = now.map_or(1, |since| since.as_nanos() as u64);
+        Framing { origin, seq: 0 }
+    }
+
+    fn wrap(&mut self, data: Bytes) -> Bytes {
+        if !data.starts_with(frame::MAGIC) {
+            return data;
+        }
+        let link = frame::Link {
+            origin: self.origin,
+            seq: self.seq,
+            prev: None,
+        };
+        self.seq += 1;
+        frame::encode(&link, &[data])
+    }
 }
 
 /// When a configured peer is dialled again.
@@ -395,6 +567,7 @@ impl Task {
     fn handle_command(&mut self, command: Command) {
         match command {
             Command::Publish(topic, data, reply) => {
+                let data = self.framing.wrap(data);
                 let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
                 let published = gossipsub.publish(IdentTopic::new(topic.as_str()), data.to_vec());
                 let result = match published {
@@ -466,11 +639,19 @@ impl Task {
                 message,
                 ..
             })) => self.deliver(propagation_source, message),
-            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
                 debug!(peer = %peer_id, "connected");
                 self.configured_peer(peer_id, true);
+                self.met(peer_id, &endpoint);
                 self.tell_bitswap(bitswap::Event::Connected(peer_id));
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => self.identified(peer_id, &info.listen_addrs),
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 num_established: 0,
@@ -526,25 +707,91 @@ impl Task {
         }
     }
 
-    /// Hands a received message to every subscription of its topic.
+    /// A connection is up: a peer dialled at an address is remembered at it; one that dialled
+    /// here, once identify says where it listens.
+    fn met(&mut self, peer: libp2p::PeerId, endpoint: &libp2p::core::ConnectedPoint) {
+        match endpoint {
+            libp2p::core::ConnectedPoint::Dialer { address, .. } => self.remember(peer, address),
+            libp2p::core::ConnectedPoint::Listener { send_back_addr, .. } => {
+                if let Some(ip) = ip_of(send_back_addr) {
+                    self.inbound.insert(peer, ip);
+                }
+            }
+        }
+    }
+
+    /// identify told where `peer` listens: for a peer that dialled here, its TCP address on the IP
+    /// it came from is remembered.
+    fn identified(&mut self, peer: libp2p::PeerId, listen: &[Multiaddr]) {
+        let Some(ip) = self.inbound.remove(&peer) else {
+            return;
+        };
+        let tcp = |a: &&Multiaddr| {
+            a.iter()
+                .any(|p| matches!(p, libp2p::multiaddr::Protocol::Tcp(_)))
+        };
+        if let Some(address) = listen.iter().filter(tcp).find(|a| ip_of(a) == Some(ip)) {
+            self.remember(peer, &address.clone());
+        }
+    }
+
+    fn remember(&self, peer: libp2p::PeerId, address: &Multiaddr) {
+        let Some(contacts) = &self.contacts else {
+            return;
+        };
+        let mut address = address.clone();
+        if !matches!(
+            address.iter().last(),
+            Some(libp2p::multiaddr::Protocol::P2p(_))
+        ) {
+            address.push(libp2p::multiaddr::Protocol::P2p(peer));
+        }
+        if let Err(error) = contacts.remember(vec![(peer.to_string(), address.to_string())]) {
+            warn!(path = %contacts.path().display(), %error, "could not write the contact store");
+        }
+    }
+
+    /// Hands the broadcasts in a received message (one, or a comms-ipfs frame of several) to every
+    /// subscription of its topic.
     fn deliver(&mut self, via: libp2p::PeerId, message: gossipsub::Message) {
-        let topic = message.topic.as_str();
-        let Ok(topic) = Topic::new(topic) else {
+        let Ok(topic) = Topic::new(message.topic.as_str()) else {
             return;
         };
-        let Some(list) = self.subscribers.get_mut(&topic) else {
+        if !self.subscribers.contains_key(&topic) {
             return;
-        };
+        }
         let from = PeerId::new(message.source.unwrap_or(via).to_string());
-        let data = Bytes::from(message.data);
-        for (_, sender) in list.iter() {
-            let message = Message {
+        let messages = match frame::decode(Bytes::from(message.data)) {
+            Ok(frame) => frame.messages,
+            Err(reason) => {
+                bump(&self.metrics.malformed_dropped);
+                debug!(topic = %topic, %from, reason, "dropped a malformed frame");
+                return;
+            }
+        };
+        for data in messages {
+            if data.len() > self.limits.max_message_bytes {
+                bump(&self.metrics.oversized_dropped);
+                debug!(topic = %topic, %from, size = data.len(), "dropped an oversized broadcast");
+                continue;
+            }
+            self.hand_on(Message {
                 from: from.clone(),
                 topic: topic.clone(),
-                data: data.clone(),
-            };
-            if sender.try_send(message).is_err() {
-                debug!(topic = %topic, "a subscriber is behind: a message dropped");
+                data,
+            });
+        }
+    }
+
+    fn hand_on(&self, message: Message) {
+        let Some(list) = self.subscribers.get(&message.topic) else {
+            return;
+        };
+        bump(&self.metrics.messages_received);
+        for (_, sender) in list {
+            if sender.try_send(message.clone()).is_err() {
+                bump(&self.metrics.queue_full_dropped);
+                debug!(topic = %message.topic, "a subscriber is behind: a message dropped");
             }
         }
     }
@@ -570,6 +817,10 @@ impl comms::Communication for P2pPeer {
 
     async fn put(&self, codec: Codec, data: Bytes) -> Result<Cid, Error> {
         P2pPeer::put(self, codec, data).await
+    }
+
+    async fn release(&self, cids: Vec<Cid>) -> Result<(), Error> {
+        P2pPeer::release(self, cids).await
     }
 
     async fn fetch(&self, cid: &Cid, timeout: Duration) -> Result<Bytes, Error> {

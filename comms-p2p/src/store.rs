@@ -17,6 +17,8 @@ pub trait BlockStore: Send + Sync + 'static {
     fn get(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError>;
     /// Holds `data` under `cid` (which it hashes to).
     fn put(&self, cid: &Cid, data: &Bytes) -> Result<(), StoreError>;
+    /// Lets go of `cid` (not held: no error).
+    fn delete(&self, cid: &Cid) -> Result<(), StoreError>;
 }
 
 /// Blocks in memory, gone with the process.
@@ -32,6 +34,12 @@ impl BlockStore for MemoryBlocks {
     fn put(&self, cid: &Cid, data: &Bytes) -> Result<(), StoreError> {
         let mut blocks = self.0.lock().unwrap_or_else(|p| p.into_inner());
         blocks.insert(*cid, data.clone());
+        Ok(())
+    }
+
+    fn delete(&self, cid: &Cid) -> Result<(), StoreError> {
+        let mut blocks = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        blocks.remove(cid);
         Ok(())
     }
 }
@@ -60,5 +68,9 @@ impl BlockStore for RocksBlocks {
 
     fn put(&self, cid: &Cid, data: &Bytes) -> Result<(), StoreError> {
         (self.0.put(cid.to_bytes(), data)).map_err(|e| StoreError(e.to_string()))
+    }
+
+    fn delete(&self, cid: &Cid) -> Result<(), StoreError> {
+        (self.0.delete(cid.to_bytes())).map_err(|e| StoreError(e.to_string()))
     }
 }

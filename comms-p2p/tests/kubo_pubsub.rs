@@ -7,7 +7,7 @@ mod support;
 use std::{process::Stdio, time::Duration};
 
 use bytes::Bytes;
-use comms::{conformance::eventually, Topic};
+use comms::{conformance::eventually, Communication, Topic};
 use comms_ipfs::testnet;
 use comms_p2p::P2pPeer;
 use support::{ipfs, peer_of, BOUND};
@@ -144,4 +144,60 @@ async fn messages_cross_a_line_of_kubo_daemons_between_embedded_peers() {
         }
     }
     drop(subs);
+}
+
+/// A kubo-backed node (`comms-ipfs`) and an embedded peer share a topic: the kubo backend's frames,
+/// several broadcasts in one, reach the embedded subscriber as those broadcasts, one by one; and
+/// an embedded broadcast whose bytes look like a frame reaches the kubo backend whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubo_backends_frames_reach_the_embedded_peer_as_its_broadcasts() {
+    let daemon = testnet::Daemon::start();
+    let peer = peer_of(&daemon).await;
+    let config = comms_ipfs::IpfsConfig {
+        api: daemon.api(),
+        ..comms_ipfs::IpfsConfig::default()
+    };
+    let kubo = comms_ipfs::IpfsComms::connect(config)
+        .await
+        .expect("the kubo backend connects");
+    let topic = Topic::new("ledger/frames").expect("a topic");
+    let mut at_peer = peer.subscribe(&topic).await.expect("subscribed");
+    let mut at_kubo = kubo.subscribe(&topic).await.expect("subscribed");
+    eventually(BOUND, "each knows the other's subscription", || async {
+        let ours = kubo.topic_peers(&topic).await.expect("running");
+        let theirs = peer.topic_peers(&topic).await.expect("running");
+        ours.contains(&peer.local_peer()) && theirs.iter().any(|p| p.as_str() == daemon.peer_id())
+    })
+    .await;
+
+    // Sent at once, the kubo backend frames them together.
+    let sent: Vec<Bytes> = (0..20u8).map(|i| Bytes::from(vec![i; 100])).collect();
+    let sends = sent.iter().map(|data| kubo.broadcast(&topic, data.clone()));
+    for result in futures::future::join_all(sends).await {
+        result.expect("broadcast");
+    }
+    let mut got = Vec::new();
+    while got.len() < sent.len() {
+        let message = tokio::time::timeout(BOUND, at_peer.recv())
+            .await
+            .expect("every broadcast arrives in time")
+            .expect("a message");
+        assert_eq!(message.from, kubo.local_peer());
+        got.push(message.data);
+    }
+    got.sort();
+    assert_eq!(got, sent, "each broadcast once, whole, none a frame");
+
+    let framelike = Bytes::from_static(b"\xffcomms/2 but a broadcast");
+    peer.broadcast(&topic, framelike.clone())
+        .await
+        .expect("published");
+    let message = tokio::time::timeout(BOUND, at_kubo.recv())
+        .await
+        .expect("arrives in time")
+        .expect("a message");
+    assert_eq!(message.data, framelike);
+    let counters = peer.metrics().snapshot();
+    assert_eq!(counters.messages_received, 20, "{counters:?}");
+    assert_eq!(counters.malformed_dropped, 0, "{counters:?}");
 }

@@ -10,7 +10,8 @@
 //!   this peer's own outbound stream to that peer (one per peer, reopened when it breaks), and
 //!   every inbound stream is only read.
 //! - A peer's wants for blocks this peer lacks are remembered (its wantlist), so a block stored
-//!   later is still sent to it.
+//!   later is still sent to it. A wantlist holds at most `max_wants` entries: more are answered
+//!   DONT_HAVE and counted (a hostile peer cannot grow this peer's memory).
 //!
 //! One task (the engine) holds the blocks, the wantlists and the pending fetches; the peer's swarm
 //! task tells it who connects and leaves, reader tasks bring it what peers send, writer tasks send
@@ -18,7 +19,10 @@
 
 pub mod message;
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use bytes::Bytes;
 use comms::Cid;
@@ -28,7 +32,12 @@ use libp2p_stream::Control;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use crate::store::BlockStore;
+use comms::bump;
+
+use crate::{
+    metrics::P2pMetrics,
+    store::{BlockStore, StoreError},
+};
 
 use message::{Block, BlockPresence, Entry, Message, PresenceType, WantType, Wantlist};
 
@@ -49,7 +58,10 @@ pub(crate) type Fetched = Result<Bytes, Cid>;
 
 /// What the engine is told.
 pub(crate) enum Event {
-    Put(Cid, Bytes),
+    /// Store a block and serve it; the reply says whether it was stored.
+    Put(Cid, Bytes, oneshot::Sender<Result<(), StoreError>>),
+    /// Delete blocks from the store.
+    Release(Vec<Cid>),
     Fetch(Cid, oneshot::Sender<Fetched>),
     /// A fetch's time ran out: the CID of wrong bytes a peer sent for it, if any.
     GiveUp(Cid, oneshot::Sender<Option<Cid>>),
@@ -71,13 +83,18 @@ struct Pending {
     mismatch: Option<Cid>,
 }
 
+/// How the engine runs.
+pub(crate) struct Setup {
+    pub blocks: Box<dyn BlockStore>,
+    pub metrics: Arc<P2pMetrics>,
+    /// The most wants remembered per peer.
+    pub max_wants: usize,
+    /// A fault for tests: every block served altered.
+    pub corrupt: bool,
+}
+
 /// Starts the engine and the readers of inbound streams; returns the sender of its events.
-/// `corrupt`: a fault for tests, every block served altered.
-pub(crate) fn start(
-    mut control: Control,
-    blocks: Box<dyn BlockStore>,
-    corrupt: bool,
-) -> mpsc::Sender<Event> {
+pub(crate) fn start(mut control: Control, setup: Setup) -> mpsc::Sender<Event> {
     let (events, receiver) = mpsc::channel(1024);
     for protocol in PROTOCOLS {
         let Ok(mut incoming) = control.accept(protocol) else {
@@ -95,12 +112,11 @@ pub(crate) fn start(
     }
     let engine = Engine {
         control,
-        blocks,
+        setup,
         peers: HashSet::new(),
         wants_of: HashMap::new(),
         wanted: HashMap::new(),
         writers: HashMap::new(),
-        corrupt,
     };
     tokio::spawn(engine.run(receiver));
     events
@@ -153,15 +169,14 @@ async fn write_stream(peer: PeerId, mut control: Control, mut queue: mpsc::Recei
 
 struct Engine {
     control: Control,
-    /// The blocks this peer holds.
-    blocks: Box<dyn BlockStore>,
+    /// The blocks this peer holds, the counters, the bounds.
+    setup: Setup,
     peers: HashSet<PeerId>,
     /// What each peer wants from here and did not get yet, with the kind of want.
     wants_of: HashMap<PeerId, HashMap<Cid, WantType>>,
     /// The fetches waiting, by CID.
     wanted: HashMap<Cid, Pending>,
     writers: HashMap<PeerId, mpsc::Sender<Message>>,
-    corrupt: bool,
 }
 
 fn entry(cid: &Cid, want_type: WantType, cancel: bool) -> Entry {
@@ -210,24 +225,24 @@ fn presence(cid: &Cid, kind: PresenceType) -> Message {
     }
 }
 
-/// Block `cid` from `blocks`, if held; a failed read is logged and taken as not held (the peer
-/// asking goes to another).
-fn held(blocks: &dyn BlockStore, cid: &Cid) -> Option<Bytes> {
-    blocks.get(cid).unwrap_or_else(|error| {
-        warn!(%cid, %error, "reading a block failed");
-        None
-    })
-}
-
 impl Engine {
+    /// Block `cid`, if held; a failed read is logged, counted and taken as not held (the peer
+    /// asking goes to another).
     fn held(&self, cid: &Cid) -> Option<Bytes> {
-        held(&*self.blocks, cid)
+        self.setup.blocks.get(cid).unwrap_or_else(|error| {
+            bump(&self.setup.metrics.store_errors);
+            warn!(%cid, %error, "reading a block failed");
+            None
+        })
     }
 
     async fn run(mut self, mut events: mpsc::Receiver<Event>) {
         while let Some(event) = events.recv().await {
             match event {
-                Event::Put(cid, data) => self.put(cid, data),
+                Event::Put(cid, data, reply) => {
+                    let _ = reply.send(self.put(cid, data));
+                }
+                Event::Release(cids) => self.release(cids),
                 Event::Fetch(cid, reply) => self.fetch(cid, reply),
                 Event::GiveUp(cid, reply) => {
                     let _ = reply.send(self.give_up(cid));
@@ -275,7 +290,14 @@ impl Engine {
         }
     }
 
-    fn put(&mut self, cid: Cid, data: Bytes) {
+    /// Stores a block, then hands it to the fetches waiting for it and the peers that want it.
+    fn put(&mut self, cid: Cid, data: Bytes) -> Result<(), StoreError> {
+        let stored = self.setup.blocks.put(&cid, &data);
+        if let Err(error) = &stored {
+            bump(&self.setup.metrics.store_errors);
+            warn!(%cid, %error, "storing a block failed");
+            return stored;
+        }
         if let Some(pending) = self.wanted.remove(&cid) {
             for waiter in pending.waiters {
                 let _ = waiter.send(Ok(data.clone()));
@@ -283,7 +305,7 @@ impl Engine {
             self.cancel(&cid, pending.asked);
         }
         let mut sends = Vec::new();
-        let corrupt = self.corrupt;
+        let corrupt = self.setup.corrupt;
         for (peer, wants) in &mut self.wants_of {
             match wants.remove(&cid) {
                 Some(WantType::Block) => sends.push((*peer, payload(&cid, &data, corrupt))),
@@ -292,11 +314,27 @@ impl Engine {
             }
         }
         for (peer, message) in sends {
-            self.send(peer, message);
+            self.serve(peer, message);
         }
-        if let Err(error) = self.blocks.put(&cid, &data) {
-            warn!(%cid, %error, "storing a block failed");
+        Ok(())
+    }
+
+    /// Deletes blocks this peer let go of; a failed delete is logged and counted.
+    fn release(&mut self, cids: Vec<Cid>) {
+        for cid in cids {
+            if let Err(error) = self.setup.blocks.delete(&cid) {
+                bump(&self.setup.metrics.store_errors);
+                warn!(%cid, %error, "deleting a block failed");
+            }
         }
+    }
+
+    /// Sends an answer to a want, counting the blocks in it.
+    fn serve(&mut self, peer: PeerId, message: Message) {
+        for _ in &message.payload {
+            bump(&self.setup.metrics.blocks_served);
+        }
+        self.send(peer, message);
     }
 
     fn fetch(&mut self, cid: Cid, reply: oneshot::Sender<Fetched>) {
@@ -366,7 +404,9 @@ impl Engine {
                 continue;
             };
             if self.wanted.contains_key(&cid) {
-                self.put(cid, Bytes::from(block.data));
+                bump(&self.setup.metrics.blocks_received);
+                // A failed write is counted and logged; the fetches waiting still get the bytes.
+                let _ = self.put(cid, Bytes::from(block.data));
                 continue;
             }
             // Bytes that answer none of our wants: wrong bytes for the one want of this prefix
@@ -377,6 +417,7 @@ impl Engine {
                 })
                 .map(|(want, _)| *want);
             if let (Some(want), None) = (meant.next(), meant.next()) {
+                bump(&self.setup.metrics.cid_mismatches);
                 debug!(%peer, %want, actual = %cid, "a peer sent bytes that do not hash to the CID");
                 self.answered_without(peer, want, Some(cid));
             }
@@ -398,40 +439,53 @@ impl Engine {
         }
     }
 
-    /// `peer`'s wants: answered from the blocks here, or remembered until one comes.
+    /// `peer`'s wants: answered from the blocks here, or remembered until one comes (up to
+    /// `max_wants` per peer; beyond, answered DONT_HAVE and counted).
     fn wanted_by(&mut self, peer: PeerId, wantlist: Wantlist) {
         let mut answers = Vec::new();
-        let wants = self.wants_of.entry(peer).or_default();
+        let corrupt = self.setup.corrupt;
         if wantlist.full {
-            wants.clear();
+            self.wants_of.remove(&peer);
         }
+        let mut refused = 0;
         for entry in wantlist.entries {
             let Ok(cid) = Cid::try_from(&entry.block[..]) else {
                 continue;
             };
             if entry.cancel {
-                wants.remove(&cid);
+                self.wants_of.entry(peer).or_default().remove(&cid);
                 continue;
             }
             let kind = match entry.want_type {
                 1 => WantType::Have,
                 _ => WantType::Block,
             };
-            match (held(&*self.blocks, &cid), kind) {
-                (Some(data), WantType::Block) => answers.push(payload(&cid, &data, self.corrupt)),
-                (Some(data), WantType::Have) => {
-                    answers.push(answer_have(&cid, &data, self.corrupt))
-                }
+            match (self.held(&cid), kind) {
+                (Some(data), WantType::Block) => answers.push(payload(&cid, &data, corrupt)),
+                (Some(data), WantType::Have) => answers.push(answer_have(&cid, &data, corrupt)),
                 (None, _) => {
-                    if entry.send_dont_have {
+                    let wants = self.wants_of.entry(peer).or_default();
+                    let room = wants.len() < self.setup.max_wants || wants.contains_key(&cid);
+                    if room {
+                        wants.insert(cid, kind);
+                    } else {
+                        refused += 1;
+                    }
+                    if entry.send_dont_have || !room {
                         answers.push(presence(&cid, PresenceType::DontHave));
                     }
-                    wants.insert(cid, kind);
                 }
             }
         }
+        if refused > 0 {
+            let metrics = &self.setup.metrics;
+            metrics
+                .wants_refused
+                .fetch_add(refused, std::sync::atomic::Ordering::Relaxed);
+            debug!(%peer, refused, bound = self.setup.max_wants, "a peer's wantlist is full: wants refused");
+        }
         for answer in answers {
-            self.send(peer, answer);
+            self.serve(peer, answer);
         }
     }
 }
@@ -441,5 +495,64 @@ fn answer_have(cid: &Cid, data: &Bytes, corrupt: bool) -> Message {
     match data.len() <= SMALL_BLOCK {
         true => payload(cid, data, corrupt),
         false => presence(cid, PresenceType::Have),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryBlocks;
+
+    fn engine(max_wants: usize) -> Engine {
+        Engine {
+            control: libp2p_stream::Behaviour::new().new_control(),
+            setup: Setup {
+                blocks: Box::<MemoryBlocks>::default(),
+                metrics: Arc::default(),
+                max_wants,
+                corrupt: false,
+            },
+            peers: HashSet::new(),
+            wants_of: HashMap::new(),
+            wanted: HashMap::new(),
+            writers: HashMap::new(),
+        }
+    }
+
+    fn wantlist(cids: &[Cid]) -> Wantlist {
+        Wantlist {
+            entries: (cids.iter())
+                .map(|cid| entry(cid, WantType::Block, false))
+                .collect(),
+            full: false,
+        }
+    }
+
+    /// A peer that wants more than the bound gets DONT_HAVE for the rest, counted; its wants
+    /// already held stay, and a cancel makes room again.
+    #[tokio::test]
+    async fn a_peers_wantlist_is_bounded() {
+        let mut engine = engine(4);
+        let peer = PeerId::random();
+        let cids: Vec<Cid> = (0..10u8)
+            .map(|i| comms::cid_for(comms::Codec::Raw, &[i]))
+            .collect();
+        engine.wanted_by(peer, wantlist(&cids));
+        assert_eq!(engine.wants_of[&peer].len(), 4);
+        let refused = |engine: &Engine| engine.setup.metrics.snapshot().wants_refused;
+        assert_eq!(refused(&engine), 6);
+        // Wanting what it already wants costs nothing; a new want is refused.
+        engine.wanted_by(peer, wantlist(&cids[..5]));
+        assert_eq!(refused(&engine), 7);
+        let mut cancel = wantlist(&cids[..1]);
+        cancel.entries[0].cancel = true;
+        engine.wanted_by(peer, cancel);
+        engine.wanted_by(peer, wantlist(&cids[9..]));
+        assert_eq!(refused(&engine), 7);
+        assert!(engine.wants_of[&peer].contains_key(&cids[9]));
+        // A block put later goes to the peer that wanted it, and leaves its wantlist.
+        engine.put(cids[9], Bytes::from_static(&[9])).expect("stored");
+        assert!(!engine.wants_of[&peer].contains_key(&cids[9]));
+        assert_eq!(engine.setup.metrics.snapshot().blocks_served, 1);
     }
 }

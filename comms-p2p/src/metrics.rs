@@ -1,0 +1,28 @@
+//! The embedded peer's counters: what it received, what it dropped and why. Injected (one per
+//! peer, never global), so that many peers can share a process.
+
+comms::counters! {
+    /// Live counters, updated by the peer.
+    P2pMetrics,
+    /// A copy of the counters at one moment.
+    P2pSnapshot {
+        /// Broadcasts received and handed to a subscriber.
+        messages_received,
+        /// Received pubsub data dropped as a malformed frame.
+        malformed_dropped,
+        /// Received broadcasts dropped for exceeding the message limit.
+        oversized_dropped,
+        /// Received broadcasts dropped because the subscriber's queue was full.
+        queue_full_dropped,
+        /// Blocks received from peers and stored.
+        blocks_received,
+        /// Blocks sent to peers.
+        blocks_served,
+        /// Received block bytes that did not hash to the CID they were sent for.
+        cid_mismatches,
+        /// Wants a peer sent beyond its wantlist's bound, refused (answered DONT_HAVE).
+        wants_refused,
+        /// Blockstore reads or writes that failed.
+        store_errors,
+    }
+}
