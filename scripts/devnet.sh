@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# A local ledger network over real IPFS: K IPFS daemons on loopback (the tests' installer and
-# setup), K validators (`ledger-node run`), a load of transfers sent with the CLI, the commits, and
-# a check that every node reached the same state root. Stops everything it started, by PID.
+# A local ledger network over real IPFS: K validators (`ledger-node run`), each on its own kubo
+# daemon on loopback (the tests' installer and setup) or on an embedded IPFS peer, a load of
+# transfers sent with the CLI, the commits, and a check that every node reached the same state
+# root. Stops everything it started, by PID.
 #
-#   scripts/devnet.sh [--nodes K] [--transfers N] [--load M] [--rate R] [--link-delay D] [--block-interval D] [--dir DIR] [--hold]
+#   scripts/devnet.sh [--nodes K] [--backend B] [--transfers N] [--load M] [--rate R] [--link-delay D] [--block-interval D] [--dir DIR] [--hold]
 #
-#   --nodes K       validators, each on its own daemon (default 4)
+#   --nodes K       validators (default 4)
+#   --backend B     ipfs-rpc: each validator on its own kubo daemon (default); embedded: each an
+#                   IPFS peer in its own process, no daemon at all; mixed: the first half on kubo
+#                   daemons, the rest embedded, all in one network
 #   --transfers N   transfers per account; account i sends through validator i (default 5)
 #   --load M        then `ledger-node load`: M transfers from the K accounts as one burst, 32 in
 #                   flight, spread over every validator; its report goes to DIR/load.json (default 0)
 #   --rate R        send the load at R transfers per second rather than as a burst
 #   --link-delay D  D (e.g. 20ms) on every link between two daemons, both ways: each daemon's peers
-#                   reach its swarm through a relay that holds every byte for D (ipfs-testnet)
+#                   reach its swarm through a relay that holds every byte for D (ipfs-testnet;
+#                   daemons only)
 #   --block-interval D  the validators' min_block_interval (their pace while busy; default 5ms)
 #   --dir DIR       where keys, genesis, configs, data and logs go (default: a fresh temp dir)
 #   --hold          keep the network running after the check, until Ctrl-C
@@ -20,10 +25,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-nodes=4 transfers=5 load=0 rate="" link_delay="" block_interval="" dir="" hold=0
+nodes=4 backend=ipfs-rpc transfers=5 load=0 rate="" link_delay="" block_interval="" dir="" hold=0
 while [ $# -gt 0 ]; do
     case $1 in
         --nodes) nodes=$2; shift 2 ;;
+        --backend) backend=$2; shift 2 ;;
         --transfers) transfers=$2; shift 2 ;;
         --load) load=$2; shift 2 ;;
         --dir) dir=$2; shift 2 ;;
@@ -31,11 +37,19 @@ while [ $# -gt 0 ]; do
         --rate) rate=$2; shift 2 ;;
         --link-delay) link_delay=$2; shift 2 ;;
         --block-interval) block_interval=$2; shift 2 ;;
-        -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "devnet.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
 [ "$nodes" -ge 1 ] && [ "$transfers" -ge 1 ] || { echo "devnet.sh: --nodes and --transfers must be at least 1" >&2; exit 2; }
+# Validators 0 .. on_kubo-1 run on kubo daemons, the rest embedded.
+case $backend in
+    ipfs-rpc) on_kubo=$nodes ;;
+    embedded) on_kubo=0 ;;
+    mixed) on_kubo=$(((nodes + 1) / 2)) ;;
+    *) echo "devnet.sh: --backend is ipfs-rpc, embedded or mixed, not $backend" >&2; exit 2 ;;
+esac
+[ -z "$link_delay" ] || [ "$on_kubo" -eq "$nodes" ] || { echo "devnet.sh: --link-delay needs --backend ipfs-rpc" >&2; exit 2; }
 [ -n "$dir" ] || dir=$(mktemp -d "${TMPDIR:-/tmp}/ledger-devnet.XXXXXX")
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
@@ -69,10 +83,12 @@ stop_all() {
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 
-step "installing the IPFS daemon (kubo, built once)"
-./comms-ipfs/kubo/install.sh >/dev/null
+if [ "$on_kubo" -gt 0 ]; then
+    step "installing the IPFS daemon (kubo, built once)"
+    ./comms-ipfs/kubo/install.sh >/dev/null
+fi
 
-if [ -z "${LEDGER_NODE_BIN:-}" ] || [ -z "${IPFS_TESTNET_BIN:-}" ]; then
+if [ -z "${LEDGER_NODE_BIN:-}" ] || { [ "$on_kubo" -gt 0 ] && [ -z "${IPFS_TESTNET_BIN:-}" ]; }; then
     step "building ledger-node and ipfs-testnet"
     cargo build -p node --features testnet --bins --locked
     bin_dir=${CARGO_TARGET_DIR:-target}/$(rustc -vV | sed -n 's/^host: //p')/debug
@@ -81,15 +97,19 @@ if [ -z "${LEDGER_NODE_BIN:-}" ] || [ -z "${IPFS_TESTNET_BIN:-}" ]; then
 fi
 ledger() { "$LEDGER_NODE_BIN" "$@"; }
 
-step "starting $nodes IPFS daemons"
-delay=()
-[ -z "$link_delay" ] || delay=(--link-delay "$link_delay")
-"$IPFS_TESTNET_BIN" --count "$nodes" "${delay[@]}" --out "$dir/daemons.txt" 2>"$dir/ipfs-testnet.log" &
-pids+=($!)
-wait_for_file "$dir/daemons.txt" 180 "${pids[0]}" "$dir/ipfs-testnet.log"
-daemon_pids=${#pids[@]}
-mapfile -t daemons <"$dir/daemons.txt"
-printf '  %s\n' "${daemons[@]}"
+daemons=()
+daemon_pids=0
+if [ "$on_kubo" -gt 0 ]; then
+    step "starting $on_kubo IPFS daemons"
+    delay=()
+    [ -z "$link_delay" ] || delay=(--link-delay "$link_delay")
+    "$IPFS_TESTNET_BIN" --count "$on_kubo" "${delay[@]}" --out "$dir/daemons.txt" 2>"$dir/ipfs-testnet.log" &
+    pids+=($!)
+    wait_for_file "$dir/daemons.txt" 180 "${pids[0]}" "$dir/ipfs-testnet.log"
+    daemon_pids=${#pids[@]}
+    mapfile -t daemons <"$dir/daemons.txt"
+    printf '  %s\n' "${daemons[@]}"
+fi
 
 step "keys and genesis"
 genesis_args=()
@@ -102,20 +122,34 @@ done
 chain=$(ledger genesis --chain-id devnet --out "$dir/genesis.json" "${genesis_args[@]}")
 echo "  chain $chain: $nodes validators, $nodes accounts of 1000000"
 
-step "starting $nodes validators"
+step "starting $nodes validators ($on_kubo on kubo daemons, $((nodes - on_kubo)) embedded)"
+# A validator on a daemon connects its daemon to the other daemons; an embedded one dials every
+# daemon and every embedded peer started before it (they dial back nobody: one side suffices).
+embedded_peers=()
 for ((i = 0; i < nodes; i++)); do
-    read -r api _ <<<"${daemons[i]}"
     peers=()
-    for ((j = 0; j < nodes; j++)); do
-        [ "$j" -eq "$i" ] || peers+=(--peer "${daemons[j]#* }")
-    done
+    if [ "$i" -lt "$on_kubo" ]; then
+        read -r api _ <<<"${daemons[i]}"
+        for ((j = 0; j < on_kubo; j++)); do
+            [ "$j" -eq "$i" ] || peers+=(--peer "${daemons[j]#* }")
+        done
+        how=(--backend ipfs-rpc --ipfs-api "$api")
+    else
+        for ((j = 0; j < on_kubo; j++)); do peers+=(--peer "${daemons[j]#* }"); done
+        for address in "${embedded_peers[@]}"; do peers+=(--peer "$address"); done
+        how=(--backend embedded --listen /ip4/127.0.0.1/tcp/0)
+    fi
     ledger config --genesis "$dir/genesis.json" --key "$dir/validator-$i.key" \
-        --data-dir "$dir/node-$i" --api 127.0.0.1:0 --ipfs-api "$api" "${peers[@]}" \
+        --data-dir "$dir/node-$i" --api 127.0.0.1:0 "${how[@]}" "${peers[@]}" \
         --out "$dir/node-$i.toml" --force
     [ -z "$block_interval" ] ||
         sed -i "s/^min_block_interval = .*/min_block_interval = \"$block_interval\"/" "$dir/node-$i.toml"
     RUST_LOG=${RUST_LOG:-info} "$LEDGER_NODE_BIN" run --config "$dir/node-$i.toml" 2>"$dir/node-$i.log" &
     pids+=($!)
+    if [ "$i" -ge "$on_kubo" ]; then
+        wait_for_file "$dir/node-$i/p2p" 120 "${pids[-1]}" "$dir/node-$i.log"
+        embedded_peers+=("$(head -1 "$dir/node-$i/p2p")")
+    fi
 done
 urls=()
 for ((i = 0; i < nodes; i++)); do

@@ -151,6 +151,47 @@ fn gossipsub(key: &identity::Keypair, limits: &Limits) -> Result<gossipsub::Beha
         .map_err(|error| P2pError::Transport(error.to_string()))
 }
 
+/// How long the listeners may take to report their addresses.
+const LISTEN_BOUND: Duration = Duration::from_secs(10);
+
+/// Drives `swarm` until each of `listeners` has reported an address (a port-0 listener its port);
+/// fails if one closes or `LISTEN_BOUND` passes first. Nothing is dialled yet, so no other event
+/// is lost.
+async fn addresses_of(
+    swarm: &mut Swarm<Behaviour>,
+    mut listeners: Vec<libp2p::core::transport::ListenerId>,
+) -> Result<Vec<Multiaddr>, P2pError> {
+    let mut addresses = Vec::new();
+    let reported = async {
+        while !listeners.is_empty() {
+            match swarm.select_next_some().await {
+                SwarmEvent::NewListenAddr {
+                    listener_id,
+                    address,
+                } => {
+                    listeners.retain(|l| *l != listener_id);
+                    addresses.push(address);
+                }
+                SwarmEvent::ListenerClosed { reason, .. } => {
+                    let reason = reason.err().map(|e| e.to_string()).unwrap_or_default();
+                    return Err(P2pError::Transport(format!("a listener closed: {reason}")));
+                }
+                SwarmEvent::ListenerError { error, .. } => {
+                    return Err(P2pError::Transport(error.to_string()))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(LISTEN_BOUND, reported).await {
+        Ok(result) => result.map(|()| addresses),
+        Err(_) => Err(P2pError::Transport(format!(
+            "no listen address within {LISTEN_BOUND:?}"
+        ))),
+    }
+}
+
 /// The contact store at `path`, if one is configured.
 fn open_contacts(path: Option<&Path>) -> Result<Option<ContactStore>, P2pError> {
     let Some(path) = path else { return Ok(None) };
@@ -276,11 +317,15 @@ impl P2pPeer {
             .map_err(|e| transport(&e))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
             .build();
+        let mut listeners = Vec::new();
         for address in &config.listen {
-            swarm
-                .listen_on(parse(address)?)
-                .map_err(|e| transport(&e))?;
+            listeners.push(
+                swarm
+                    .listen_on(parse(address)?)
+                    .map_err(|e| transport(&e))?,
+            );
         }
+        let listening = addresses_of(&mut swarm, listeners).await?;
         let contacts = open_contacts(config.contact_store.as_deref())?;
         let configured = dial_known(&mut swarm, &config.peers, contacts.as_ref())?;
         let metrics = Arc::new(P2pMetrics::default());
@@ -292,7 +337,7 @@ impl P2pPeer {
             swarm,
             subscribers: HashMap::new(),
             next_id: 0,
-            listening: Vec::new(),
+            listening,
             bitswap: bitswap.clone(),
             configured,
             contacts,
@@ -431,7 +476,7 @@ impl P2pPeer {
             .await
     }
 
-    /// The addresses it listens on, once it does.
+    /// The addresses it listens on (known from start; more as interfaces come).
     pub async fn listening(&self) -> Result<Vec<String>, Error> {
         let addresses = self.ask(Command::Listening).await?;
         let id = &self.id;

@@ -305,7 +305,8 @@ pub fn tx(args: TxArgs) -> anyhow::Result<()> {
     })
 }
 
-/// `query agreement`: compares the nodes' state roots at the highest height all of them committed.
+/// `query agreement`: compares the nodes' state roots at the highest height all of them committed,
+/// and at every earlier height that all of them list among their recent commits.
 async fn agreement(nodes: &[String]) -> anyhow::Result<()> {
     let clients = nodes
         .iter()
@@ -341,11 +342,28 @@ async fn agreement(nodes: &[String]) -> anyhow::Result<()> {
         );
         roots.insert(root.clone());
     }
-    match roots.len() {
-        1 => {
-            println!("all {} nodes agree at height {common}", clients.len());
-            Ok(())
-        }
-        _ => bail!("the nodes DISAGREE at height {common}"),
+    if roots.len() != 1 {
+        bail!("the nodes DISAGREE at height {common}");
     }
+    // Every earlier height that every node still lists must agree too.
+    let Some((first, rest)) = commits.split_first() else {
+        bail!("no nodes to compare");
+    };
+    let mut compared = 0;
+    for (height, root) in first.range(..=common) {
+        let others: Vec<Option<&String>> = rest.iter().map(|c| c.get(height)).collect();
+        if others.contains(&None) {
+            continue;
+        }
+        if others.iter().any(|other| *other != Some(root)) {
+            bail!("the nodes DISAGREE at height {height}");
+        }
+        compared += 1;
+    }
+    println!(
+        "all {} nodes agree at height {common}, and on each of the {compared} state roots from height {} that all of them list",
+        clients.len(),
+        first.range(..=common).next().map_or(0, |(h, _)| *h),
+    );
+    Ok(())
 }

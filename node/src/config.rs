@@ -7,6 +7,7 @@ use std::{
 
 use anyhow::Context;
 use comms_ipfs::IpfsConfig;
+use comms_p2p::P2pConfig;
 use ledger::NodeConfig;
 use serde::{Deserialize, Serialize};
 
@@ -25,12 +26,31 @@ pub struct Config {
     /// Where the HTTP API listens.
     #[serde(default = "default_api")]
     pub api: SocketAddr,
-    /// The IPFS daemon and how to talk to it.
+    /// What carries broadcast and fetch: `ipfs-rpc` (a kubo daemon, `[ipfs]`) or `embedded` (an
+    /// IPFS peer inside this process, `[p2p]`; no daemon).
+    #[serde(default)]
+    pub backend: Backend,
+    /// The IPFS daemon and how to talk to it (backend `ipfs-rpc`).
     #[serde(default)]
     pub ipfs: IpfsConfig,
+    /// The embedded IPFS peer (backend `embedded`): where it listens, which peers it dials. Its
+    /// key is `<data_dir>/p2p.key` (made at first start) and its blocks `<data_dir>/blocks`.
+    #[serde(default)]
+    pub p2p: P2pConfig,
     /// Protocol and sync tuning.
     #[serde(default)]
     pub node: NodeConfig,
+}
+
+/// The backends `run` can use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    /// A kubo daemon over its RPC API: pubsub and bitswap.
+    #[default]
+    IpfsRpc,
+    /// An IPFS peer in this process: libp2p gossipsub and bitswap, no daemon.
+    Embedded,
 }
 
 fn default_api() -> SocketAddr {
@@ -52,10 +72,19 @@ pub struct ConfigArgs {
     /// Where the HTTP API listens (port 0: any free port, written to `<data-dir>/api`).
     #[arg(long, default_value_t = default_api())]
     api: SocketAddr,
-    /// The IPFS daemon's RPC API, as a URL or a multiaddr.
+    /// What carries broadcast and fetch: a kubo daemon, or an IPFS peer in this process.
+    #[arg(long, value_enum, default_value_t = Backend::IpfsRpc)]
+    backend: Backend,
+    /// The IPFS daemon's RPC API, as a URL or a multiaddr (backend `ipfs-rpc`).
     #[arg(long, default_value = "http://127.0.0.1:5001")]
     ipfs_api: String,
-    /// A peer's multiaddr (ending in `/p2p/<peer id>`) to connect to at start. Repeat.
+    /// Where the embedded peer listens (a multiaddr; backend `embedded`). Repeat. Default: a free
+    /// loopback port.
+    #[arg(long = "listen", value_name = "MULTIADDR")]
+    listen: Vec<String>,
+    /// A peer's multiaddr (ending in `/p2p/<peer id>`) to connect to at start: the daemon's peer
+    /// (`ipfs-rpc`), or the embedded peer's (`embedded`; an embedded peer or a kubo daemon's swarm
+    /// address). Repeat.
     #[arg(long = "peer", value_name = "MULTIADDR")]
     peers: Vec<String>,
     /// Where to write the configuration.
@@ -72,16 +101,30 @@ pub fn write(args: ConfigArgs) -> anyhow::Result<()> {
         std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))
     };
     let data_dir = absolute(&args.data_dir)?;
+    let (ipfs_peers, p2p_peers) = match args.backend {
+        Backend::IpfsRpc => (args.peers, Vec::new()),
+        Backend::Embedded => (Vec::new(), args.peers),
+    };
+    let mut p2p = P2pConfig {
+        peers: p2p_peers,
+        contact_store: Some(data_dir.join("p2p-contacts.json")),
+        ..P2pConfig::default()
+    };
+    if !args.listen.is_empty() {
+        p2p.listen = args.listen;
+    }
     let config = Config {
         genesis: absolute(&args.genesis)?,
         key: args.key.as_deref().map(absolute).transpose()?,
         api: args.api,
+        backend: args.backend,
         ipfs: IpfsConfig {
             api: args.ipfs_api,
-            peers: args.peers,
+            peers: ipfs_peers,
             contact_store: Some(data_dir.join("contacts.json")),
             ..IpfsConfig::default()
         },
+        p2p,
         data_dir,
         node: NodeConfig::default(),
     };
@@ -112,6 +155,9 @@ impl Config {
             resolve(key);
         }
         if let Some(store) = &mut config.ipfs.contact_store {
+            resolve(store);
+        }
+        if let Some(store) = &mut config.p2p.contact_store {
             resolve(store);
         }
         (config.node.check()).with_context(|| format!("in {}", path.display()))?;
@@ -161,7 +207,9 @@ mod tests {
             key: Some(dir.join("validator.key")),
             data_dir: dir.join("data"),
             api: "127.0.0.1:0".parse().expect("address"),
+            backend: Backend::IpfsRpc,
             ipfs_api: "/ip4/127.0.0.1/tcp/5001".into(),
+            listen: Vec::new(),
             peers: vec!["/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWexample".into()],
             out: out.clone(),
             force: false,
@@ -175,6 +223,50 @@ mod tests {
             Some(dir.join("data/contacts.json"))
         );
         assert_eq!(config.node, NodeConfig::default());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_embedded_configuration_names_its_peers_and_listen_addresses_in_p2p() {
+        let dir = std::env::temp_dir().join(format!("node-config-p2p-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let out = dir.join("node.toml");
+        let peer = "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWexample".to_string();
+        let args = ConfigArgs {
+            genesis: dir.join("genesis.json"),
+            key: None,
+            data_dir: dir.join("data"),
+            api: "127.0.0.1:0".parse().expect("address"),
+            backend: Backend::Embedded,
+            ipfs_api: "http://127.0.0.1:5001".into(),
+            listen: vec!["/ip4/0.0.0.0/tcp/4101".into()],
+            peers: vec![peer.clone()],
+            out: out.clone(),
+            force: false,
+        };
+        write(args).expect("writes");
+        let text = std::fs::read_to_string(&out).expect("written");
+        assert!(text.contains("backend = \"embedded\""), "{text}");
+        let config = Config::load(&out).expect("reads back");
+        assert_eq!(config.backend, Backend::Embedded);
+        assert_eq!(config.p2p.peers, [peer]);
+        assert_eq!(config.p2p.listen, ["/ip4/0.0.0.0/tcp/4101"]);
+        assert!(config.ipfs.peers.is_empty(), "the daemon gets no peers");
+        assert_eq!(
+            config.p2p.contact_store,
+            Some(dir.join("data/p2p-contacts.json"))
+        );
+
+        std::fs::write(
+            &out,
+            "genesis = \"g\"\ndata_dir = \"d\"\nbackend = \"libp2p\"\n",
+        )
+        .expect("write");
+        let error = format!("{:#}", Config::load(&out).expect_err("refused"));
+        assert!(
+            error.contains("libp2p") && error.contains("embedded"),
+            "{error}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -1,10 +1,11 @@
-//! `ledger-node run`: one validator or observer over an IPFS daemon, with its RocksDB directory,
-//! the HTTP API and metrics, until SIGINT or SIGTERM.
+//! `ledger-node run`: one validator or observer over an IPFS daemon or an embedded IPFS peer,
+//! with its RocksDB directory, the HTTP API and metrics, until SIGINT or SIGTERM.
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use comms_ipfs::IpfsComms;
+use comms_p2p::{P2pConfig, P2pPeer};
 use prometheus_client::{
     collector::Collector, encoding::DescriptorEncoder, metrics::counter::ConstCounter,
 };
@@ -13,13 +14,19 @@ use tracing::{info, warn, Instrument};
 
 use crate::{
     api::{self, Api, ApiParts},
-    config::Config,
+    config::{Backend, Config},
     keys,
     metered::{CommsMetrics, Metered},
 };
 
 /// The file in the data directory that holds the API's URL while the node runs.
 pub const API_FILE: &str = "api";
+
+/// The file in the data directory where the embedded peer's addresses are written.
+pub const P2P_FILE: &str = "p2p";
+
+/// The embedded peer's identity, in the data directory (made at first start).
+pub const P2P_KEY_FILE: &str = "p2p.key";
 
 /// Options of `run`.
 #[derive(clap::Args)]
@@ -41,7 +48,51 @@ pub fn main(args: RunArgs) -> anyhow::Result<()> {
     runtime.block_on(run(config))
 }
 
+/// What a node needs besides its backend.
+struct Parts {
+    config: Config,
+    genesis: ledger::Genesis,
+    key: Option<ledger::Keypair>,
+    validator: Option<u32>,
+    storage: ledger_rocksdb::Storage,
+}
+
+/// A backend's counters, as JSON fields, read at each scrape.
+type Snapshot = Box<dyn Fn() -> serde_json::Value + Send + Sync>;
+
 async fn run(config: Config) -> anyhow::Result<()> {
+    let parts = prepare(config)?;
+    match parts.config.backend {
+        Backend::IpfsRpc => {
+            // One clear line if the daemon is missing or misconfigured (the error says what to
+            // change).
+            let ipfs = IpfsComms::connect(parts.config.ipfs.clone()).await?;
+            info!(daemon = ipfs.daemon_version(), peer = %comms::Communication::local_peer(&ipfs), "IPFS daemon ready");
+            let metrics = ipfs.metrics().clone();
+            let snapshot: Snapshot = Box::new(move || json(metrics.snapshot()));
+            serve(parts, ipfs.clone(), ("ipfs", "ipfs", snapshot)).await?;
+            ipfs.remember_peers().await;
+        }
+        Backend::Embedded => {
+            let peer = start_embedded(&parts.config).await?;
+            let metrics = peer.metrics().clone();
+            let snapshot: Snapshot = Box::new(move || json(metrics.snapshot()));
+            let served = serve(parts, peer.clone(), ("embedded", "p2p", snapshot)).await;
+            // Its blockstore closes, whether the node stopped cleanly or not.
+            let _ = peer.shutdown().await;
+            served?;
+        }
+    }
+    info!("stopped cleanly");
+    Ok(())
+}
+
+fn json(snapshot: impl serde::Serialize) -> serde_json::Value {
+    serde_json::to_value(snapshot).unwrap_or_default()
+}
+
+/// The genesis, the key, and the store, each checked.
+fn prepare(config: Config) -> anyhow::Result<Parts> {
     let genesis = keys::read_genesis(&config.genesis)?;
     let key = config.key.as_deref().map(keys::read_key).transpose()?;
     let validator = key.as_ref().and_then(|key| {
@@ -61,12 +112,52 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let storage = ledger_rocksdb::Storage::open(&config.data_dir)
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+    Ok(Parts {
+        config,
+        genesis,
+        key,
+        validator,
+        storage,
+    })
+}
 
-    // One clear line if the daemon is missing or misconfigured (the error says what to change).
-    let ipfs = IpfsComms::connect(config.ipfs.clone()).await?;
-    info!(daemon = ipfs.daemon_version(), peer = %comms::Communication::local_peer(&ipfs), "IPFS daemon ready");
+/// Starts the embedded peer with its key and blockstore in the data directory, and writes where
+/// it listens to `<data_dir>/p2p` (one multiaddr a line, `/p2p/<id>` included), for scripts.
+async fn start_embedded(config: &Config) -> anyhow::Result<P2pPeer> {
+    let key_file = config.data_dir.join(P2P_KEY_FILE);
+    let key = comms_p2p::load_or_create_key(&key_file)?;
+    let p2p = P2pConfig {
+        blocks_dir: Some(config.data_dir.join("blocks")),
+        ..config.p2p.clone()
+    };
+    let peer = P2pPeer::start(key, p2p)
+        .await
+        .context("starting the embedded IPFS peer")?;
+    let listening = peer.listening().await?;
+    let file = config.data_dir.join(P2P_FILE);
+    std::fs::write(&file, listening.join("\n") + "\n")
+        .with_context(|| format!("writing {}", file.display()))?;
+    info!(peer = %peer.local_peer(), listening = ?listening, "embedded IPFS peer ready");
+    Ok(peer)
+}
+
+/// Runs the ledger over `comms` with the API until a signal or a failure. `backend`: its name in
+/// the status, its metrics' prefix, and its counters.
+async fn serve<C: comms::Communication + Clone + 'static>(
+    parts: Parts,
+    comms: C,
+    backend: (&'static str, &'static str, Snapshot),
+) -> anyhow::Result<()> {
+    let Parts {
+        config,
+        genesis,
+        key,
+        validator,
+        storage,
+    } = parts;
+    let (name, prefix, snapshot) = backend;
     let comms_metrics = Arc::new(CommsMetrics::default());
-    let comms = Metered::new(ipfs.clone(), comms_metrics.clone());
+    let comms = Metered::new(comms, comms_metrics.clone());
     let node = ledger::spawn(
         &genesis,
         key,
@@ -76,18 +167,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await
     .context("starting the ledger")?;
-    let ipfs_metrics = ipfs.metrics().clone();
     let api = Api::start(ApiParts {
         node: node.clone(),
         comms: Arc::new(comms),
         genesis: genesis.clone(),
         validator,
-        backend: "ipfs",
+        backend: name,
         ready_lag_rounds: config.node.ready_lag_rounds,
         comms_metrics,
         extra: Box::new(move |registry| {
-            let ipfs = registry.sub_registry_with_prefix("ipfs");
-            ipfs.register_collector(Box::new(IpfsCounters(ipfs_metrics)));
+            let registry = registry.sub_registry_with_prefix(prefix);
+            registry.register_collector(Box::new(BackendCounters { name, snapshot }));
         }),
     })
     .await?;
@@ -103,6 +193,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         api = %api_url,
         chain = %genesis.encode().1,
         validator = ?validator,
+        backend = name,
         data_dir = %config.data_dir.display(),
         "node running"
     );
@@ -139,8 +230,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if let Err(error) = std::fs::remove_file(&api_file) {
         warn!(file = %api_file.display(), %error, "could not remove the API address file");
     }
-    ipfs.remember_peers().await;
-    info!("stopped cleanly");
     Ok(())
 }
 
@@ -182,19 +271,29 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-/// The IPFS backend's counters (under `ipfs_`), read at each scrape.
-#[derive(Debug)]
-struct IpfsCounters(Arc<comms_ipfs::IpfsMetrics>);
+/// A backend's counters (under its prefix: `ipfs_`, `p2p_`), read at each scrape.
+struct BackendCounters {
+    name: &'static str,
+    snapshot: Snapshot,
+}
 
-impl Collector for IpfsCounters {
+impl std::fmt::Debug for BackendCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendCounters")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl Collector for BackendCounters {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(self.0.snapshot()) else {
+        let serde_json::Value::Object(fields) = (self.snapshot)() else {
             return Ok(());
         };
-        for (name, value) in fields {
-            let help = format!("IPFS backend: {}", name.replace('_', " "));
+        for (field, value) in fields {
+            let help = format!("{} backend: {}", self.name, field.replace('_', " "));
             let counter = ConstCounter::new(value.as_u64().unwrap_or(0));
-            crate::scrape::put(&mut encoder, &name, &help, &counter)?;
+            crate::scrape::put(&mut encoder, &field, &help, &counter)?;
         }
         Ok(())
     }

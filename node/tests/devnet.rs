@@ -1,20 +1,28 @@
-//! `scripts/devnet.sh` end to end: four IPFS daemons, four `ledger-node run` validators, transfers
-//! through the CLI, a burst of 1,000 transfers from `ledger-node load` (32 in flight, spread over
-//! the validators, so they arrive out of nonce order) that must apply in full, every node at the
-//! same state root, and an account proven to a light client; the script stops what it started.
+//! `scripts/devnet.sh` end to end: four `ledger-node run` validators, transfers through the CLI, a
+//! burst of 1,000 transfers from `ledger-node load` (32 in flight, spread over the validators, so
+//! they arrive out of nonce order) that must apply in full, every node at the same state root at
+//! every height they all list, and an account proven to a light client; the script stops what it
+//! started. Three networks: every validator on its own kubo daemon; every one an embedded IPFS peer
+//! with no daemon at all; and half of each in one network.
 
 use std::{path::Path, process::Command};
 
-#[test]
-fn the_devnet_script_runs_four_validators_over_ipfs_to_agreement() {
+/// Runs the devnet with `backend` (`ipfs-rpc`, `embedded`, `mixed`) and checks what every run must
+/// show; returns the script's output and its directory (removed by the caller).
+fn devnet(backend: &str) -> (String, std::path::PathBuf) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let dir = std::env::temp_dir().join(format!("ledger-devnet-test-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "ledger-devnet-test-{backend}-{}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     let output = Command::new("bash")
         .arg(root.join("scripts/devnet.sh"))
         .args([
             "--nodes",
             "4",
+            "--backend",
+            backend,
             "--transfers",
             "3",
             "--load",
@@ -26,14 +34,9 @@ fn the_devnet_script_runs_four_validators_over_ipfs_to_agreement() {
         .env("IPFS_TESTNET_BIN", env!("CARGO_BIN_EXE_ipfs-testnet"))
         .output()
         .expect("run scripts/devnet.sh");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let logs: String = (0..4)
-        .map(|i| {
-            let log = std::fs::read_to_string(dir.join(format!("node-{i}.log")));
-            format!("--- node {i}\n{}\n", log.unwrap_or_default())
-        })
-        .collect();
+    let logs = logs(&dir);
     assert!(
         output.status.success(),
         "devnet.sh failed ({}):\n{stdout}\n{stderr}\n{logs}",
@@ -79,5 +82,60 @@ fn the_devnet_script_runs_four_validators_over_ipfs_to_agreement() {
         let api = dir.join(format!("node-{i}/api"));
         assert!(!api.exists(), "node {i} did not stop cleanly:\n{logs}");
     }
+    (stdout, dir)
+}
+
+fn logs(dir: &Path) -> String {
+    (0..4)
+        .map(|i| {
+            let log = std::fs::read_to_string(dir.join(format!("node-{i}.log")));
+            format!("--- node {i}\n{}\n", log.unwrap_or_default())
+        })
+        .collect()
+}
+
+/// Which validators ran embedded, from their logs.
+fn embedded(dir: &Path) -> Vec<bool> {
+    (0..4)
+        .map(|i| {
+            let log = std::fs::read_to_string(dir.join(format!("node-{i}.log")));
+            log.expect("a node's log")
+                .contains("embedded IPFS peer ready")
+        })
+        .collect()
+}
+
+#[test]
+fn the_devnet_script_runs_four_validators_over_ipfs_to_agreement() {
+    let (_, dir) = devnet("ipfs-rpc");
+    assert_eq!(embedded(&dir), [false; 4]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn four_embedded_validators_reach_agreement_with_no_daemon() {
+    let (stdout, dir) = devnet("embedded");
+    assert_eq!(embedded(&dir), [true; 4]);
+    assert!(!stdout.contains("IPFS daemons"), "{stdout}");
+    assert!(!dir.join("daemons.txt").exists(), "no daemon was started");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn validators_on_kubo_and_embedded_ones_agree_on_every_state_root() {
+    let (stdout, dir) = devnet("mixed");
+    assert_eq!(embedded(&dir), [false, false, true, true]);
+    // `query agreement` compared every height from the first: "agree at height H, and on each of
+    // the H state roots from height 1".
+    let line = (stdout.lines())
+        .find(|l| l.starts_with("all 4 nodes agree at height"))
+        .expect("the agreement line");
+    let numbers: Vec<u64> = (line.split(|c: char| !c.is_ascii_digit()))
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    assert!(
+        matches!(numbers[..], [4, height, compared, 1] if compared == height && height > 10),
+        "{line}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -551,7 +551,9 @@ mod tests {
         assert_eq!(refused(&engine), 7);
         assert!(engine.wants_of[&peer].contains_key(&cids[9]));
         // A block put later goes to the peer that wanted it, and leaves its wantlist.
-        engine.put(cids[9], Bytes::from_static(&[9])).expect("stored");
+        engine
+            .put(cids[9], Bytes::from_static(&[9]))
+            .expect("stored");
         assert!(!engine.wants_of[&peer].contains_key(&cids[9]));
         assert_eq!(engine.setup.metrics.snapshot().blocks_served, 1);
     }
