@@ -205,6 +205,7 @@ mod tests {
             max_us: p99_us,
             throughput: 0.0,
             lost: 0,
+            cpu_us_per_sample: None,
         }
     }
 

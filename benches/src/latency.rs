@@ -63,6 +63,9 @@ pub struct Measured {
     pub elapsed: Duration,
     /// Results that did not arrive within the bound.
     pub lost: u64,
+    /// CPU time the recorded part cost, where measured: this process's and the backend's
+    /// daemons' (see [`Batches::counting_cpu_of`]).
+    pub cpu: Option<Duration>,
 }
 
 impl Measured {
@@ -72,6 +75,7 @@ impl Measured {
                 .expect("valid histogram bounds"),
             elapsed: Duration::ZERO,
             lost: 0,
+            cpu: None,
         }
     }
 
@@ -157,6 +161,8 @@ pub struct Batches {
     concurrency: usize,
     next_id: u64,
     measured: Measured,
+    /// Whose CPU time the recorded batches count (besides this process's), if any.
+    cpu_of: Option<Vec<u32>>,
 }
 
 /// What one batch measured: the latency of each result that arrived in time, and how many did not.
@@ -183,7 +189,16 @@ impl Batches {
             concurrency: concurrency.max(1),
             next_id: first_id,
             measured: Measured::new(),
+            cpu_of: None,
         }
+    }
+
+    /// Counts the CPU time of the recorded batches: this process's and that of the processes
+    /// `pids` (the backend's daemons). Other backends' background work in this process during
+    /// these batches counts too: backends that take turns measure each other's idle cost.
+    pub fn counting_cpu_of(mut self, pids: Vec<u32>) -> Batches {
+        self.cpu_of = Some(pids);
+        self
     }
 
     /// What the recorded batches measured; the elapsed time is the sum of theirs alone.
@@ -285,8 +300,14 @@ impl Batches {
         };
         let ids = self.next_id..self.next_id + self.concurrency as u64;
         self.next_id = ids.end;
+        let cpu_of = self.cpu_of.as_deref().filter(|_| recording);
+        let cpu_before = cpu_of.and_then(crate::cpu_time);
         let started = Instant::now();
         let outcome = batch(ids).await?;
+        if let (Some(before), Some(after)) = (cpu_before, cpu_of.and_then(crate::cpu_time)) {
+            let spent = after.saturating_sub(before);
+            self.measured.cpu = Some(self.measured.cpu.unwrap_or_default() + spent);
+        }
         if recording {
             outcome
                 .latencies

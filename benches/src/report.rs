@@ -24,6 +24,10 @@ pub struct Cell {
     /// Recorded operations per second (deliveries, for broadcast).
     pub throughput: f64,
     pub lost: u64,
+    /// CPU time per recorded sample (per delivery, for broadcast), in microseconds: this
+    /// process's and the backend's daemons', where measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_us_per_sample: Option<f64>,
 }
 
 impl Cell {
@@ -51,6 +55,9 @@ impl Cell {
                 false => 0.0,
             },
             lost: measured.lost,
+            cpu_us_per_sample: (measured.cpu)
+                .filter(|_| !h.is_empty())
+                .map(|cpu| cpu.as_micros() as f64 / h.len() as f64),
         }
     }
 }
@@ -67,7 +74,7 @@ pub fn size_name(bytes: usize) -> String {
 /// The table, one row per cell.
 pub fn print_table(cells: &[Cell]) {
     println!(
-        "{:<10} {:<10} {:>8} {:>5} {:>7} {:>9} {:>9} {:>9} {:>9} {:>10} {:>5}",
+        "{:<10} {:<10} {:>8} {:>5} {:>7} {:>9} {:>9} {:>9} {:>9} {:>10} {:>5} {:>9}",
         "backend",
         "operation",
         "size",
@@ -78,13 +85,14 @@ pub fn print_table(cells: &[Cell]) {
         "p99 ms",
         "max ms",
         "ops/s",
-        "lost"
+        "lost",
+        "cpu us/op"
     );
     let ms = |us: u64| us as f64 / 1000.0;
     for c in cells {
         let operation = operation_name(c.operation);
         println!(
-            "{:<10} {:<10} {:>8} {:>5} {:>7} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>10.1} {:>5}",
+            "{:<10} {:<10} {:>8} {:>5} {:>7} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>10.1} {:>5} {:>9}",
             c.backend,
             operation,
             size_name(c.size),
@@ -95,7 +103,9 @@ pub fn print_table(cells: &[Cell]) {
             ms(c.p99_us),
             ms(c.max_us),
             c.throughput,
-            c.lost
+            c.lost,
+            c.cpu_us_per_sample
+                .map_or("-".to_string(), |cpu| format!("{cpu:.0}"))
         );
     }
 }
@@ -135,8 +145,8 @@ pub fn ratios(cells: &[Cell], ours: &str, baseline: &str) -> Vec<Ratio> {
 }
 
 /// The ratios as a table.
-pub fn print_ratios(ratios: &[Ratio], ours: &str, baseline: &str) {
-    println!("\n{ours} / {baseline} (goal: at most 1.05 at p50 and 1.10 at p99)");
+pub fn print_ratios(ratios: &[Ratio], ours: &str, baseline: &str, goal: &str) {
+    println!("\n{ours} / {baseline} (goal: {goal})");
     println!(
         "{:<10} {:>8} {:>5} {:>7} {:>7} {:>7}",
         "operation", "size", "conc", "p50", "p95", "p99"

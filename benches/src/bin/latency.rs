@@ -18,13 +18,16 @@ use benches::{
 use clap::Parser;
 use comms::{conformance::wait_for_subscribers, Communication, Topic};
 use comms_ipfs::{testnet, IpfsComms, IpfsConfig};
+use comms_p2p::{P2pConfig, P2pPeer};
 use sim::{Latency, LinkModel, Sim, SimConfig};
 
 #[derive(Parser)]
 #[command(about, long_about)]
 /// Broadcast-to-delivery and put-to-fetch latency of the Communication backends.
 struct Args {
-    /// Backends to measure: `sim`, `ipfs`. Repeat; default both.
+    /// Backends to measure: `sim`; `ipfs` (our kubo backend, and the raw RPC baseline beside it,
+    /// on the same daemons); `embedded` (IPFS peers in this process, no daemon). Repeat; default
+    /// all three. `ipfs` and `embedded` take turns in one run.
     #[arg(long = "backend", value_name = "NAME")]
     backends: Vec<String>,
     /// Operations to measure: `broadcast`, `put-fetch`. Repeat; default both.
@@ -124,7 +127,7 @@ fn main() -> anyhow::Result<()> {
             cells.retain(|c| c.backend != "sim-fit");
         }
     } else if args.backends.is_empty() {
-        args.backends = vec!["sim".into(), "ipfs".into()];
+        args.backends = vec!["sim".into(), "ipfs".into(), "embedded".into()];
     }
     if args.operations.is_empty() {
         args.operations = vec![Operation::Broadcast, Operation::PutFetch];
@@ -138,13 +141,22 @@ fn main() -> anyhow::Result<()> {
         warmup: args.warmup,
         bound: args.bound,
     };
-    for backend in &args.backends {
-        let measured = match backend.as_str() {
-            "sim" => measure_sim("sim", sim_config(&args)?, &args, plan)?,
-            "ipfs" => measure_ipfs(&args, plan)?,
-            other => anyhow::bail!("unknown backend {other:?}: sim or ipfs"),
-        };
-        cells.extend(measured);
+    let named = |name: &str| args.backends.iter().any(|b| b == name);
+    if let Some(other) =
+        (args.backends.iter()).find(|b| !["sim", "ipfs", "embedded"].contains(&b.as_str()))
+    {
+        anyhow::bail!("unknown backend {other:?}: sim, ipfs or embedded");
+    }
+    if named("sim") {
+        cells.extend(measure_sim("sim", sim_config(&args)?, &args, plan)?);
+    }
+    if named("ipfs") || named("embedded") {
+        cells.extend(measure_networked(
+            &args,
+            plan,
+            named("ipfs"),
+            named("embedded"),
+        )?);
     }
     println!(
         "{} samples per cell after {} warm-up operations; {} peers per backend",
@@ -182,7 +194,13 @@ fn main() -> anyhow::Result<()> {
     }
     let ratios = report::ratios(&cells, "ipfs", "ipfs-raw");
     if !ratios.is_empty() {
-        report::print_ratios(&ratios, "ipfs", "ipfs-raw");
+        let goal = "at most 1.05 at p50 and 1.10 at p99";
+        report::print_ratios(&ratios, "ipfs", "ipfs-raw", goal);
+    }
+    let embedded = report::ratios(&cells, "embedded", "ipfs");
+    if !embedded.is_empty() {
+        let goal = "at most 0.5 at p50, and less CPU per sample";
+        report::print_ratios(&embedded, "embedded", "ipfs", goal);
     }
     if let Some(path) = &args.json {
         let all = serde_json::json!({
@@ -190,6 +208,7 @@ fn main() -> anyhow::Result<()> {
             "peers": args.peers,
             "cells": cells,
             "ipfs_over_raw": ratios,
+            "embedded_over_ipfs": embedded,
             "fitted": calibration,
         });
         let text = serde_json::to_string_pretty(&all)?;
@@ -211,10 +230,12 @@ struct EarlierRun {
     cells: Vec<Cell>,
 }
 
-/// A backend under measurement: its name and its peers.
+/// A backend under measurement: its name, its peers, and the processes whose CPU time its
+/// operations cost besides this one's (its daemons; None: CPU not counted).
 struct Backend {
     name: &'static str,
     peers: Vec<Arc<dyn Communication>>,
+    cpu_of: Option<Vec<u32>>,
 }
 
 /// Every cell of the `backends`, which take turns batch by batch within each cell (see
@@ -287,7 +308,10 @@ async fn measure_cell(
                 Operation::Broadcast => backend.peers.len() - 1,
                 Operation::PutFetch => 1,
             };
-            let batches = Batches::new(plan, samples_per_operation, concurrency, *next_id);
+            let mut batches = Batches::new(plan, samples_per_operation, concurrency, *next_id);
+            if let Some(pids) = &backend.cpu_of {
+                batches = batches.counting_cpu_of(pids.clone());
+            }
             *next_id += (plan.samples + plan.warmup + 2 * concurrency) as u64;
             batches
         })
@@ -370,11 +394,21 @@ fn measure_sim(
             .into_iter()
             .map(|p| Arc::new(p) as Arc<dyn Communication>)
             .collect();
-        measure(&[Backend { name, peers }], args, plan).await
+        let backend = Backend {
+            name,
+            peers,
+            cpu_of: None,
+        };
+        measure(&[backend], args, plan).await
     })
 }
 
-fn measure_ipfs(args: &Args, plan: Plan) -> anyhow::Result<Vec<Cell>> {
+/// A daemon's RPC API URL and swarm multiaddr (empty where not known).
+type Addresses = (String, String);
+
+/// The daemons' RPC API and swarm addresses: those `--ipfs-daemons` or `--ipfs-api` name, or
+/// `--peers` local ones started here (returned, to be stopped with the run).
+fn daemons(args: &Args) -> anyhow::Result<(Vec<testnet::Daemon>, Vec<Addresses>)> {
     let listed = match &args.ipfs_daemons {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("reading {}", path.display()))?
@@ -391,7 +425,7 @@ fn measure_ipfs(args: &Args, plan: Plan) -> anyhow::Result<Vec<Cell>> {
             .map(|a| (a.clone(), String::new()))
             .collect::<Vec<_>>(),
     };
-    let (daemons, apis) = match listed.len() {
+    match listed.len() {
         0 => {
             eprintln!("starting {} local IPFS daemons", args.peers);
             let daemons = testnet::start_daemons(args.peers);
@@ -399,61 +433,108 @@ fn measure_ipfs(args: &Args, plan: Plan) -> anyhow::Result<Vec<Cell>> {
                 .iter()
                 .map(|d| (d.api(), d.swarm_address()))
                 .collect();
-            (daemons, apis)
+            Ok((daemons, apis))
         }
-        n if n >= 2 => (Vec::new(), listed),
+        n if n >= 2 => Ok((Vec::new(), listed)),
         _ => anyhow::bail!("--ipfs-api, --ipfs-daemons: at least two daemons"),
+    }
+}
+
+/// The networked backends, taking turns in every cell: with `ipfs`, ours and the raw RPC
+/// baseline on the same daemons (and the crossings with `--cross`); with `embedded`, as many
+/// embedded peers in this process, dialled into a full mesh of their own. The CPU time of each
+/// recorded batch is counted: this process's, plus the daemons' for the daemon backends.
+fn measure_networked(
+    args: &Args,
+    plan: Plan,
+    ipfs: bool,
+    embedded: bool,
+) -> anyhow::Result<Vec<Cell>> {
+    let (daemons, apis) = match ipfs {
+        true => daemons(args)?,
+        false => (Vec::new(), Vec::new()),
     };
+    // Only local daemons' CPU can be read.
+    let pids: Vec<u32> = daemons.iter().filter_map(testnet::Daemon::pid).collect();
+    let cpu_of = (pids.len() == daemons.len() && !daemons.is_empty()).then_some(pids);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let cells = runtime.block_on(async {
-        let mut ours: Vec<Arc<dyn Communication>> = Vec::new();
-        let mut raw: Vec<Arc<dyn Communication>> = Vec::new();
-        for (i, (api, _)) in apis.iter().enumerate() {
-            let config = IpfsConfig {
-                api: api.clone(),
-                peers: apis[..i]
-                    .iter()
-                    .map(|(_, swarm)| swarm.clone())
-                    .filter(|s| !s.is_empty())
-                    .collect(),
-                ..IpfsConfig::default()
-            };
-            ours.push(Arc::new(IpfsComms::connect(config).await?));
-            raw.push(Arc::new(RawIpfs::connect(api).await?));
-        }
         let mut backends = Vec::new();
-        if args.cross {
-            // The publisher (and putter) is peer 0; the subscribers (and fetcher) the others.
-            let crossed = |first: &[Arc<dyn Communication>], rest: &[Arc<dyn Communication>]| {
-                [&first[..1], &rest[1..]].concat()
-            };
+        if ipfs {
+            backends = ipfs_backends(&apis, args.cross, cpu_of).await?;
+        }
+        if embedded {
             backends.push(Backend {
-                name: "ipfs-pub",
-                peers: crossed(&ours, &raw),
-            });
-            backends.push(Backend {
-                name: "ipfs-sub",
-                peers: crossed(&raw, &ours),
+                name: "embedded",
+                peers: embedded_peers(args.peers).await?,
+                cpu_of: Some(Vec::new()),
             });
         }
-        backends.insert(
-            0,
-            Backend {
-                name: "ipfs",
-                peers: ours,
-            },
-        );
-        backends.insert(
-            1,
-            Backend {
-                name: "ipfs-raw",
-                peers: raw,
-            },
-        );
         measure(&backends, args, plan).await
     });
     drop(daemons);
     cells
+}
+
+/// `n` embedded peers on loopback, each dialling those before it.
+async fn embedded_peers(n: usize) -> anyhow::Result<Vec<Arc<dyn Communication>>> {
+    let mut peers: Vec<P2pPeer> = Vec::new();
+    for _ in 0..n {
+        let mut dial = Vec::new();
+        for peer in &peers {
+            dial.extend(peer.listening().await?);
+        }
+        let config = P2pConfig {
+            peers: dial,
+            ..P2pConfig::default()
+        };
+        peers.push(P2pPeer::start(comms_p2p::Keypair::generate_ed25519(), config).await?);
+    }
+    Ok(peers
+        .into_iter()
+        .map(|p| Arc::new(p) as Arc<dyn Communication>)
+        .collect())
+}
+
+/// Our kubo backend and the raw RPC baseline on the daemons `apis` (and, with `cross`, the two
+/// crossings of them).
+async fn ipfs_backends(
+    apis: &[(String, String)],
+    cross: bool,
+    cpu_of: Option<Vec<u32>>,
+) -> anyhow::Result<Vec<Backend>> {
+    let mut ours: Vec<Arc<dyn Communication>> = Vec::new();
+    let mut raw: Vec<Arc<dyn Communication>> = Vec::new();
+    for (i, (api, _)) in apis.iter().enumerate() {
+        let config = IpfsConfig {
+            api: api.clone(),
+            peers: apis[..i]
+                .iter()
+                .map(|(_, swarm)| swarm.clone())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            ..IpfsConfig::default()
+        };
+        ours.push(Arc::new(IpfsComms::connect(config).await?));
+        raw.push(Arc::new(RawIpfs::connect(api).await?));
+    }
+    let backend = |name, peers| Backend {
+        name,
+        peers,
+        cpu_of: cpu_of.clone(),
+    };
+    let mut backends = Vec::new();
+    if cross {
+        // The publisher (and putter) is peer 0; the subscribers (and fetcher) the others.
+        let crossed = |first: &[Arc<dyn Communication>], rest: &[Arc<dyn Communication>]| {
+            [&first[..1], &rest[1..]].concat()
+        };
+        backends.push(backend("ipfs-pub", crossed(&ours, &raw)));
+        backends.push(backend("ipfs-sub", crossed(&raw, &ours)));
+    }
+    backends.insert(0, backend("ipfs", ours));
+    backends.insert(1, backend("ipfs-raw", raw));
+    Ok(backends)
 }
