@@ -80,6 +80,9 @@ struct Args {
     /// scenario file, and measure the simulator with it: predicted and measured side by side.
     #[arg(long, value_name = "FILE.toml")]
     calibrate: Option<PathBuf>,
+    /// The backend whose cells `--calibrate` fits: `ipfs` or `embedded`.
+    #[arg(long, default_value = "ipfs")]
+    calibrate_to: String,
     /// Also measure the two crossings of our layer and the raw baseline on the IPFS daemons: our
     /// publisher with raw subscribers (`ipfs-pub`), raw publisher with our subscribers
     /// (`ipfs-sub`), to tell which side a difference comes from.
@@ -170,10 +173,12 @@ fn main() -> anyhow::Result<()> {
             limits: IpfsConfig::default().limits,
             ..SimConfig::default()
         };
-        let config = calibrate::fit(&cells, "ipfs", args.peers - 1, base)
-            .context("--calibrate needs the ipfs backend's broadcast cells at concurrency 1")?;
+        let to = args.calibrate_to.as_str();
+        let config = calibrate::fit(&cells, to, args.peers - 1, base).with_context(|| {
+            format!("--calibrate needs the {to} backend's broadcast cells at concurrency 1")
+        })?;
         let text = format!(
-            "# Fitted by `latency --calibrate` to IPFS latencies on loopback.\n{}",
+            "# Fitted by `latency --calibrate --calibrate-to {to}` to its latencies on loopback.\n{}",
             toml::to_string_pretty(&config)?
         );
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
@@ -190,7 +195,7 @@ fn main() -> anyhow::Result<()> {
     }
     report::print_table(&cells);
     if calibration.is_some() {
-        report::print_comparison(&cells, "sim-fit", "ipfs");
+        report::print_comparison(&cells, "sim-fit", &args.calibrate_to);
     }
     let ratios = report::ratios(&cells, "ipfs", "ipfs-raw");
     if !ratios.is_empty() {
