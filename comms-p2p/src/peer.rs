@@ -91,9 +91,15 @@ struct Behaviour {
     stream: libp2p_stream::Behaviour,
 }
 
+/// How a publish is answered.
+type Reply = oneshot::Sender<Result<(), Error>>;
+
+/// The most queued publishes taken together.
+const PUBLISH_BATCH: usize = 256;
+
 /// What a handle asks the peer's task.
 enum Command {
-    Publish(Topic, Bytes, oneshot::Sender<Result<(), Error>>),
+    Publish(Topic, Bytes, Reply),
     Subscribe(
         Topic,
         mpsc::Sender<Message>,
@@ -535,8 +541,9 @@ struct Task {
     framing: Framing,
 }
 
-/// How a broadcast that would read as a comms-ipfs frame goes out: in a frame of its own, from
-/// this origin, unlinked. Every other broadcast goes as it is (so `ipfs pubsub sub` reads it).
+/// How broadcasts go out: a broadcast alone as it is (so `ipfs pubsub sub` reads it), unless it
+/// would read as a comms-ipfs frame, then in a frame of its own; broadcasts queued together in
+/// frames of several. Frames carry this origin and are unlinked.
 struct Framing {
     origin: u64,
     seq: u64,
@@ -550,16 +557,21 @@ impl Framing {
     }
 
     fn wrap(&mut self, data: Bytes) -> Bytes {
-        if !data.starts_with(frame::MAGIC) {
-            return data;
+        match data.starts_with(frame::MAGIC) {
+            true => self.frame(&[data]),
+            false => data,
         }
+    }
+
+    /// A frame of `messages`, unlinked (gossipsub repairs its own losses).
+    fn frame(&mut self, messages: &[Bytes]) -> Bytes {
         let link = frame::Link {
             origin: self.origin,
             seq: self.seq,
             prev: None,
         };
         self.seq += 1;
-        frame::encode(&link, &[data])
+        frame::encode(&link, messages)
     }
 }
 
@@ -594,33 +606,36 @@ impl Task {
             };
             tokio::select! {
                 _ = redial => self.redial(),
-                command = commands.recv() => match command {
-                    Some(Command::Stop(reply)) => {
-                        drop(self);
-                        let _ = reply.send(());
-                        return;
+                command = commands.recv() => {
+                    let mut next = command;
+                    while let Some(command) = next.take() {
+                        if let Command::Stop(reply) = command {
+                            drop(self);
+                            let _ = reply.send(());
+                            return;
+                        }
+                        next = self.handle_command(command, &mut commands);
                     }
-                    Some(command) => self.handle_command(command),
-                    None => break,
-                },
+                    if commands.is_closed() && commands.is_empty() {
+                        break;
+                    }
+                }
                 event = self.swarm.select_next_some() => self.handle_event(event),
             }
         }
         debug!("the embedded peer stopped");
     }
 
-    fn handle_command(&mut self, command: Command) {
+    /// Handles `command`; a publish takes the publishes queued behind it too, and the first other
+    /// command it meets is returned, to be handled next.
+    fn handle_command(
+        &mut self,
+        command: Command,
+        queued: &mut mpsc::Receiver<Command>,
+    ) -> Option<Command> {
         match command {
             Command::Publish(topic, data, reply) => {
-                let data = self.framing.wrap(data);
-                let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
-                let published = gossipsub.publish(IdentTopic::new(topic.as_str()), data.to_vec());
-                let result = match published {
-                    Ok(_) | Err(PublishError::NoPeersSubscribedToTopic) => Ok(()),
-                    Err(PublishError::Duplicate) => Ok(()),
-                    Err(error) => Err(Error::unavailable(Operation::Broadcast, error.to_string())),
-                };
-                let _ = reply.send(result);
+                return self.publish_queued((topic, data, reply), queued);
             }
             Command::Subscribe(topic, sender, reply) => {
                 let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
@@ -639,9 +654,7 @@ impl Task {
                 let _ = reply.send(result);
             }
             Command::Unsubscribe(topic, id) => {
-                let Some(list) = self.subscribers.get_mut(&topic) else {
-                    return;
-                };
+                let list = self.subscribers.get_mut(&topic)?;
                 list.retain(|(i, _)| *i != id);
                 if list.is_empty() {
                     self.subscribers.remove(&topic);
@@ -673,6 +686,67 @@ impl Task {
                 let _ = reply.send(result);
             }
             Command::Stop(_) => {}
+        }
+        None
+    }
+
+    /// Publishes `first` and every publish already queued behind it (up to [`PUBLISH_BATCH`]):
+    /// those of one topic go out together, several to a comms-ipfs frame, as the kubo backend
+    /// sends them, so that a burst costs a few signed messages rather than one each. Returns the
+    /// first other command taken from the queue.
+    fn publish_queued(
+        &mut self,
+        first: (Topic, Bytes, Reply),
+        queued: &mut mpsc::Receiver<Command>,
+    ) -> Option<Command> {
+        let mut topics: Vec<(Topic, Vec<(Bytes, Reply)>)> = Vec::new();
+        let mut add = |(topic, data, reply): (Topic, Bytes, Reply)| match topics
+            .iter_mut()
+            .find(|(t, _)| *t == topic)
+        {
+            Some((_, list)) => list.push((data, reply)),
+            None => topics.push((topic, vec![(data, reply)])),
+        };
+        add(first);
+        let mut other = None;
+        for _ in 1..PUBLISH_BATCH {
+            match queued.try_recv() {
+                Ok(Command::Publish(topic, data, reply)) => add((topic, data, reply)),
+                Ok(command) => {
+                    other = Some(command);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        for (topic, list) in topics {
+            self.publish(&topic, list);
+        }
+        other
+    }
+
+    /// Publishes `list` on `topic`: alone as it is, or grouped in frames within the message limit.
+    fn publish(&mut self, topic: &Topic, list: Vec<(Bytes, Reply)>) {
+        let (data, mut replies): (Vec<Bytes>, Vec<Reply>) = list.into_iter().unzip();
+        let mut start = 0;
+        for count in frame::groups(&data, self.limits.max_message_bytes) {
+            let group = &data[start..start + count];
+            start += count;
+            let message = match group {
+                [one] => self.framing.wrap(one.clone()),
+                several => self.framing.frame(several),
+            };
+            let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
+            let published = gossipsub.publish(IdentTopic::new(topic.as_str()), message.to_vec());
+            let result = match published {
+                Ok(_) | Err(PublishError::NoPeersSubscribedToTopic) => Ok(()),
+                Err(PublishError::Duplicate) => Ok(()),
+                Err(error) => Err(error.to_string()),
+            };
+            for reply in replies.drain(..count) {
+                let result = result.clone();
+                let _ = reply.send(result.map_err(|e| Error::unavailable(Operation::Broadcast, e)));
+            }
         }
     }
 

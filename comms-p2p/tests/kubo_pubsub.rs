@@ -147,8 +147,9 @@ async fn messages_cross_a_line_of_kubo_daemons_between_embedded_peers() {
 }
 
 /// A kubo-backed node (`comms-ipfs`) and an embedded peer share a topic: the kubo backend's frames,
-/// several broadcasts in one, reach the embedded subscriber as those broadcasts, one by one; and
-/// an embedded broadcast whose bytes look like a frame reaches the kubo backend whole.
+/// several broadcasts in one, reach the embedded subscriber as those broadcasts, one by one; the
+/// embedded peer's, the same way back; and an embedded broadcast whose bytes look like a frame
+/// reaches the kubo backend whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kubo_backends_frames_reach_the_embedded_peer_as_its_broadcasts() {
     let daemon = testnet::Daemon::start();
@@ -183,6 +184,23 @@ async fn a_kubo_backends_frames_reach_the_embedded_peer_as_its_broadcasts() {
             .expect("every broadcast arrives in time")
             .expect("a message");
         assert_eq!(message.from, kubo.local_peer());
+        got.push(message.data);
+    }
+    got.sort();
+    assert_eq!(got, sent, "each broadcast once, whole, none a frame");
+
+    // And the other way: the embedded peer frames what is queued together; the kubo backend
+    // splits it.
+    let sends = sent.iter().map(|data| peer.broadcast(&topic, data.clone()));
+    for result in futures::future::join_all(sends).await {
+        result.expect("broadcast");
+    }
+    let mut got = Vec::new();
+    while got.len() < sent.len() {
+        let message = tokio::time::timeout(BOUND, at_kubo.recv())
+            .await
+            .expect("every broadcast arrives in time")
+            .expect("a message");
         got.push(message.data);
     }
     got.sort();
