@@ -219,3 +219,49 @@ async fn a_kubo_backends_frames_reach_the_embedded_peer_as_its_broadcasts() {
     assert_eq!(counters.messages_received, 20, "{counters:?}");
     assert_eq!(counters.malformed_dropped, 0, "{counters:?}");
 }
+
+/// kubo drops a peer's message whose sequence number is not above the last one it saw from that
+/// peer: an embedded peer restarted with the same key still reaches kubo's subscriber, its numbers
+/// rising across the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_peer_with_the_same_key_still_reaches_kubo() {
+    let daemon = testnet::Daemon::start();
+    let topic = Topic::new("ledger/restart").expect("a topic");
+    let key = libp2p::identity::Keypair::generate_ed25519();
+    let mut sub = tokio::process::Command::from(daemon.command());
+    sub.args(["pubsub", "sub", "--enc=json", topic.as_str()])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true);
+    let mut sub = sub.spawn().expect("`ipfs pubsub sub` starts");
+    let mut lines = BufReader::new(sub.stdout.take().expect("piped")).lines();
+    let mut seqnos = Vec::new();
+    for round in 0..2 {
+        let config = comms_p2p::P2pConfig {
+            peers: vec![daemon.swarm_address()],
+            ..comms_p2p::P2pConfig::default()
+        };
+        let peer = P2pPeer::start(key.clone(), config).await.expect("starts");
+        eventually(BOUND, "kubo's subscription is known", || async {
+            let peers = peer.topic_peers(&topic).await.expect("running");
+            peers.iter().any(|p| p.as_str() == daemon.peer_id())
+        })
+        .await;
+        let sent = format!("before and after a restart: {round}");
+        peer.broadcast(&topic, Bytes::from(sent.clone()))
+            .await
+            .expect("published");
+        let line = tokio::time::timeout(BOUND, lines.next_line())
+            .await
+            .expect("kubo receives it in time")
+            .expect("readable")
+            .expect("a line");
+        let json: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+        let (_, data) = multibase::decode(json["data"].as_str().expect("data")).expect("multibase");
+        assert_eq!(data, sent.as_bytes());
+        let (_, seqno) =
+            multibase::decode(json["seqno"].as_str().expect("seqno")).expect("multibase");
+        seqnos.push(seqno);
+        peer.shutdown().await.expect("stops");
+    }
+    assert!(seqnos[1] > seqnos[0], "{seqnos:?}");
+}
