@@ -2,7 +2,10 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use comms::Limits;
+use comms::{
+    config::{self, within, ConfigError},
+    Limits,
+};
 use serde::{Deserialize, Serialize};
 
 /// Configuration of an [`IpfsComms`](crate::IpfsComms) backend.
@@ -62,6 +65,41 @@ impl Default for IpfsConfig {
     }
 }
 
+impl IpfsConfig {
+    /// Checks every field against its bound, naming the first that breaks one as the config file
+    /// spells it (`ipfs.call_timeout`, `ipfs.retry.jitter`): an http URL or multiaddr for the API,
+    /// peers as `/…/p2p/<id>` multiaddrs, durations from 1 ms (a subscription check from 10 ms, a
+    /// contact refresh from 1 s) to an hour, queues from 1, the size limits of
+    /// [`comms::config::limits`].
+    pub fn check(&self) -> Result<(), ConfigError> {
+        self.check_fields().map_err(|e| e.within_table("ipfs"))
+    }
+
+    fn check_fields(&self) -> Result<(), ConfigError> {
+        let (ms, hour) = (Duration::from_millis(1), Duration::from_secs(3600));
+        if let Err(error) = crate::client_for(&self.api) {
+            return Err(ConfigError::new("api", error.to_string()));
+        }
+        config::limits(&self.limits)?;
+        within("call_timeout", self.call_timeout, ms, hour)?;
+        (self.retry.check()).map_err(|e| e.within_table("retry"))?;
+        (self.resubscribe.check()).map_err(|e| e.within_table("resubscribe"))?;
+        let check_every = self.subscription_check;
+        within("subscription_check", check_every, 10 * ms, hour)?;
+        within("subscriber_queue", self.subscriber_queue, 1, 1 << 20)?;
+        for peer in &self.peers {
+            config::peer_address("peers", peer)?;
+        }
+        let refresh = self.contact_refresh;
+        within(
+            "contact_refresh",
+            refresh,
+            Duration::from_secs(1),
+            24 * hour,
+        )
+    }
+}
+
 /// Exponential backoff with jitter, as the `backoff` crate implements it.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -94,6 +132,23 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// Checks each field: the first wait from 1 ms to `max_interval`, which is at most an hour; a
+    /// multiplier from 1 to 100; jitter from 0 to 1; giving up after at most a day.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let hour = Duration::from_secs(3600);
+        within(
+            "max_interval",
+            self.max_interval,
+            Duration::from_millis(1),
+            hour,
+        )?;
+        let first = (Duration::from_millis(1), self.max_interval);
+        within("initial", self.initial, first.0, first.1)?;
+        within("multiplier", self.multiplier, 1.0, 100.0)?;
+        within("jitter", self.jitter, 0.0, 1.0)?;
+        within("max_elapsed", self.max_elapsed, Duration::ZERO, 24 * hour)
+    }
+
     /// The `backoff` schedule for one call, giving up after `max_elapsed` or `budget`, whichever is
     /// shorter; `None` retries forever.
     pub(crate) fn schedule(&self, budget: Option<Duration>) -> backoff::ExponentialBackoff {

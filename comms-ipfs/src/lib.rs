@@ -300,7 +300,7 @@ fn call_deadline(config: &IpfsConfig) -> Deadline {
 }
 
 /// The client for an http URL or a multiaddr such as kubo writes to `$IPFS_PATH/api`.
-fn client_for(api: &str) -> Result<IpfsClient, StartError> {
+pub(crate) fn client_for(api: &str) -> Result<IpfsClient, StartError> {
     let bad = |reason: String| StartError::BadAddress {
         api: api.to_owned(),
         reason,

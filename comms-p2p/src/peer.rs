@@ -10,8 +10,10 @@ use std::{
 
 use bytes::Bytes;
 use comms::{
-    bump, contacts::ContactStore, frame, Cid, Codec, Error, Limits, Message, Operation, PeerId,
-    Subscription, Topic,
+    bump,
+    config::{self, within, ConfigError},
+    contacts::ContactStore,
+    frame, Cid, Codec, Error, Limits, Message, Operation, PeerId, Subscription, Topic,
 };
 use futures::StreamExt;
 use libp2p::{
@@ -78,6 +80,29 @@ impl Default for P2pConfig {
             #[cfg(feature = "test-utils")]
             corrupt_served_blocks: false,
         }
+    }
+}
+
+impl P2pConfig {
+    /// Checks every field, naming the first that breaks its bound as the config file spells it
+    /// (`p2p.listen`, `p2p.max_wants_per_peer`): listen addresses that parse as multiaddrs, peers
+    /// as `/…/p2p/<id>` multiaddrs, queues and wantlists from 1 to 2^20, the size limits of
+    /// [`comms::config::limits`].
+    pub fn check(&self) -> Result<(), ConfigError> {
+        self.check_fields().map_err(|e| e.within_table("p2p"))
+    }
+
+    fn check_fields(&self) -> Result<(), ConfigError> {
+        for address in &self.listen {
+            parse(address).map_err(|error| ConfigError::new("listen", error.to_string()))?;
+        }
+        for address in &self.peers {
+            config::peer_address("peers", address)?;
+            parse(address).map_err(|error| ConfigError::new("peers", error.to_string()))?;
+        }
+        config::limits(&self.limits)?;
+        within("subscriber_queue", self.subscriber_queue, 1, 1 << 20)?;
+        within("max_wants_per_peer", self.max_wants_per_peer, 1, 1 << 20)
     }
 }
 

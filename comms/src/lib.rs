@@ -42,6 +42,7 @@
 //! With the `test-utils` feature, [`conformance`] holds the contract as generic async tests; every
 //! backend runs all of them through [`conformance_tests!`].
 
+pub mod config;
 pub mod contacts;
 mod content;
 mod counters;

@@ -160,7 +160,10 @@ impl Config {
         if let Some(store) = &mut config.p2p.contact_store {
             resolve(store);
         }
-        (config.node.check()).with_context(|| format!("in {}", path.display()))?;
+        let checked = (config.node.check())
+            .and_then(|()| config.ipfs.check())
+            .and_then(|()| config.p2p.check());
+        checked.with_context(|| format!("in {}", path.display()))?;
         Ok(config)
     }
 }
@@ -231,7 +234,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("node-config-p2p-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let out = dir.join("node.toml");
-        let peer = "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWexample".to_string();
+        let id = comms_p2p::Keypair::generate_ed25519().public().to_peer_id();
+        let peer = format!("/ip4/127.0.0.1/tcp/4001/p2p/{id}");
         let args = ConfigArgs {
             genesis: dir.join("genesis.json"),
             key: None,
@@ -267,6 +271,43 @@ mod tests {
             error.contains("libp2p") && error.contains("embedded"),
             "{error}"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_bad_backend_value_is_refused_naming_its_field() {
+        let dir = std::env::temp_dir().join(format!("ledger-config-ipfs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let base = "genesis = \"genesis.json\"\ndata_dir = \"data\"\n";
+        for (table, field) in [
+            ("[ipfs]\napi = \"localhost:5001\"\n", "ipfs.api"),
+            ("[ipfs]\ncall_timeout = \"0s\"\n", "ipfs.call_timeout"),
+            (
+                "[ipfs]\npeers = [\"/ip4/1.2.3.4/tcp/4001\"]\n",
+                "ipfs.peers",
+            ),
+            ("[ipfs]\nsubscriber_queue = 0\n", "ipfs.subscriber_queue"),
+            ("[ipfs.retry]\njitter = 2.0\n", "ipfs.retry.jitter"),
+            (
+                "[ipfs.resubscribe]\ninitial = \"10s\"\n",
+                "ipfs.resubscribe.initial",
+            ),
+            (
+                "[ipfs.limits]\nmax_message_bytes = 2000000\nmax_block_bytes = 1048576\n",
+                "ipfs.limits.max_message_bytes",
+            ),
+            ("[p2p]\nlisten = [\"tcp:4101\"]\n", "p2p.listen"),
+            (
+                "[p2p]\npeers = [\"/ip4/1.2.3.4/tcp/1/p2p/x\"]\n",
+                "p2p.peers",
+            ),
+            ("[p2p]\nmax_wants_per_peer = 0\n", "p2p.max_wants_per_peer"),
+        ] {
+            let path = dir.join("config.toml");
+            std::fs::write(&path, format!("{base}{table}")).expect("written");
+            let error = format!("{:#}", Config::load(&path).expect_err(field));
+            assert!(error.contains(&format!("{field}: ")), "{field}: {error}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 

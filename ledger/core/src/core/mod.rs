@@ -108,41 +108,7 @@ impl Default for CoreConfig {
     }
 }
 
-/// A config value outside its bounds: which field, and what it must be.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {reason}")]
-pub struct ConfigError {
-    /// The field, as it is spelled in the config file (`core.max_block_bytes`).
-    pub field: String,
-    /// The bound it breaks.
-    pub reason: String,
-}
-
-impl ConfigError {
-    /// `field` breaks `reason`.
-    pub fn new(field: &str, reason: impl Into<String>) -> ConfigError {
-        ConfigError {
-            field: field.to_string(),
-            reason: reason.into(),
-        }
-    }
-}
-
-/// Checks that `value` is within `low..=high`, naming `field` if not.
-pub fn within<T: PartialOrd + std::fmt::Debug>(
-    field: &str,
-    value: T,
-    low: T,
-    high: T,
-) -> Result<(), ConfigError> {
-    match value >= low && value <= high {
-        true => Ok(()),
-        false => Err(ConfigError::new(
-            field,
-            format!("{value:?} is outside {low:?} to {high:?}"),
-        )),
-    }
-}
+pub use comms::config::{within, ConfigError};
 
 /// The smallest block a validator may be limited to: room for the header, its parents and a
 /// transaction.
