@@ -114,6 +114,9 @@ pub fn decode(data: Bytes) -> Result<Frame, &'static str> {
     let (origin, seq) = (rest.get_u64(), rest.get_u64());
     let (prev_seq, before) = (rest.get_u64(), rest.get_u64());
     let cid_len = usize::from(rest.get_u8());
+    if cid_len > MAX_CID {
+        return Err("a frame's link is longer than a CID may be");
+    }
     if rest.len() < cid_len {
         return Err("a frame's link cut short");
     }
@@ -219,6 +222,25 @@ mod tests {
         bad_cid.put_slice(b"\xff\xff");
         bad_cid.put_u32(0);
         assert_eq!(decode(bad_cid.freeze()), Err("a frame's link is no CID"));
+    }
+
+    /// Found by fuzzing (`fuzz/fuzz_targets/frame.rs`): a link of 71 bytes that parse as a CID
+    /// (a long multihash), which the header's one-byte length allows but no frame of ours has.
+    #[test]
+    fn a_link_longer_than_a_cid_may_be_is_refused() {
+        let found = hex_bytes("ff636f6d6d732f3200000000002f3200000000000000000000000000000000000000000000000800470180a509094009fef6636f6d6d732f3300000000000000005d6f6d6d732f32000000000000000000000000000002000000006f6d6d732f32000000000000000000000000090000");
+        assert_eq!(found[MAGIC.len() + FIXED - 1] as usize, 71);
+        assert_eq!(
+            decode(Bytes::from(found)),
+            Err("a frame's link is longer than a CID may be")
+        );
+    }
+
+    fn hex_bytes(hex: &str) -> Vec<u8> {
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+            .collect()
     }
 
     proptest! {
