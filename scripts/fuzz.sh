@@ -4,7 +4,7 @@
 # earlier runs found (fuzz/corpus/<target>, not committed), and prints how many inputs each ran;
 # it builds under target/fuzz.
 # A crash stops the run with libFuzzer's report and the input under fuzz/artifacts/<target>:
-# make it a regression test (ledger/core/tests/fuzz_regressions.rs) and fix it.
+# make it a regression test beside the decoder's own tests (stable), and fix it.
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
 #
