@@ -22,6 +22,9 @@ cargo test --workspace --bench restart --locked -- --quick
 cargo test --workspace --bench retention --locked -- --quick
 cargo test --workspace --bench micro --locked
 cargo run -p benches --bin latency --locked -- --quick
+# Every fuzz target for 20 s from its seeds (cargo-fuzz on nightly; without a nightly toolchain the
+# script says so and skips).
+./scripts/fuzz.sh 20
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
