@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use comms::Limits;
+use comms::{
+    config::{within, ConfigError},
+    Limits,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::dist::{Latency, SimRng};
@@ -55,6 +58,51 @@ impl Default for SimConfig {
     }
 }
 
+/// The longest delay a scenario may give anything: an hour.
+const HOUR: Duration = Duration::from_secs(3600);
+
+impl SimConfig {
+    /// Checks a scenario (what a file may say that the code never would), naming the first field
+    /// out of bounds as the file spells it (`link.loss`, `publisher.sigma`): delays up to an hour,
+    /// a loss from 0 to 1, shapes finite and positive, limits from 1 byte to 64 MiB, a queue and a
+    /// fan-out from 1, a want retry from 1 ms.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        self.link.check().map_err(|e| e.within_table("link"))?;
+        within(
+            "limits.max_message_bytes",
+            self.limits.max_message_bytes,
+            1,
+            64 * Limits::MIB,
+        )?;
+        within(
+            "limits.max_block_bytes",
+            self.limits.max_block_bytes,
+            1,
+            64 * Limits::MIB,
+        )?;
+        within("subscriber_queue", self.subscriber_queue, 1, 1 << 24)?;
+        within(
+            "want_retry",
+            self.want_retry,
+            Duration::from_millis(1),
+            HOUR,
+        )?;
+        within(
+            "max_providers_per_want",
+            self.max_providers_per_want,
+            1,
+            1 << 16,
+        )?;
+        self.serve_delay
+            .check()
+            .map_err(|e| e.within_table("serve_delay"))?;
+        self.publisher
+            .check()
+            .map_err(|e| e.within_table("publisher"))?;
+        self.server.check().map_err(|e| e.within_table("server"))
+    }
+}
+
 /// One of a peer's sending paths: each message sent on it occupies it for `per_message` plus its
 /// size over `bandwidth`, one message after another, so latency grows with load (the links
 /// themselves do not contend). A broadcast is one message however many copies it fans out to, as a
@@ -73,6 +121,12 @@ pub struct SenderModel {
 }
 
 impl SenderModel {
+    /// Checks the cost per message (up to an hour) and its shape (0 to 10).
+    pub fn check(&self) -> Result<(), ConfigError> {
+        within("per_message", self.per_message, Duration::ZERO, HOUR)?;
+        within("sigma", self.sigma, 0.0, 10.0)
+    }
+
     /// How long a message of `size` bytes occupies the sending side, in nanoseconds, at the median
     /// cost per message.
     pub fn occupancy(&self, size: usize) -> u64 {
@@ -141,6 +195,17 @@ mod zero_is_unlimited {
     }
 }
 
+impl LinkModel {
+    /// Checks the latency, the jitter (up to an hour) and the loss (0 to 1).
+    pub fn check(&self) -> Result<(), ConfigError> {
+        self.latency
+            .check()
+            .map_err(|e| e.within_table("latency"))?;
+        within("jitter", self.jitter, Duration::ZERO, HOUR)?;
+        within("loss", self.loss, 0.0, 1.0)
+    }
+}
+
 impl Default for LinkModel {
     /// 20 ms ± 5 ms, no loss, 100 Mbit/s: a rough continental link.
     fn default() -> LinkModel {
@@ -194,6 +259,42 @@ mod tests {
             toml::from_str::<SimConfig>("sede = 1").is_err(),
             "unknown keys are refused"
         );
+    }
+
+    #[test]
+    fn a_scenario_out_of_bounds_is_refused_naming_its_field() {
+        for (text, field) in [
+            ("[link]\nloss = 1.5\n", "link.loss"),
+            ("[link]\nloss = nan\n", "link.loss"),
+            (
+                "[link.latency]\nkind = \"uniform\"\nmin = \"2ms\"\nmax = \"1ms\"\n",
+                "link.latency.min",
+            ),
+            (
+                "[link.latency]\nkind = \"log-normal\"\nmedian = \"1ms\"\nsigma = -1.0\n",
+                "link.latency.sigma",
+            ),
+            (
+                "[serve_delay]\nkind = \"pareto\"\nmin = \"1ms\"\nshape = 0.0\n",
+                "serve_delay.shape",
+            ),
+            ("[publisher]\nsigma = inf\n", "publisher.sigma"),
+            ("subscriber_queue = 0\n", "subscriber_queue"),
+            ("want_retry = \"0s\"\n", "want_retry"),
+            ("[limits]\nmax_block_bytes = 0\n", "limits.max_block_bytes"),
+        ] {
+            let config: SimConfig = toml::from_str(text).expect(field);
+            let error = config.check().expect_err(field);
+            assert_eq!(error.field, field, "{error}");
+        }
+        SimConfig::default().check().expect("the default is valid");
+        for fitted in [
+            include_str!("../../benches/results/sim-fitted.toml"),
+            include_str!("../../benches/results/sim-fitted-embedded.toml"),
+        ] {
+            let config: SimConfig = toml::from_str(fitted).expect("a fitted scenario");
+            config.check().expect("a fitted scenario is valid");
+        }
     }
 
     #[test]

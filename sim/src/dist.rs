@@ -50,6 +50,32 @@ pub enum Latency {
 }
 
 impl Latency {
+    /// Checks a distribution as a scenario file may give it: every delay up to an hour, a uniform
+    /// range in order, a log-normal shape from 0 to 10, a Pareto shape from 0.01 to 100.
+    pub fn check(&self) -> Result<(), comms::config::ConfigError> {
+        use comms::config::within;
+        let hour = Duration::from_secs(3600);
+        match *self {
+            Latency::Constant { value } => within("value", value, Duration::ZERO, hour),
+            Latency::Uniform { min, max } => {
+                within("max", max, Duration::ZERO, hour)?;
+                within("min", min, Duration::ZERO, max)
+            }
+            Latency::LogNormal { median, sigma } => {
+                within("median", median, Duration::ZERO, hour)?;
+                within("sigma", sigma, 0.0, 10.0)
+            }
+            Latency::Exponential { min, mean } => {
+                within("min", min, Duration::ZERO, hour)?;
+                within("mean", mean, Duration::ZERO, hour)
+            }
+            Latency::Pareto { min, shape } => {
+                within("min", min, Duration::ZERO, hour)?;
+                within("shape", shape, 0.01, 100.0)
+            }
+        }
+    }
+
     /// A constant delay.
     pub const fn constant(value: Duration) -> Latency {
         Latency::Constant { value }

@@ -133,7 +133,10 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            toml::from_str(&text).with_context(|| format!("parsing scenario {}", path.display()))?
+            let config: SimConfig = toml::from_str(&text)
+                .with_context(|| format!("parsing scenario {}", path.display()))?;
+            (config.check()).with_context(|| format!("in scenario {}", path.display()))?;
+            config
         }
         None => SimConfig {
             seed: sim::seed_from_env(1),

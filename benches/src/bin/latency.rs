@@ -362,7 +362,10 @@ fn sim_config(args: &Args) -> anyhow::Result<SimConfig> {
     if let Some(path) = &args.scenario {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        return toml::from_str(&text).with_context(|| format!("parsing {}", path.display()));
+        let config: SimConfig =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        (config.check()).with_context(|| format!("in {}", path.display()))?;
+        return Ok(config);
     }
     let latency = match args.sim_sigma {
         Some(sigma) => Latency::LogNormal {
