@@ -1,6 +1,7 @@
 //! The fuzz targets' seeds, taken from a simulated run: the blocks validators broadcast, the batches
-//! and transactions they fetch, a state's root block, and pubsub frames of those blocks as the
-//! kubo backend sends them. Every run checks that each decodes strictly to a value that re-encodes
+//! and transactions they fetch, a state's root block, pubsub frames of those blocks as the kubo
+//! backend sends them, the genesis and the core's config. (The `scenario` target's seeds are the
+//! fitted scenarios in `benches/results`.) Every run checks that each decodes strictly to a value that re-encodes
 //! to the same bytes (what the targets assert of any input); with `FUZZ_SEEDS=DIR` it also writes
 //! them to `DIR/<target>/<CID>`, as `fuzz/seeds` was made:
 //!
@@ -88,7 +89,21 @@ async fn what_validators_exchange_decodes_strictly_and_seeds_the_fuzzers() {
     codec::decode::<StateRoot>(&bytes).expect("a state root decodes strictly");
     add(&mut seeds, "state_root", &bytes);
 
-    for target in ["block", "batch", "transaction", "frame", "state_root"] {
+    // The files a node reads: its genesis (JSON) and its core's table of the config (TOML).
+    let genesis = serde_json::to_vec_pretty(network.genesis()).expect("a genesis as JSON");
+    add(&mut seeds, "genesis", &genesis);
+    let core = toml::to_string(&network.node_config().core).expect("a config as TOML");
+    add(&mut seeds, "core_config", core.as_bytes());
+
+    for target in [
+        "block",
+        "batch",
+        "transaction",
+        "frame",
+        "state_root",
+        "genesis",
+        "core_config",
+    ] {
         let count = seeds.get(target).map_or(0, BTreeMap::len);
         assert!(count > 0, "no {target} seed: {:?}", seeds.keys());
     }
