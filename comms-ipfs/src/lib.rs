@@ -57,6 +57,8 @@ use comms::contacts::ContactStore;
 pub use config::{IpfsConfig, RetryPolicy};
 pub use metrics::{IpfsMetrics, MetricsSnapshot};
 use peering::Peering;
+#[cfg(feature = "fuzzing")]
+pub use pubsub::decode_stream;
 use rpc::{Deadline, Failure, Rpc, Timed};
 
 /// How long [`IpfsComms::remember_peers`] asks the daemon for its peers.

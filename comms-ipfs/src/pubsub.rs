@@ -92,6 +92,12 @@ pub(crate) fn decode_line(line: &[u8], topic: &Topic, max_data: usize) -> Result
     })
 }
 
+/// The longest line a subscription reads for messages of `max_data` bytes: their base64 and the
+/// JSON around it.
+fn max_line(max_data: usize) -> usize {
+    max_data.div_ceil(3) * 4 + 4096
+}
+
 /// Splits a byte stream into lines of at most `max_line` bytes; a longer line is skipped whole.
 pub(crate) struct Lines {
     buffer: BytesMut,
@@ -146,6 +152,42 @@ impl Lines {
     }
 }
 
+/// What a subscription makes of the bytes a daemon's `pubsub/sub` stream brings, cut into
+/// `chunks` as the network cut them: the broadcasts of each line for `topic`, up to `max_data`
+/// bytes each, or why the line or its frame was dropped. For the fuzz targets (feature
+/// `fuzzing`); the subscription runs the same steps (`feed`, `deliver`).
+#[cfg(feature = "fuzzing")]
+pub fn decode_stream(
+    chunks: &[&[u8]],
+    topic: &Topic,
+    max_data: usize,
+) -> Vec<Result<Vec<Bytes>, String>> {
+    let mut lines = Lines::new(max_line(max_data));
+    let mut out = Vec::new();
+    for chunk in chunks {
+        lines.push(chunk);
+        while let Some(piece) = lines.next_piece() {
+            let line = match piece {
+                Piece::Line(line) => line,
+                Piece::Overlong => {
+                    out.push(Err("an overlong line".to_string()));
+                    continue;
+                }
+            };
+            let limit = max_data + comms::frame::FRAME_SLACK;
+            let decoded = match decode_line(&line, topic, limit) {
+                Ok(Decoded::Message { data, .. }) => comms::frame::decode(data)
+                    .map(|frame| frame.messages)
+                    .map_err(str::to_string),
+                Ok(Decoded::Nothing) => Ok(Vec::new()),
+                Err(dropped) => Err(dropped.to_string()),
+            };
+            out.push(decoded);
+        }
+    }
+    out
+}
+
 /// What a subscription needs from its backend.
 #[derive(Clone)]
 pub(crate) struct Context {
@@ -181,7 +223,7 @@ pub(crate) async fn subscribe(
         limits: context.limits,
     };
     let task = Task {
-        lines: Lines::new(context.limits.max_message_bytes.div_ceil(3) * 4 + 4096),
+        lines: Lines::new(max_line(context.limits.max_message_bytes)),
         repair: Repair::new(context.rpc.clone(), outlet.clone(), context.call.total),
         context,
         outlet,
