@@ -146,6 +146,32 @@ async fn messages_cross_a_line_of_kubo_daemons_between_embedded_peers() {
     drop(subs);
 }
 
+/// Broadcasts `sent` from `from` all at once, and waits for each at `to`: every one arrives once,
+/// whole, none as a frame. The messages received.
+async fn burst(
+    from: &impl Communication,
+    to: &mut comms::Subscription,
+    topic: &Topic,
+    sent: &[Bytes],
+) -> Vec<comms::Message> {
+    let sends = sent.iter().map(|data| from.broadcast(topic, data.clone()));
+    for result in futures::future::join_all(sends).await {
+        result.expect("broadcast");
+    }
+    let mut got = Vec::new();
+    while got.len() < sent.len() {
+        let message = tokio::time::timeout(BOUND, to.recv())
+            .await
+            .expect("every broadcast arrives in time")
+            .expect("a message");
+        got.push(message);
+    }
+    let mut data: Vec<Bytes> = got.iter().map(|m| m.data.clone()).collect();
+    data.sort();
+    assert_eq!(data, sent, "each broadcast once, whole, none a frame");
+    got
+}
+
 /// A kubo-backed node (`comms-ipfs`) and an embedded peer share a topic: the kubo backend's frames,
 /// several broadcasts in one, reach the embedded subscriber as those broadcasts, one by one; the
 /// embedded peer's, the same way back; and an embedded broadcast whose bytes look like a frame
@@ -173,38 +199,12 @@ async fn a_kubo_backends_frames_reach_the_embedded_peer_as_its_broadcasts() {
 
     // Sent at once, the kubo backend frames them together.
     let sent: Vec<Bytes> = (0..20u8).map(|i| Bytes::from(vec![i; 100])).collect();
-    let sends = sent.iter().map(|data| kubo.broadcast(&topic, data.clone()));
-    for result in futures::future::join_all(sends).await {
-        result.expect("broadcast");
-    }
-    let mut got = Vec::new();
-    while got.len() < sent.len() {
-        let message = tokio::time::timeout(BOUND, at_peer.recv())
-            .await
-            .expect("every broadcast arrives in time")
-            .expect("a message");
-        assert_eq!(message.from, kubo.local_peer());
-        got.push(message.data);
-    }
-    got.sort();
-    assert_eq!(got, sent, "each broadcast once, whole, none a frame");
+    let got = burst(&kubo, &mut at_peer, &topic, &sent).await;
+    assert!(got.iter().all(|m| m.from == kubo.local_peer()));
 
     // And the other way: the embedded peer frames what is queued together; the kubo backend
     // splits it.
-    let sends = sent.iter().map(|data| peer.broadcast(&topic, data.clone()));
-    for result in futures::future::join_all(sends).await {
-        result.expect("broadcast");
-    }
-    let mut got = Vec::new();
-    while got.len() < sent.len() {
-        let message = tokio::time::timeout(BOUND, at_kubo.recv())
-            .await
-            .expect("every broadcast arrives in time")
-            .expect("a message");
-        got.push(message.data);
-    }
-    got.sort();
-    assert_eq!(got, sent, "each broadcast once, whole, none a frame");
+    burst(&peer, &mut at_kubo, &topic, &sent).await;
 
     let framelike = Bytes::from_static(b"\xffcomms/2 but a broadcast");
     peer.broadcast(&topic, framelike.clone())
