@@ -13,6 +13,54 @@ use comms_p2p::P2pPeer;
 use support::{ipfs, peer_of, BOUND};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+/// kubo's `ipfs pubsub sub --enc=json` on a topic, its messages read line by line.
+struct KuboSub {
+    _process: tokio::process::Child,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl KuboSub {
+    fn start(daemon: &testnet::Daemon, topic: &Topic) -> KuboSub {
+        let mut sub = tokio::process::Command::from(daemon.command());
+        sub.args(["pubsub", "sub", "--enc=json", topic.as_str()])
+            .stdout(Stdio::piped())
+            .kill_on_drop(true);
+        let mut process = sub.spawn().expect("`ipfs pubsub sub` starts");
+        let stdout = process.stdout.take().expect("piped");
+        KuboSub {
+            _process: process,
+            lines: BufReader::new(stdout).lines(),
+        }
+    }
+
+    /// The next message, as kubo's JSON, within [`BOUND`].
+    async fn next(&mut self) -> serde_json::Value {
+        let line = tokio::time::timeout(BOUND, self.lines.next_line())
+            .await
+            .expect("kubo receives it in time")
+            .expect("readable")
+            .expect("a line");
+        serde_json::from_str(&line).expect("JSON")
+    }
+}
+
+/// The bytes of a multibase field of kubo's JSON message (`data`, `seqno`).
+fn field(json: &serde_json::Value, name: &str) -> Vec<u8> {
+    let text = json[name]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {name}: {json}"));
+    multibase::decode(text).expect("multibase").1
+}
+
+/// Waits until `peer` knows that `daemon` subscribed to `topic`.
+async fn kubo_known(peer: &P2pPeer, daemon: &testnet::Daemon, topic: &Topic) {
+    eventually(BOUND, "kubo's subscription is known", || async {
+        let peers = peer.topic_peers(topic).await.expect("running");
+        peers.iter().any(|p| p.as_str() == daemon.peer_id())
+    })
+    .await;
+}
+
 /// Publishes `data` from `from` on `topic` every half second until `to` receives it (a message may
 /// be lost while the meshes form), within [`BOUND`].
 async fn arrives(
@@ -44,31 +92,15 @@ async fn messages_cross_between_kubo_and_the_embedded_peer_both_ways() {
     let topic = Topic::new("ledger/interop").expect("a topic");
 
     // kubo subscribes; ours publishes once kubo's subscription reached it.
-    let mut sub = tokio::process::Command::from(daemon.command());
-    sub.args(["pubsub", "sub", "--enc=json", topic.as_str()])
-        .stdout(Stdio::piped())
-        .kill_on_drop(true);
-    let mut sub = sub.spawn().expect("`ipfs pubsub sub` starts");
-    let mut lines = BufReader::new(sub.stdout.take().expect("piped")).lines();
-    eventually(BOUND, "kubo's subscription is known", || async {
-        let peers = peer.topic_peers(&topic).await.expect("running");
-        peers.iter().any(|p| p.as_str() == daemon.peer_id())
-    })
-    .await;
+    let mut sub = KuboSub::start(&daemon, &topic);
+    kubo_known(&peer, &daemon, &topic).await;
     let sent = Bytes::from_static(b"from the embedded peer");
     peer.broadcast(&topic, sent.clone())
         .await
         .expect("published");
-    let line = tokio::time::timeout(BOUND, lines.next_line())
-        .await
-        .expect("kubo receives it in time")
-        .expect("readable")
-        .expect("a line");
-    let json: serde_json::Value = serde_json::from_str(&line).expect("JSON");
-    let data = json["data"].as_str().expect("data");
-    let (_, bytes) = multibase::decode(data).expect("multibase");
-    assert_eq!(bytes, sent);
-    assert_eq!(json["from"].as_str(), Some(ours.as_str()), "{line}");
+    let json = sub.next().await;
+    assert_eq!(field(&json, "data"), sent);
+    assert_eq!(json["from"].as_str(), Some(ours.as_str()), "{json}");
 
     // Ours subscribes; kubo publishes once it knows.
     let mut subscription = peer.subscribe(&topic).await.expect("subscribed");
@@ -228,12 +260,7 @@ async fn a_restarted_peer_with_the_same_key_still_reaches_kubo() {
     let daemon = testnet::Daemon::start();
     let topic = Topic::new("ledger/restart").expect("a topic");
     let key = libp2p::identity::Keypair::generate_ed25519();
-    let mut sub = tokio::process::Command::from(daemon.command());
-    sub.args(["pubsub", "sub", "--enc=json", topic.as_str()])
-        .stdout(Stdio::piped())
-        .kill_on_drop(true);
-    let mut sub = sub.spawn().expect("`ipfs pubsub sub` starts");
-    let mut lines = BufReader::new(sub.stdout.take().expect("piped")).lines();
+    let mut sub = KuboSub::start(&daemon, &topic);
     let mut seqnos = Vec::new();
     for round in 0..2 {
         let config = comms_p2p::P2pConfig {
@@ -241,26 +268,14 @@ async fn a_restarted_peer_with_the_same_key_still_reaches_kubo() {
             ..comms_p2p::P2pConfig::default()
         };
         let peer = P2pPeer::start(key.clone(), config).await.expect("starts");
-        eventually(BOUND, "kubo's subscription is known", || async {
-            let peers = peer.topic_peers(&topic).await.expect("running");
-            peers.iter().any(|p| p.as_str() == daemon.peer_id())
-        })
-        .await;
+        kubo_known(&peer, &daemon, &topic).await;
         let sent = format!("before and after a restart: {round}");
         peer.broadcast(&topic, Bytes::from(sent.clone()))
             .await
             .expect("published");
-        let line = tokio::time::timeout(BOUND, lines.next_line())
-            .await
-            .expect("kubo receives it in time")
-            .expect("readable")
-            .expect("a line");
-        let json: serde_json::Value = serde_json::from_str(&line).expect("JSON");
-        let (_, data) = multibase::decode(json["data"].as_str().expect("data")).expect("multibase");
-        assert_eq!(data, sent.as_bytes());
-        let (_, seqno) =
-            multibase::decode(json["seqno"].as_str().expect("seqno")).expect("multibase");
-        seqnos.push(seqno);
+        let json = sub.next().await;
+        assert_eq!(field(&json, "data"), sent.as_bytes());
+        seqnos.push(field(&json, "seqno"));
         peer.shutdown().await.expect("stops");
     }
     assert!(seqnos[1] > seqnos[0], "{seqnos:?}");
