@@ -10,8 +10,9 @@ use std::{
 };
 
 use axum::{
-    extract::{rejection::JsonRejection, DefaultBodyLimit, Path, Query, State},
+    extract::{rejection::JsonRejection, DefaultBodyLimit, Path, Query, Request, State},
     http::{header, StatusCode},
+    middleware::Next,
     response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
@@ -25,6 +26,7 @@ use tracing::{info, warn};
 
 use crate::{
     health,
+    http::{HttpConfig, HttpStats},
     metered::CommsMetrics,
     scrape::{self, StatusCollector},
     stream::Streams,
@@ -41,8 +43,8 @@ const TIMED_SUBMISSIONS: usize = 100_000;
 /// How long a submission is timed: one that has not committed by then (it was refused at
 /// execution, or its commit was missed while the API fell behind) is forgotten.
 const TIMED_FOR: Duration = Duration::from_secs(600);
-/// The largest request body: a signed transaction in hex is far below it.
-const MAX_BODY: usize = 64 << 10;
+/// The commit stream's route: exempt from the request timeout.
+const COMMIT_STREAM: &str = "/v1/commits/stream";
 
 /// Registers backend-specific metrics (for IPFS: the daemon's errors and retries), once.
 pub type ExtraMetrics = Box<dyn FnOnce(&mut Registry) + Send>;
@@ -130,6 +132,11 @@ impl Api {
         Ok(api)
     }
 
+    /// Ends every commit stream with a `close` event (`stopping`): the server is shutting down.
+    pub fn close_streams(&self) {
+        self.streams.stop();
+    }
+
     fn committed(&self, commit: Arc<Commit>) {
         {
             let mut submitted = lock(&self.submitted);
@@ -188,8 +195,9 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The routes.
-pub fn router(api: Arc<Api>) -> Router {
+/// The routes, with `http`'s body limit and request timeout (counted in `stats`).
+pub fn router(api: Arc<Api>, http: &HttpConfig, stats: Arc<HttpStats>) -> Router {
+    let limit = http.request_timeout;
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/transactions", post(submit))
@@ -197,7 +205,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/accounts/{key}", get(account))
         .route("/v1/blocks/{cid}", get(block))
         .route("/v1/commits", get(commits))
-        .route("/v1/commits/stream", get(commit_stream))
+        .route(COMMIT_STREAM, get(commit_stream))
         .route("/v1/peers", get(peers))
         .route("/metrics", get(metrics))
         .route("/livez", get(livez))
@@ -210,8 +218,29 @@ pub fn router(api: Arc<Api>) -> Router {
                 "method not allowed on this route",
             )
         })
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(DefaultBodyLimit::max(http.max_body_bytes))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            within(limit, stats.clone(), request, next)
+        }))
         .with_state(api)
+}
+
+/// Answers `request` within `limit` (its body read included), or `408 request_timeout`; the
+/// commit stream is exempt (its sends are bounded by the server's `send_timeout`).
+async fn within(limit: Duration, stats: Arc<HttpStats>, request: Request, next: Next) -> Response {
+    if request.uri().path() == COMMIT_STREAM {
+        return next.run(request).await;
+    }
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            comms::bump(&stats.counters.request_timeouts);
+            let message = format!(
+                "the request was not read and answered within {limit:?}; a submission may still have been accepted: ask for its id"
+            );
+            ApiError::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", message).into_response()
+        }
+    }
 }
 
 /// A refusal: status, a stable kind, a message.

@@ -117,13 +117,20 @@ pub(crate) struct ApiClient {
     base: String,
 }
 
+/// The HTTP client of the node's tools. An idle connection is dropped before the node's
+/// `http.header_timeout` (10 s by default) would close it, so that a request is never sent on a
+/// connection the node is closing.
+pub(crate) fn http_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(5))
+        .build()
+}
+
 impl ApiClient {
     /// A client of the node at `base` (`http://host:port`).
     pub(crate) fn new(base: &str) -> anyhow::Result<ApiClient> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .build()?;
-        Ok(ApiClient::sharing(http, base))
+        Ok(ApiClient::sharing(http_client()?, base))
     }
 
     /// A client of the node at `base` over the connections of `http`.

@@ -11,6 +11,8 @@ use comms_p2p::P2pConfig;
 use ledger::NodeConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::http::HttpConfig;
+
 /// Everything `run` needs; unknown keys are refused, so that a typo does not pass silently.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +39,9 @@ pub struct Config {
     /// key is `<data_dir>/p2p.key` (made at first start) and its blocks `<data_dir>/blocks`.
     #[serde(default)]
     pub p2p: P2pConfig,
+    /// The HTTP API's bounds: connections, header and body sizes, timeouts.
+    #[serde(default)]
+    pub http: HttpConfig,
     /// Protocol and sync tuning.
     #[serde(default)]
     pub node: NodeConfig,
@@ -126,6 +131,7 @@ pub fn write(args: ConfigArgs) -> anyhow::Result<()> {
         },
         p2p,
         data_dir,
+        http: HttpConfig::default(),
         node: NodeConfig::default(),
     };
     let text = toml::to_string_pretty(&config).context("writing the configuration as TOML")?;
@@ -162,7 +168,8 @@ impl Config {
         }
         let checked = (config.node.check())
             .and_then(|()| config.ipfs.check())
-            .and_then(|()| config.p2p.check());
+            .and_then(|()| config.p2p.check())
+            .and_then(|()| config.http.check());
         checked.with_context(|| format!("in {}", path.display()))?;
         Ok(config)
     }
@@ -326,6 +333,9 @@ mod tests {
                 "[node.core]\nmin_block_interval = \"2s\"\nidle_block_interval = \"1s\"\n",
                 "node.core.min_block_interval",
             ),
+            ("[http]\nmax_connections = 0\n", "http.max_connections"),
+            ("[http]\nheader_timeout = \"2h\"\n", "http.header_timeout"),
+            ("[http]\nsend_buffer_bytes = 10\n", "http.send_buffer_bytes"),
         ] {
             let path = dir.join("config.toml");
             std::fs::write(&path, format!("{base}{table}")).expect("written");

@@ -129,9 +129,7 @@ struct Nodes {
 
 impl Nodes {
     fn new(bases: &[String]) -> anyhow::Result<Nodes> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .build()?;
+        let http = crate::client::http_client()?;
         let clients = (bases.iter())
             .map(|base| ApiClient::sharing(http.clone(), base))
             .collect();

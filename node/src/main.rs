@@ -5,6 +5,7 @@ mod api;
 mod client;
 mod config;
 mod health;
+mod http;
 mod keys;
 mod load;
 mod metered;

@@ -15,6 +15,7 @@ use tracing::{info, warn, Instrument};
 use crate::{
     api::{self, Api, ApiParts},
     config::{Backend, Config},
+    http::{self, HttpStats},
     keys,
     metered::{CommsMetrics, Metered},
 };
@@ -157,6 +158,8 @@ async fn serve<C: comms::Communication + Clone + 'static>(
     } = parts;
     let (name, prefix, snapshot) = backend;
     let comms_metrics = Arc::new(CommsMetrics::default());
+    let http_stats = Arc::new(HttpStats::default());
+    let served_stats = http_stats.clone();
     let comms = Metered::new(comms, comms_metrics.clone());
     let node = ledger::spawn(
         &genesis,
@@ -176,13 +179,21 @@ async fn serve<C: comms::Communication + Clone + 'static>(
         ready_lag_rounds: config.node.ready_lag_rounds,
         comms_metrics,
         extra: Box::new(move |registry| {
-            let registry = registry.sub_registry_with_prefix(prefix);
-            registry.register_collector(Box::new(BackendCounters { name, snapshot }));
+            let what = format!("the {name} backend");
+            let backend = registry.sub_registry_with_prefix(prefix);
+            backend.register_collector(Box::new(Counters { what, snapshot }));
+            let http = registry.sub_registry_with_prefix("http");
+            let counters = served_stats.clone();
+            http.register_collector(Box::new(Counters {
+                what: "the API's HTTP server".into(),
+                snapshot: Box::new(move || json(counters.counters.snapshot())),
+            }));
+            let open = served_stats.open.clone();
+            http.register("connections_open", "HTTP connections open now", open);
         }),
     })
     .await?;
-    let listener = tokio::net::TcpListener::bind(config.api)
-        .await
+    let listener = http::listen(config.api, &config.http)
         .with_context(|| format!("listening on {} (is another node using it?)", config.api))?;
     // Like a daemon's `$IPFS_PATH/api`: scripts and tests find a port-0 node's API here.
     let api_url = format!("http://{}", listener.local_addr()?);
@@ -215,10 +226,17 @@ async fn serve<C: comms::Communication + Clone + 'static>(
         };
         let _ = failed_tx.send(failure);
     };
-    axum::serve(listener, api::router(api))
-        .with_graceful_shutdown(stop.instrument(tracing::Span::current()))
-        .await
-        .context("serving the API")?;
+    let router = api::router(api.clone(), &config.http, http_stats.clone());
+    let stop = stop.instrument(tracing::Span::current());
+    http::serve(
+        listener,
+        router,
+        &config.http,
+        http_stats,
+        stop,
+        move || api.close_streams(),
+    )
+    .await;
     if let Ok(Some(failure)) = failed.await {
         // The node may still run (a panic elsewhere): it stops and flushes what it can.
         let _ = node.shutdown().await;
@@ -271,27 +289,28 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-/// A backend's counters (under its prefix: `ipfs_`, `p2p_`), read at each scrape.
-struct BackendCounters {
-    name: &'static str,
+/// Counters read at each scrape from a JSON snapshot, under a prefix (`ipfs_`, `p2p_`, `http_`).
+struct Counters {
+    /// Whose they are, for the help text.
+    what: String,
     snapshot: Snapshot,
 }
 
-impl std::fmt::Debug for BackendCounters {
+impl std::fmt::Debug for Counters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BackendCounters")
-            .field("name", &self.name)
+        f.debug_struct("Counters")
+            .field("what", &self.what)
             .finish()
     }
 }
 
-impl Collector for BackendCounters {
+impl Collector for Counters {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let serde_json::Value::Object(fields) = (self.snapshot)() else {
             return Ok(());
         };
         for (field, value) in fields {
-            let help = format!("{} backend: {}", self.name, field.replace('_', " "));
+            let help = format!("{}: {}", self.what, field.replace('_', " "));
             let counter = ConstCounter::new(value.as_u64().unwrap_or(0));
             crate::scrape::put(&mut encoder, &field, &help, &counter)?;
         }

@@ -19,7 +19,7 @@ use std::{
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{broadcast, mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::info;
 
 use crate::wire::CommitView;
@@ -45,6 +45,8 @@ pub struct Close {
 pub struct Streams {
     slots: Arc<Semaphore>,
     dropped: AtomicU64,
+    /// Becomes `true` when the server shuts down: every stream ends.
+    stopping: watch::Sender<bool>,
 }
 
 impl Default for Streams {
@@ -52,6 +54,7 @@ impl Default for Streams {
         Streams {
             slots: Arc::new(Semaphore::new(MAX_STREAMS)),
             dropped: AtomicU64::new(0),
+            stopping: watch::Sender::new(false),
         }
     }
 }
@@ -65,6 +68,11 @@ impl Streams {
     /// Clients dropped for lagging, since start.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Ends every stream, now and to come, with a `close` event (`stopping`).
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
     }
 
     /// A slot for one more client, if there is one.
@@ -116,10 +124,12 @@ async fn forward(
     mut commits: broadcast::Receiver<Arc<ledger::Commit>>,
     messages: mpsc::Sender<Message>,
 ) {
+    let mut stopping = streams.stopping.subscribe();
     let close = loop {
         let commit = tokio::select! {
             commit = commits.recv() => commit,
             _ = messages.closed() => return,
+            _ = stopping.wait_for(|stopping| *stopping) => break stopping_close(),
         };
         let commit = match commit {
             Ok(commit) => commit,
@@ -128,7 +138,7 @@ async fn forward(
                     "{missed} commits were overwritten before it read them"
                 ))
             }
-            Err(broadcast::error::RecvError::Closed) => break stopping(),
+            Err(broadcast::error::RecvError::Closed) => break stopping_close(),
         };
         // The last slot is kept for the close message.
         if messages.capacity() <= 1 {
@@ -150,7 +160,7 @@ fn lagged(why: String) -> Close {
     }
 }
 
-fn stopping() -> Close {
+fn stopping_close() -> Close {
     Close {
         reason: "stopping".into(),
         message: "the node is shutting down".into(),
