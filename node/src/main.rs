@@ -1,21 +1,16 @@
 //! `ledger-node`: run a ledger node and talk to a running one. (A simulated network of them is
 //! the main job, `ledger-simulate`, in the `simulate` package.)
 
-mod api;
 mod client;
 mod config;
-mod health;
-mod http;
 mod keys;
 mod load;
-mod metered;
 mod proof;
 mod run;
-mod scrape;
-mod stream;
-mod wire;
 
 use clap::{Parser, Subcommand};
+// The API's modules, under the names the binary's own modules use.
+use ledger_api::{api, http, metered, stream, wire};
 use tracing_subscriber::EnvFilter;
 
 /// A distributed-ledger node over IPFS.

@@ -312,7 +312,7 @@ impl Collector for Counters {
         for (field, value) in fields {
             let help = format!("{}: {}", self.what, field.replace('_', " "));
             let counter = ConstCounter::new(value.as_u64().unwrap_or(0));
-            crate::scrape::put(&mut encoder, &field, &help, &counter)?;
+            ledger_api::scrape::put(&mut encoder, &field, &help, &counter)?;
         }
         Ok(())
     }
