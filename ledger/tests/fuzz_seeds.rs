@@ -1,6 +1,7 @@
 //! The fuzz targets' seeds, taken from a simulated run: the blocks validators broadcast, the batches
 //! and transactions they fetch, a state's root block, pubsub frames of those blocks as the kubo
-//! backend sends them, the genesis and the core's config. (The `scenario` target's seeds are the
+//! backend sends them, an account's proof and its checkpoint's certificate, the genesis and the
+//! core's config. (The `scenario` target's seeds are the
 //! fitted scenarios in `benches/results`.) Every run checks that each decodes strictly to a value that re-encodes
 //! to the same bytes (what the targets assert of any input); with `FUZZ_SEEDS=DIR` it also writes
 //! them to `DIR/<target>/<CID>`, as `fuzz/seeds` was made:
@@ -89,6 +90,28 @@ async fn what_validators_exchange_decodes_strictly_and_seeds_the_fuzzers() {
     codec::decode::<StateRoot>(&bytes).expect("a state root decodes strictly");
     add(&mut seeds, "state_root", &bytes);
 
+    // An account's proof and its checkpoint's certificate, as a light client receives them:
+    // blocks, each after its length (2 bytes, little-endian), the proof after the account's key.
+    let alice = accounts.key(0);
+    let mut proven = None;
+    for _ in 0..120 {
+        proven = via.proven_account(alice).await.expect("running");
+        if proven.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let proven = proven.expect("a checkpoint is certified within a minute");
+    let root = proven.checkpoint.state_root;
+    let verified = ledger::state::verify_account(&root, &alice, &proven.proof);
+    assert_eq!(verified.expect("the proof verifies"), proven.account);
+    add(
+        &mut seeds,
+        "account_proof",
+        &[&alice.0[..], &framed(&proven.proof)].concat(),
+    );
+    add(&mut seeds, "certificate", &framed(&proven.certificate));
+
     // The files a node reads: its genesis (JSON) and its core's table of the config (TOML).
     let genesis = serde_json::to_vec_pretty(network.genesis()).expect("a genesis as JSON");
     add(&mut seeds, "genesis", &genesis);
@@ -103,13 +126,33 @@ async fn what_validators_exchange_decodes_strictly_and_seeds_the_fuzzers() {
         "state_root",
         "genesis",
         "core_config",
+        "account_proof",
+        "certificate",
     ] {
         let count = seeds.get(target).map_or(0, BTreeMap::len);
         assert!(count > 0, "no {target} seed: {:?}", seeds.keys());
     }
     if let Some(dir) = std::env::var_os("FUZZ_SEEDS") {
+        // The `certificate` target checks against this chain.
+        let chain = ledger::devnet::genesis("simulation-7", 7, 4, 2, 1_000_000);
+        assert_eq!(
+            network.genesis(),
+            &chain,
+            "write the seeds with the default seed, 7"
+        );
         write(std::path::Path::new(&dir), &seeds);
     }
+}
+
+/// Each block after its length, 2 bytes little-endian, as the proof targets read them.
+fn framed(blocks: &[bytes::Bytes]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for block in blocks {
+        let length = u16::try_from(block.len()).expect("a state or signed block under 64 KiB");
+        out.extend_from_slice(&length.to_le_bytes());
+        out.extend_from_slice(block);
+    }
+    out
 }
 
 fn write(dir: &std::path::Path, seeds: &Seeds) {
