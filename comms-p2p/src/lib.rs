@@ -19,6 +19,7 @@
 //! events); a handle talks to it over a channel.
 
 mod bitswap;
+mod gossip;
 mod metrics;
 mod peer;
 mod store;

@@ -8,6 +8,9 @@ comms::counters! {
     P2pSnapshot {
         /// Broadcasts received and handed to a subscriber.
         messages_received,
+        /// Received pubsub messages gossipsub dropped as invalid: a bad or missing signature, a
+        /// sender that does not match its key, a missing sequence number.
+        messages_invalid,
         /// Received pubsub data dropped as a malformed frame.
         malformed_dropped,
         /// Received broadcasts dropped for exceeding the message limit.

@@ -17,7 +17,7 @@ use comms::{
 };
 use futures::StreamExt;
 use libp2p::{
-    gossipsub::{self, IdentTopic, MessageAuthenticity, PublishError, ValidationMode},
+    gossipsub::{self, IdentTopic, PublishError},
     identify, identity, noise, ping,
     swarm::{NetworkBehaviour, SwarmEvent},
     tcp, yamux, Multiaddr, Swarm, SwarmBuilder,
@@ -28,6 +28,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     bitswap,
+    gossip::{self, Refused},
     metrics::P2pMetrics,
     store::{BlockStore, MemoryBlocks, RocksBlocks},
     P2pError,
@@ -150,15 +151,6 @@ pub struct P2pPeer {
     metrics: Arc<P2pMetrics>,
 }
 
-/// Go's default message ID: the `from` peer's bytes, then the sequence number's (big-endian).
-fn go_message_id(message: &gossipsub::Message) -> gossipsub::MessageId {
-    let mut id = message.source.map(|p| p.to_bytes()).unwrap_or_default();
-    if let Some(seqno) = message.sequence_number {
-        id.extend_from_slice(&seqno.to_be_bytes());
-    }
-    gossipsub::MessageId::from(id)
-}
-
 fn parse(address: &str) -> Result<Multiaddr, P2pError> {
     address
         .parse()
@@ -166,20 +158,6 @@ fn parse(address: &str) -> Result<Multiaddr, P2pError> {
             address: address.to_string(),
             reason: error.to_string(),
         })
-}
-
-fn gossipsub(key: &identity::Keypair, limits: &Limits) -> Result<gossipsub::Behaviour, P2pError> {
-    let config = gossipsub::ConfigBuilder::default()
-        .validation_mode(ValidationMode::Strict)
-        .message_id_fn(go_message_id)
-        // kubo's limit; a payload of the message limit fits with its signature, key, sequence
-        // number and topic around it.
-        .max_transmit_size(Limits::MIB.max(limits.max_message_bytes + 16 * 1024))
-        .heartbeat_interval(Duration::from_secs(1))
-        .build()
-        .map_err(|error| P2pError::Transport(error.to_string()))?;
-    gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), config)
-        .map_err(|error| P2pError::Transport(error.to_string()))
 }
 
 /// How long the listeners may take to report their addresses.
@@ -326,8 +304,9 @@ impl P2pPeer {
     /// `config.peers` and the contact store's, and runs until its last handle is dropped.
     pub async fn start(key: identity::Keypair, config: P2pConfig) -> Result<P2pPeer, P2pError> {
         let limits = config.limits;
+        let (gossipsub, refused) = gossip::behaviour(&key, &limits)?;
         let behaviour = Behaviour {
-            gossipsub: gossipsub(&key, &limits)?,
+            gossipsub,
             identify: identify::Behaviour::new(identify::Config::new(
                 "ipfs/0.1.0".into(),
                 key.public(),
@@ -376,6 +355,7 @@ impl P2pPeer {
             metrics: metrics.clone(),
             limits,
             framing: Framing::new(),
+            refused,
         };
         tokio::spawn(task.run(receiver));
         Ok(P2pPeer {
@@ -564,6 +544,8 @@ struct Task {
     metrics: Arc<P2pMetrics>,
     limits: Limits,
     framing: Framing,
+    /// What gossipsub dropped as invalid, read every [`gossip::CHECK_EVERY`].
+    refused: Refused,
 }
 
 /// How broadcasts go out: a broadcast alone as it is (so `ipfs pubsub sub` reads it), unless it
@@ -619,6 +601,8 @@ impl Redial {
 
 impl Task {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut check = tokio::time::interval(gossip::CHECK_EVERY);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let next = (self.configured.values())
                 .filter_map(|r| r.due.map(|(at, _)| at))
@@ -631,6 +615,7 @@ impl Task {
             };
             tokio::select! {
                 _ = redial => self.redial(),
+                _ = check.tick() => self.refused.check(&self.metrics),
                 command = commands.recv() => {
                     let mut next = command;
                     while let Some(command) = next.take() {
