@@ -198,7 +198,8 @@ impl GoodClient {
             .expect("client")
     }
 
-    async fn transfer(&self, nonce: u64) {
+    /// Submits a transfer of alice's with `nonce`, which must be accepted; its ID.
+    async fn submit(&self, http: &reqwest::Client, nonce: u64) -> comms::Cid {
         let tx = Transaction::Transfer {
             from: self.alice.public(),
             to: self.to,
@@ -207,14 +208,19 @@ impl GoodClient {
         };
         let signed = SignedTransaction::sign(&self.chain, tx, &self.alice);
         let body = json!({ "transaction": ledger::hex(&codec::encode(&signed)) });
-        let request = Self::http()
+        let request = http
             .post(format!("{}/v1/transactions", self.url))
             .json(&body);
         let (status, reply) = call(request).await;
         assert_eq!(status, 202, "transfer {nonce}: {reply}");
-        let id = signed.id();
-        let url = format!("{}/v1/transactions/{id}", self.url);
+        signed.id()
+    }
+
+    /// Submits a transfer and waits for its commit.
+    async fn transfer(&self, nonce: u64) {
         let http = Self::http();
+        let id = self.submit(&http, nonce).await;
+        let url = format!("{}/v1/transactions/{id}", self.url);
         eventually(COMMIT_BOUND, "the transfer commits", || async {
             let (_, tx) = call(http.get(&url)).await;
             tx["status"] == "committed"
@@ -229,19 +235,7 @@ impl GoodClient {
         let mut nonce = nonce;
         while !done.load(Ordering::Relaxed) {
             let started = Instant::now();
-            let tx = Transaction::Transfer {
-                from: self.alice.public(),
-                to: self.to,
-                amount: 1,
-                nonce,
-            };
-            let signed = SignedTransaction::sign(&self.chain, tx, &self.alice);
-            let body = json!({ "transaction": ledger::hex(&codec::encode(&signed)) });
-            let request = http
-                .post(format!("{}/v1/transactions", self.url))
-                .json(&body);
-            let (status, reply) = call(request).await;
-            assert_eq!(status, 202, "transfer {nonce} under abuse: {reply}");
+            self.submit(&http, nonce).await;
             let (status, reply) = call(http.get(format!("{}/v1/status", self.url))).await;
             assert_eq!(status, 200, "{reply}");
             let took = started.elapsed();
