@@ -265,14 +265,27 @@ fn engine_setup(config: &P2pConfig, metrics: Arc<P2pMetrics>) -> Result<bitswap:
 }
 
 /// Reads the peer's identity from `path` (libp2p's protobuf encoding), or makes a new ed25519 one
-/// and writes it there (readable by its owner only) when the file does not exist.
+/// and writes it there (readable by its owner only) when the file does not exist. A file that
+/// others may read is refused, as a validator's key file is: whoever reads it can be this peer.
 pub fn load_or_create_key(path: &Path) -> Result<identity::Keypair, P2pError> {
+    use std::os::unix::fs::PermissionsExt;
     let failed = |reason: String| P2pError::Key {
         path: path.to_owned(),
         reason,
     };
     match std::fs::read(path) {
         Ok(bytes) => {
+            let mode = std::fs::metadata(path)
+                .map_err(|e| failed(e.to_string()))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                let reason = format!(
+                    "readable by others (mode {:o}): run chmod 600 on it",
+                    mode & 0o777
+                );
+                return Err(failed(reason));
+            }
             identity::Keypair::from_protobuf_encoding(&bytes).map_err(|e| failed(e.to_string()))
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {

@@ -37,6 +37,15 @@ async fn a_restarted_peer_finds_the_peers_it_met_from_its_contact_store() {
     let key_b = load_or_create_key(&dir.join("b.key")).expect("a new key");
     let again = load_or_create_key(&dir.join("a.key")).expect("the same key");
     assert_eq!(again.public(), key_a.public(), "a key file is read back");
+    let shared = dir.join("shared.key");
+    std::fs::copy(dir.join("a.key"), &shared).expect("a copy");
+    let readable = std::os::unix::fs::PermissionsExt::from_mode(0o644);
+    std::fs::set_permissions(&shared, readable).expect("chmod 644");
+    let refused = load_or_create_key(&shared).expect_err("a key others can read is refused");
+    assert!(
+        refused.to_string().contains("readable by others"),
+        "{refused}"
+    );
 
     // B listens; A dials it (A remembers B's address); B remembers where A listens (identify).
     let b = P2pPeer::start(key_b.clone(), with_store("b"))

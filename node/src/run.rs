@@ -78,9 +78,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
             let peer = start_embedded(&parts.config).await?;
             let metrics = peer.metrics().clone();
             let snapshot: Snapshot = Box::new(move || json(metrics.snapshot()));
+            let p2p_file = parts.config.data_dir.join(P2P_FILE);
             let served = serve(parts, peer.clone(), ("embedded", "p2p", snapshot)).await;
-            // Its blockstore closes, whether the node stopped cleanly or not.
+            // Its blockstore closes, and its addresses are no longer where it listens, whether the
+            // node stopped cleanly or not.
             let _ = peer.shutdown().await;
+            let _ = std::fs::remove_file(&p2p_file);
             served?;
         }
     }

@@ -82,6 +82,9 @@ fn devnet(backend: &str) -> (String, std::path::PathBuf) {
     for i in 0..4 {
         let api = dir.join(format!("node-{i}/api"));
         assert!(!api.exists(), "node {i} did not stop cleanly:\n{logs}");
+        // An embedded peer's addresses go with it.
+        let p2p = dir.join(format!("node-{i}/p2p"));
+        assert!(!p2p.exists(), "node {i} left {}", p2p.display());
     }
     (stdout, dir)
 }
