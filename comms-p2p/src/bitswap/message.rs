@@ -177,7 +177,48 @@ pub async fn write<S: AsyncWrite + Unpin>(
 
 #[cfg(test)]
 mod tests {
+    use futures::executor::block_on;
+    use proptest::{collection::vec, prelude::*};
+
     use super::*;
+
+    /// `body` after its length, as a peer frames a message.
+    fn framed(body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_varint(&mut out, body.len() as u64);
+        out.extend_from_slice(body);
+        out
+    }
+
+    proptest! {
+        /// Whatever a peer sends, reading it gives a message, the stream's end or a typed error,
+        /// never a panic; and a message read goes out and back unchanged.
+        #[test]
+        fn any_bytes_read_as_a_message_or_an_error(
+            body in vec(any::<u8>(), 0..1024),
+            frame in any::<bool>(),
+        ) {
+            let bytes = if frame { framed(&body) } else { body };
+            if let Ok(Some(message)) = block_on(read(&mut &bytes[..])) {
+                let mut again = Vec::new();
+                block_on(write(&mut again, &message)).expect("in memory");
+                let back = block_on(read(&mut &again[..])).expect("decodes");
+                prop_assert_eq!(back, Some(message));
+            }
+        }
+
+        /// Any prefix names a CIDv1 over sha2-256 of the data, or nothing.
+        #[test]
+        fn any_prefix_names_a_verified_cid_or_nothing(
+            prefix in vec(any::<u8>(), 0..12),
+            data in vec(any::<u8>(), 0..64),
+        ) {
+            if let Some(cid) = cid_of(&prefix, &data) {
+                let codec = comms::Codec::from_code(cid.codec()).expect("a known codec");
+                prop_assert_eq!(cid, comms::cid_for(codec, &data));
+            }
+        }
+    }
 
     #[test]
     fn a_payload_block_names_its_cid_by_its_prefix() {
@@ -212,12 +253,10 @@ mod tests {
             ..Message::default()
         };
         let mut bytes = Vec::new();
-        futures::executor::block_on(write(&mut bytes, &message)).expect("in memory");
+        block_on(write(&mut bytes, &message)).expect("in memory");
         let mut reader = &bytes[..];
-        let first = futures::executor::block_on(read(&mut reader)).expect("decodes");
+        let first = block_on(read(&mut reader)).expect("decodes");
         assert_eq!(first, Some(message));
-        assert!(futures::executor::block_on(read(&mut reader))
-            .expect("the end")
-            .is_none());
+        assert!(block_on(read(&mut reader)).expect("the end").is_none());
     }
 }
