@@ -25,6 +25,14 @@ comms::counters! {
         cid_mismatches,
         /// Wants a peer sent beyond its wantlist's bound, refused (answered DONT_HAVE).
         wants_refused,
+        /// Bitswap streams closed because a peer sent bytes that are no message: a length that is
+        /// no varint or above the limit, or a body that is no bitswap protobuf.
+        bitswap_malformed,
+        /// Connections opened here and refused by a bound of the config: too many handshakes in
+        /// progress, too many connections in, or too many with one peer.
+        connections_refused,
+        /// Connections opened here whose handshake failed: too slow, or not noise and yamux.
+        handshakes_failed,
         /// Blockstore reads or writes that failed.
         store_errors,
     }

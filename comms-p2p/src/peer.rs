@@ -1,115 +1,38 @@
 //! The peer's task and its handle.
 
-use std::{
-    collections::HashMap,
-    net::IpAddr,
-    path::{Path, PathBuf},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, net::IpAddr, path::Path, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use comms::{
-    bump,
-    config::{self, within, ConfigError},
-    contacts::ContactStore,
-    frame, Cid, Codec, Error, Limits, Message, Operation, PeerId, Subscription, Topic,
+    bump, contacts::ContactStore, frame, Cid, Codec, Error, Limits, Message, Operation, PeerId,
+    Subscription, Topic,
 };
 use futures::StreamExt;
 use libp2p::{
+    connection_limits,
     gossipsub::{self, IdentTopic, PublishError},
     identify, identity, noise, ping,
-    swarm::{NetworkBehaviour, SwarmEvent},
+    swarm::{ListenError, NetworkBehaviour, SwarmEvent},
     tcp, yamux, Multiaddr, Swarm, SwarmBuilder,
 };
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::{
     bitswap,
+    config::{parse, P2pConfig},
     gossip::{self, Refused},
     metrics::P2pMetrics,
     store::{BlockStore, MemoryBlocks, RocksBlocks},
     P2pError,
 };
 
-/// How the embedded peer runs (the `[p2p]` section of a node's configuration).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct P2pConfig {
-    /// Where it listens (multiaddrs); `/ip4/127.0.0.1/tcp/0` picks a free loopback port.
-    pub listen: Vec<String>,
-    /// Peers dialled at start, and again with backoff whenever not connected (multiaddrs ending
-    /// in `/p2p/<peer id>`): embedded peers or kubo daemons' swarm addresses.
-    pub peers: Vec<String>,
-    /// Size limits: by default 1 MiB less 16 KiB messages (as the kubo backend's: with its
-    /// envelope, such a message fits kubo's 1 MiB) and 1 MiB blocks.
-    pub limits: Limits,
-    /// File remembering the addresses of peers seen (as identify reports them), dialled at the
-    /// next start. None: no memory.
-    pub contact_store: Option<PathBuf>,
-    /// Messages waiting for a slow subscriber, per subscription; more are dropped and counted, as
-    /// a daemon's pubsub drops for a slow reader.
-    pub subscriber_queue: usize,
-    /// Wants remembered per peer for blocks not held yet (boxo's bound); more are answered
-    /// DONT_HAVE.
-    pub max_wants_per_peer: usize,
-    /// The blockstore's directory (RocksDB), so that a restarted peer still serves what it held;
-    /// none: blocks in memory. A node sets it to `<data_dir>/blocks`.
-    #[serde(skip)]
-    pub blocks_dir: Option<PathBuf>,
-    /// A fault for tests: every block served to a peer is altered.
-    #[cfg(feature = "test-utils")]
-    #[serde(skip)]
-    pub corrupt_served_blocks: bool,
-}
-
-impl Default for P2pConfig {
-    fn default() -> P2pConfig {
-        P2pConfig {
-            listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
-            peers: Vec::new(),
-            limits: Limits {
-                max_message_bytes: Limits::MIB - 16 * 1024,
-                max_block_bytes: Limits::MIB,
-            },
-            contact_store: None,
-            subscriber_queue: 4096,
-            max_wants_per_peer: 1024,
-            blocks_dir: None,
-            #[cfg(feature = "test-utils")]
-            corrupt_served_blocks: false,
-        }
-    }
-}
-
-impl P2pConfig {
-    /// Checks every field, naming the first that breaks its bound as the config file spells it
-    /// (`p2p.listen`, `p2p.max_wants_per_peer`): listen addresses that parse as multiaddrs, peers
-    /// as `/…/p2p/<id>` multiaddrs, queues and wantlists from 1 to 2^20, the size limits of
-    /// [`comms::config::limits`].
-    pub fn check(&self) -> Result<(), ConfigError> {
-        self.check_fields().map_err(|e| e.within_table("p2p"))
-    }
-
-    fn check_fields(&self) -> Result<(), ConfigError> {
-        for address in &self.listen {
-            parse(address).map_err(|error| ConfigError::new("listen", error.to_string()))?;
-        }
-        for address in &self.peers {
-            config::peer_address("peers", address)?;
-            parse(address).map_err(|error| ConfigError::new("peers", error.to_string()))?;
-        }
-        config::limits(&self.limits)?;
-        within("subscriber_queue", self.subscriber_queue, 1, 1 << 20)?;
-        within("max_wants_per_peer", self.max_wants_per_peer, 1, 1 << 20)
-    }
-}
-
 /// The protocols the peer runs.
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    /// The connection bounds of [`P2pConfig`]; first, so that a connection refused costs nothing
+    /// of the others.
+    connections: connection_limits::Behaviour,
     gossipsub: gossipsub::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
@@ -149,15 +72,6 @@ pub struct P2pPeer {
     queue: usize,
     bitswap: mpsc::Sender<bitswap::Event>,
     metrics: Arc<P2pMetrics>,
-}
-
-fn parse(address: &str) -> Result<Multiaddr, P2pError> {
-    address
-        .parse()
-        .map_err(|error: libp2p::multiaddr::Error| P2pError::Address {
-            address: address.to_string(),
-            reason: error.to_string(),
-        })
 }
 
 /// How long the listeners may take to report their addresses.
@@ -264,54 +178,6 @@ fn engine_setup(config: &P2pConfig, metrics: Arc<P2pMetrics>) -> Result<bitswap:
     })
 }
 
-/// Reads the peer's identity from `path` (libp2p's protobuf encoding), or makes a new ed25519 one
-/// and writes it there (readable by its owner only) when the file does not exist. A file that
-/// others may read is refused, as a validator's key file is: whoever reads it can be this peer.
-pub fn load_or_create_key(path: &Path) -> Result<identity::Keypair, P2pError> {
-    use std::os::unix::fs::PermissionsExt;
-    let failed = |reason: String| P2pError::Key {
-        path: path.to_owned(),
-        reason,
-    };
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            let mode = std::fs::metadata(path)
-                .map_err(|e| failed(e.to_string()))?
-                .permissions()
-                .mode();
-            if mode & 0o077 != 0 {
-                let reason = format!(
-                    "readable by others (mode {:o}): run chmod 600 on it",
-                    mode & 0o777
-                );
-                return Err(failed(reason));
-            }
-            identity::Keypair::from_protobuf_encoding(&bytes).map_err(|e| failed(e.to_string()))
-        }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            let key = identity::Keypair::generate_ed25519();
-            let bytes = key
-                .to_protobuf_encoding()
-                .map_err(|e| failed(e.to_string()))?;
-            write_private(path, &bytes).map_err(|e| failed(e.to_string()))?;
-            Ok(key)
-        }
-        Err(error) => Err(failed(error.to_string())),
-    }
-}
-
-/// Writes `bytes` to a new file at `path` that only its owner can read, synced.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::{io::Write, os::unix::fs::OpenOptionsExt};
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
-}
-
 impl P2pPeer {
     /// Starts a peer with identity `key` on the current tokio runtime: it listens, dials
     /// `config.peers` and the contact store's, and runs until its last handle is dropped.
@@ -319,6 +185,7 @@ impl P2pPeer {
         let limits = config.limits;
         let (gossipsub, refused) = gossip::behaviour(&key, &limits)?;
         let behaviour = Behaviour {
+            connections: connection_limits::Behaviour::new(config.connection_limits()),
             gossipsub,
             identify: identify::Behaviour::new(identify::Config::new(
                 "ipfs/0.1.0".into(),
@@ -339,6 +206,7 @@ impl P2pPeer {
             .with_behaviour(|_| behaviour)
             .map_err(|e| transport(&e))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+            .with_connection_timeout(config.handshake_timeout)
             .build();
         let mut listeners = Vec::new();
         for address in &config.listen {
@@ -802,6 +670,11 @@ impl Task {
                 self.configured_peer(peer_id, false);
                 self.tell_bitswap(bitswap::Event::Disconnected(peer_id));
             }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => self.incoming_failed(&send_back_addr, &error),
             SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(peer),
                 ..
@@ -812,6 +685,21 @@ impl Task {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// A connection opened here did not come up: refused by a bound, or its handshake failed (too
+    /// slow, or not noise and yamux). Counted and logged either way.
+    fn incoming_failed(&self, from: &Multiaddr, error: &ListenError) {
+        match error {
+            ListenError::Denied { cause } => {
+                bump(&self.metrics.connections_refused);
+                info!(%from, %cause, "refused a connection");
+            }
+            _ => {
+                bump(&self.metrics.handshakes_failed);
+                info!(%from, %error, "a connection's handshake failed");
+            }
         }
     }
 

@@ -309,6 +309,14 @@ mod tests {
                 "p2p.peers",
             ),
             ("[p2p]\nmax_wants_per_peer = 0\n", "p2p.max_wants_per_peer"),
+            (
+                "[p2p]\nmax_connections_per_peer = 100\n",
+                "p2p.max_connections_per_peer",
+            ),
+            (
+                "[p2p]\nhandshake_timeout = \"1ms\"\n",
+                "p2p.handshake_timeout",
+            ),
         ] {
             let path = dir.join("config.toml");
             std::fs::write(&path, format!("{base}{table}")).expect("written");

@@ -26,11 +26,11 @@ use std::{
 
 use bytes::Bytes;
 use comms::Cid;
-use futures::StreamExt;
+use futures::{AsyncRead, StreamExt};
 use libp2p::{PeerId, StreamProtocol};
 use libp2p_stream::Control;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use comms::bump;
 
@@ -101,12 +101,13 @@ pub(crate) fn start(mut control: Control, setup: Setup) -> mpsc::Sender<Event> {
             continue;
         };
         let events = events.downgrade();
+        let metrics = setup.metrics.clone();
         tokio::spawn(async move {
             while let Some((peer, stream)) = incoming.next().await {
                 let Some(events) = events.upgrade() else {
                     return;
                 };
-                tokio::spawn(read_stream(peer, stream, events));
+                tokio::spawn(read_stream(peer, stream, events, metrics.clone()));
             }
         });
     }
@@ -122,8 +123,14 @@ pub(crate) fn start(mut control: Control, setup: Setup) -> mpsc::Sender<Event> {
     events
 }
 
-/// Reads `peer`'s messages from one inbound stream until it ends or breaks.
-async fn read_stream(peer: PeerId, mut stream: libp2p::Stream, events: mpsc::Sender<Event>) {
+/// Reads `peer`'s messages from one inbound stream until it ends, breaks, or brings bytes that are
+/// no message (counted, and the stream closed).
+async fn read_stream<S: AsyncRead + Unpin>(
+    peer: PeerId,
+    mut stream: S,
+    events: mpsc::Sender<Event>,
+    metrics: Arc<P2pMetrics>,
+) {
     loop {
         match message::read(&mut stream).await {
             Ok(Some(message)) => {
@@ -132,8 +139,13 @@ async fn read_stream(peer: PeerId, mut stream: libp2p::Stream, events: mpsc::Sen
                 }
             }
             Ok(None) => return,
-            Err(error) => {
+            Err(message::ReadError::Io(error)) => {
                 debug!(%peer, %error, "a bitswap stream broke");
+                return;
+            }
+            Err(error) => {
+                bump(&metrics.bitswap_malformed);
+                info!(%peer, %error, "closed a bitswap stream that brought no message");
                 return;
             }
         }
@@ -556,5 +568,36 @@ mod tests {
             .expect("stored");
         assert!(!engine.wants_of[&peer].contains_key(&cids[9]));
         assert_eq!(engine.setup.metrics.snapshot().blocks_served, 1);
+    }
+
+    /// A stream that brings bytes that are no message is counted and closed: what came before is
+    /// taken, nothing after. A stream that just ends is not counted.
+    #[tokio::test]
+    async fn a_stream_of_junk_is_counted_and_closed() {
+        let good = Message {
+            wantlist: Some(wantlist(&[comms::cid_for(comms::Codec::Raw, b"x")])),
+            ..Message::default()
+        };
+        let mut bytes = Vec::new();
+        message::write(&mut bytes, &good).await.expect("in memory");
+        let junk = [3u8, 0xff, 0xff, 0xff];
+        for (tail, counted) in [(&junk[..], 1), (&[][..], 0)] {
+            let mut stream = bytes.clone();
+            stream.extend_from_slice(tail);
+            stream.extend_from_slice(&bytes);
+            let (events, mut received) = mpsc::channel(8);
+            let metrics = Arc::<P2pMetrics>::default();
+            let peer = PeerId::random();
+            read_stream(peer, &stream[..], events, metrics.clone()).await;
+            let mut messages = 0;
+            while let Ok(event) = received.try_recv() {
+                assert!(
+                    matches!(event, Event::Received(from, ref m) if from == peer && *m == good)
+                );
+                messages += 1;
+            }
+            assert_eq!(messages, 2 - counted);
+            assert_eq!(metrics.snapshot().bitswap_malformed, counted);
+        }
     }
 }
