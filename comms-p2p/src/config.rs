@@ -40,8 +40,8 @@ pub struct P2pConfig {
     pub max_pending_handshakes: u32,
     /// Connections with any one peer, either way, at most.
     pub max_connections_per_peer: u32,
-    /// How long a connection's handshake may take, either way; then it is closed and counted
-    /// (`handshakes_failed`).
+    /// How long a connection's handshake may take, either way; then it is closed (and, when the
+    /// other peer opened it, counted in `handshakes_failed`).
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
     /// The blockstore's directory (RocksDB), so that a restarted peer still serves what it held;
